@@ -1,0 +1,40 @@
+"""Toy data for every topic: deterministic from a seed, generated or shipped, never downloaded.
+
+* :mod:`impl.data.digits` — scikit-learn's 1,797 real 8x8 handwritten digits, fixed split.
+* :mod:`impl.data.points` — 2-D classification sets: XOR, two spirals, moons, Gaussian mixtures.
+* :mod:`impl.data.shapes` — coloured circles, squares and triangles with masks, edges and captions.
+* :mod:`impl.data.sequences` — copy, reverse, sort, addition, delayed recall and a small grammar.
+"""
+
+from impl.data.digits import DigitsSplit, load_digits
+from impl.data.points import gaussian_mixture, moons, two_spirals, xor
+from impl.data.sequences import (
+    SeqTask,
+    addition,
+    copy_task,
+    delayed_recall,
+    grammar_corpus,
+    reverse_task,
+    sequence_task,
+    sort_task,
+)
+from impl.data.shapes import Shapes, make_shapes
+
+__all__ = [
+    "DigitsSplit",
+    "load_digits",
+    "xor",
+    "two_spirals",
+    "moons",
+    "gaussian_mixture",
+    "Shapes",
+    "make_shapes",
+    "SeqTask",
+    "sequence_task",
+    "copy_task",
+    "reverse_task",
+    "sort_task",
+    "addition",
+    "delayed_recall",
+    "grammar_corpus",
+]

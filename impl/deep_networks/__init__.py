@@ -1,0 +1,1 @@
+"""Section 1 — deep neural networks: backpropagation, convolution, depth, segmentation."""

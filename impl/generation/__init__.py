@@ -1,0 +1,1 @@
+"""Section 5 — image generation: adversarial, variational, diffusion and contrastive models."""

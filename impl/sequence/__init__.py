@@ -1,0 +1,1 @@
+"""Section 3 — sequence modeling: recurrence, gating, embeddings, attention over RNN states."""

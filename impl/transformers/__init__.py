@@ -1,0 +1,1 @@
+"""Section 4 — transformers: attention everywhere, pre-training, scaling, alignment."""
