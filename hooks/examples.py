@@ -129,8 +129,8 @@ def _exec(code: str, session: str | None) -> str:
     buffer = io.StringIO()
     try:
         with contextlib.redirect_stdout(buffer):
-            exec(compile(code, filename, "exec"), namespace)  # noqa: S102
-    except Exception as error:  # noqa: BLE001 - any failure of an example fails the build
+            exec(compile(code, filename, "exec"), namespace)
+    except Exception as error:
         lines = code.splitlines()
         trace = traceback.TracebackException.from_exception(error)
         for frame in trace.stack:
@@ -142,7 +142,7 @@ def _exec(code: str, session: str | None) -> str:
     return buffer.getvalue()
 
 
-def _run(code: str, returncode: int | None = None, session: str | None = None, id: str | None = None, **extra):  # noqa: A002, ARG001
+def _run(code: str, returncode: int | None = None, session: str | None = None, id: str | None = None, **extra):
     if os.environ.get("IMPL_EXAMPLES") == "skip":
         return ""
     page = _state["page"]

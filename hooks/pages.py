@@ -63,7 +63,9 @@ def on_files(files, config, **kwargs):
             rel = path.relative_to(ROOT).as_posix()
             files.append(File(rel, str(ROOT), config["site_dir"], config["use_directory_urls"]))
             added[folder].append(rel)
-    docs_pages = sorted(f.src_uri for f in files if f.src_uri.endswith(".md") and f.src_uri.split("/")[0] not in CONTENT_DIRS)
+    docs_pages = sorted(
+        f.src_uri for f in files if f.src_uri.endswith(".md") and f.src_uri.split("/")[0] not in CONTENT_DIRS
+    )
     nav: list = [{"Home": "index.md"}]
     nav.append({"Part 1 — The essay": _tree(added["essays"], 1)})
     nav.append({"Part 2 — The arrow of progress": _tree(added["papers"], 1)})
@@ -85,7 +87,7 @@ def _render(match: re.Match, display: str) -> str:
     tex = html.unescape(match.group(1)).strip()
     try:
         mathml = latex_to_mathml(tex, display=display)
-    except Exception as error:  # noqa: BLE001 - report and keep the source visible
+    except Exception as error:
         log.warning("math: could not render %r: %s", tex, error)
         return match.group(0)
     mathml = mathml.replace("<math ", f'<math alttext="{html.escape(tex)}" ', 1)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-__all__ = ["Section", "Topic", "Chapter", "SECTIONS", "TOPICS", "CHAPTERS", "find_topic", "ROOT"]
+__all__ = ["CHAPTERS", "ROOT", "SECTIONS", "TOPICS", "Chapter", "Section", "Topic", "find_topic"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -162,7 +162,13 @@ def site_map(from_page: str) -> str:
         lines.append(f"- {ch.number} {link(ch.title, ch.path, ch.written)}")
     lines += ["", "### Part 2 — the arrow of progress", ""]
     for section in SECTIONS:
-        lines += ["", f"**{section.number}. {section.title}**", "", "| # | topic | paper | the claim, at toy scale |", "|---|---|---|---|"]
+        lines += [
+            "",
+            f"**{section.number}. {section.title}**",
+            "",
+            "| # | topic | paper | the claim, at toy scale |",
+            "|---|---|---|---|",
+        ]
         for t in (t for t in TOPICS if t.section is section):
             lines.append(f"| {t.number} | {link(t.title, t.page, t.implemented)} | {t.papers} | {t.claim} |")
     return "\n".join(lines)

@@ -22,13 +22,13 @@ import jax
 import numpy as np
 
 __all__ = [
+    "array_shape",
+    "in_range",
+    "non_negative_int",
     "one_of",
     "positive_int",
-    "non_negative_int",
-    "in_range",
-    "rate",
-    "array_shape",
     "prng_key",
+    "rate",
 ]
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,10 +21,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
-__all__ = ["PALETTE", "figure", "to_svg", "show", "save"]
+__all__ = ["PALETTE", "figure", "save", "show", "to_svg"]
 
 _INK = "#010203"  # sentinel "foreground" colour, replaced by currentColor in SVG output
 PALETTE = ["#3b82f6", "#f97316", "#10b981", "#ef4444", "#a855f7", "#eab308", "#06b6d4", "#ec4899"]
@@ -72,6 +73,7 @@ def to_svg(fig: Figure) -> str:
     plt.close(fig)
     svg = buffer.getvalue()
     svg = svg[svg.index("<svg") :]  # drop the XML prolog and DOCTYPE: this goes inside HTML
+    svg = re.sub(r"\s*<metadata>.*?</metadata>", "", svg, flags=re.DOTALL)
     return svg.replace(_INK, "currentColor").replace(
         "<svg ", '<svg class="figure" role="img" style="max-width:100%;height:auto" ', 1
     )

@@ -43,7 +43,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from impl import checks
 
-__all__ = ["train", "TrainResult", "TrainingDiverged", "Progress", "progress_enabled"]
+__all__ = ["Progress", "TrainResult", "TrainingDiverged", "progress_enabled", "train"]
 
 PyTree = Any
 

@@ -8,8 +8,8 @@ import os
 
 os.environ.setdefault("IMPL_PROGRESS", "0")
 
-import jax  # noqa: E402
-import pytest  # noqa: E402
+import jax
+import pytest
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 

@@ -43,8 +43,9 @@ def test_array_shape_names_argument_and_layout():
     with pytest.raises(ValueError, match=r"x: expected shape \[batch, 2\], got \(4, 3\)"):
         checks.array_shape("x", jnp.zeros((4, 3)), ("batch", 2))
     with pytest.raises(ValueError, match=r"images: expected shape \[batch, height, width, channels\]"):
-        checks.array_shape("images", jnp.zeros((4, 8, 8)), (None, None, None, None),
-                           dims="[batch, height, width, channels]")
+        checks.array_shape(
+            "images", jnp.zeros((4, 8, 8)), (None, None, None, None), dims="[batch, height, width, channels]"
+        )
     with pytest.raises(TypeError, match="x: expected an array, got list"):
         checks.array_shape("x", [1, 2], (2,))
 
@@ -55,5 +56,5 @@ def test_prng_key_accepts_seeds_and_keys():
     c = checks.prng_key("key", jax.random.PRNGKey(3))
     assert jnp.array_equal(jax.random.key_data(a), jax.random.key_data(b))
     assert jnp.array_equal(jax.random.key_data(a), jax.random.key_data(c))
-    with pytest.raises(TypeError, match="key: expected a jax.random.key"):
+    with pytest.raises(TypeError, match=r"key: expected a jax\.random\.key"):
         checks.prng_key("key", "seed")

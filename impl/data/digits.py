@@ -65,7 +65,7 @@ def load_digits(
     train_idx, test_idx = [], []
     for label in range(10):
         idx = rng.permutation(np.flatnonzero(y == label))
-        n_test = int(round(len(idx) * test_fraction))
+        n_test = round(len(idx) * test_fraction)
         test_idx.append(idx[:n_test])
         train_idx.append(idx[n_test:])
     # Interleave classes so that any prefix of the training set stays class-balanced.

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 
 from impl import checks
 
-__all__ = ["xor", "two_spirals", "moons", "gaussian_mixture"]
+__all__ = ["gaussian_mixture", "moons", "two_spirals", "xor"]
 
 
 def _split_count(n: int, classes: int) -> int:

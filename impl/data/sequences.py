@@ -21,9 +21,20 @@ import numpy as np
 from impl import checks
 
 __all__ = [
-    "PAD", "BOS", "EOS", "SEP", "FIRST_SYMBOL",
-    "SeqTask", "sequence_task", "copy_task", "reverse_task", "sort_task", "addition",
-    "delayed_recall", "grammar_corpus", "GRAMMAR_WORDS",
+    "BOS",
+    "EOS",
+    "FIRST_SYMBOL",
+    "GRAMMAR_WORDS",
+    "PAD",
+    "SEP",
+    "SeqTask",
+    "addition",
+    "copy_task",
+    "delayed_recall",
+    "grammar_corpus",
+    "reverse_task",
+    "sequence_task",
+    "sort_task",
 ]  # fmt: skip
 
 PAD, BOS, EOS, SEP = 0, 1, 2, 3

@@ -20,7 +20,7 @@ import numpy as np
 
 from impl import checks
 
-__all__ = ["SHAPES", "COLOURS", "POSITIONS", "Shapes", "make_shapes", "caption"]
+__all__ = ["COLOURS", "POSITIONS", "SHAPES", "Shapes", "caption", "make_shapes"]
 
 SHAPES = ("circle", "square", "triangle")
 COLOURS = {

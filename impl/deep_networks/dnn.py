@@ -36,16 +36,16 @@ from impl.training import train
 
 __all__ = [
     "ACTIVATIONS",
-    "init_layer",
-    "init_mlp",
-    "dense",
-    "mlp",
-    "cross_entropy",
-    "accuracy",
-    "backprop",
     "LinenMLP",
     "NnxMLP",
+    "accuracy",
+    "backprop",
+    "cross_entropy",
+    "dense",
     "experiment",
+    "init_layer",
+    "init_mlp",
+    "mlp",
 ]
 
 Layer = dict[str, jax.Array]
@@ -78,7 +78,8 @@ def init_mlp(key: jax.Array, sizes: Sequence[int]) -> list[Layer]:
 
 def dense(layer: Layer, x: jax.Array) -> jax.Array:
     """Total input to each unit, eq. 1: ``x_j = sum_i y_i w_ji`` (+ bias). ``[b, d_in] -> [b, d_out]``."""
-    return x @ layer["kernel"] + layer["bias"]
+    y = x @ layer["kernel"]
+    return y + layer["bias"].reshape((1,) * (y.ndim - 1) + (-1,))  # explicit broadcast over batch
 
 
 def mlp(params: Sequence[Layer], x: jax.Array, activation: str = "tanh") -> jax.Array:

@@ -23,7 +23,7 @@ import optax
 
 from impl import checks
 
-__all__ = ["ScalarOrSchedule", "scale_by_learning_rate", "trace", "sgd"]
+__all__ = ["ScalarOrSchedule", "scale_by_learning_rate", "sgd", "trace"]
 
 ScalarOrSchedule = float | Callable[[jax.Array], jax.Array]
 

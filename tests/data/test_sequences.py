@@ -48,7 +48,9 @@ def test_grammar_corpus_agrees_in_number():
         # the subject is the first noun; the verb is the first verb form after the subject NP
         # (before any prepositional phrase's own noun could be mistaken for it)
         first_noun = next(t for t in tokens if t in words["noun_sg"] + words["noun_pl"])
-        verb = next(t for t in tokens if t in words["verb_sg"] + words["verb_pl"] + words["intrans_sg"] + words["intrans_pl"])
+        verb = next(
+            t for t in tokens if t in words["verb_sg"] + words["verb_pl"] + words["intrans_sg"] + words["intrans_pl"]
+        )
         singular_subject = first_noun in words["noun_sg"]
         singular_verb = verb in words["verb_sg"] + words["intrans_sg"]
         assert singular_subject == singular_verb, sentence

@@ -1,0 +1,156 @@
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from impl.optimization.adam import sgd
+from impl.training import TrainingDiverged, train
+
+OPT = sgd(0.1)
+
+
+def regression_loss(params, batch, key):
+    del key
+    pred = batch["x"] @ params["w"] + params["b"]
+    return jnp.mean((pred - batch["y"]) ** 2), {"abs_w": jnp.abs(params["w"]).sum()}
+
+
+def _data(seed=0, n=64):
+    k1, k2 = jax.random.split(jax.random.key(seed))
+    x = jax.random.normal(k1, (n, 3))
+    y = x @ jnp.array([[1.0], [-2.0], [0.5]]) + 0.3 + 0.01 * jax.random.normal(k2, (n, 1))
+    return {"x": x, "y": y}
+
+
+def _params():
+    return {"w": jnp.zeros((3, 1)), "b": jnp.zeros((1, 1))}
+
+
+def test_train_fits_linear_regression_and_records_history():
+    result = train(regression_loss, _params(), OPT, _data(), key=0, steps=300, batch_size=16, chunk=100)
+    assert result.history["loss"].shape == (300,)
+    assert result.history["abs_w"].shape == (300,)
+    assert result.history["loss"][-1] < 1e-3 < result.history["loss"][0]
+    np.testing.assert_allclose(np.asarray(result.params["w"]).ravel(), [1.0, -2.0, 0.5], atol=0.02)
+
+
+def test_train_is_deterministic_and_independent_of_chunking():
+    a = train(regression_loss, _params(), OPT, _data(), key=3, steps=120, batch_size=8, chunk=40)
+    b = train(regression_loss, _params(), OPT, _data(), key=3, steps=120, batch_size=8, chunk=40)
+    c = train(regression_loss, _params(), OPT, _data(), key=3, steps=120, batch_size=8, chunk=120)
+    np.testing.assert_array_equal(a.history["loss"], b.history["loss"])
+    np.testing.assert_allclose(a.history["loss"], c.history["loss"], rtol=1e-6)
+    d = train(regression_loss, _params(), OPT, _data(), key=4, steps=120, batch_size=8, chunk=40)
+    assert not np.array_equal(a.history["loss"], d.history["loss"])
+
+
+def test_second_call_with_new_values_does_not_recompile():
+    traces = []
+
+    def loss(params, batch, key):
+        traces.append(1)  # runs only while tracing
+        return regression_loss(params, batch, key)
+
+    opt = sgd(0.05)
+    train(loss, _params(), opt, _data(0), key=0, steps=50, batch_size=8, chunk=25)
+    first = len(traces)
+    train(loss, {"w": jnp.ones((3, 1)), "b": jnp.ones((1, 1))}, opt, _data(1), key=1, steps=50, batch_size=8, chunk=25)
+    assert first >= 1 and len(traces) == first
+
+
+def test_nan_guard_names_the_step_and_metric():
+    def exploding(params, batch, key):
+        del batch, key
+        return jnp.log(1.0 - params["t"][0]), {}  # t = 0.125 (step - 1): log(0) at step 9
+
+    with pytest.raises(TrainingDiverged, match=r"training diverged at step 9: loss = -inf") as info:
+        train(
+            exploding, {"t": jnp.zeros((1,))}, _ConstantStep(0.125), {"x": jnp.zeros((2, 1))}, key=0, steps=20, chunk=5
+        )
+    assert (info.value.step, info.value.metric) == (9, "loss")
+
+
+class _ConstantStep:
+    """A transformation that adds a fixed amount each step, to make divergence predictable."""
+
+    def __new__(cls, amount):
+        import optax
+
+        return optax.GradientTransformation(
+            lambda p: optax.EmptyState(),
+            lambda g, s, p=None: (jax.tree.map(lambda x: jnp.full_like(x, amount), g), s),
+        )
+
+
+def test_eval_fn_runs_after_each_chunk():
+    def evaluate(params):
+        return {"w0": params["w"][0, 0]}
+
+    result = train(regression_loss, _params(), OPT, _data(), key=0, steps=90, batch_size=16, chunk=30, eval_fn=evaluate)
+    assert result.evals["step"].tolist() == [30, 60, 90]
+    assert abs(result.evals["w0"][-1] - 1.0) < 0.1
+
+
+def test_model_state_is_threaded_through_steps():
+    def counting(params, state, batch, key):
+        del key
+        loss, metrics = regression_loss(params, batch, None)
+        return loss, (metrics, {"seen": state["seen"] + batch["x"].shape[0]})
+
+    result = train(counting, _params(), OPT, _data(), key=0, steps=10, batch_size=4, model_state={"seen": jnp.int32(0)})
+    assert int(result.model_state["seen"]) == 40
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"steps": 0}, ValueError, "steps: expected a positive integer"),
+        ({"steps": 10, "chunk": -1}, ValueError, "chunk"),
+        ({"steps": 10, "batch_size": 0}, ValueError, "batch_size"),
+        ({"steps": 10, "key": "seed"}, TypeError, "key"),
+    ],
+)
+def test_train_rejects_bad_arguments(kwargs, error, message):
+    kwargs = {"key": 0, **kwargs}
+    with pytest.raises(error, match=message):
+        train(regression_loss, _params(), OPT, _data(), **kwargs)
+
+
+def test_train_rejects_ragged_data():
+    with pytest.raises(ValueError, match="data: expected arrays sharing a leading"):
+        train(regression_loss, _params(), OPT, {"x": jnp.zeros((4, 3)), "y": jnp.zeros((5, 1))}, key=0, steps=1)
+
+
+@pytest.mark.multidevice
+def test_data_parallel_on_eight_devices_matches_one_device():
+    script = textwrap.dedent(
+        """
+        import jax, jax.numpy as jnp, numpy as np
+        assert len(jax.devices()) == 8, jax.devices()
+        from impl.optimization.adam import sgd
+        from impl.training import train, _mesh_for
+        k1, k2 = jax.random.split(jax.random.key(0))
+        x = jax.random.normal(k1, (256, 3))
+        data = {"x": x, "y": x @ jnp.array([[1.0], [-2.0], [0.5]]) + 0.1 * jax.random.normal(k2, (256, 1))}
+        def loss(p, b, k):
+            return jnp.mean((b["x"] @ p["w"] - b["y"]) ** 2)
+        opt = sgd(0.05, momentum=0.9)
+        p0 = {"w": jnp.zeros((3, 1))}
+        assert _mesh_for(64, jax.devices()).devices.size == 8
+        many = train(loss, p0, opt, data, key=1, steps=60, batch_size=64, chunk=20)
+        one = train(loss, p0, opt, data, key=1, steps=60, batch_size=64, chunk=20, devices=jax.devices()[:1])
+        assert len(many.params["w"].sharding.device_set) == 8
+        np.testing.assert_allclose(many.history["loss"], one.history["loss"], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(many.params["w"], one.params["w"], rtol=1e-5, atol=1e-6)
+        print("ok", float(many.history["loss"][-1]))
+        """
+    )
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.startswith("ok")
