@@ -70,9 +70,11 @@ def test_cache_key_changes_with_the_code_and_with_impl_sources(hook, monkeypatch
 
 def test_a_failing_example_names_the_page_and_the_error(hook, caplog):
     _page(hook, "papers/x.md")
-    with caplog.at_level(logging.WARNING, logger="mkdocs.plugins.examples"):
-        with pytest.raises(hook.ExecutionError, match="ZeroDivisionError"):
-            hook._run("1 / 0", session="s")
+    with (
+        caplog.at_level(logging.WARNING, logger="mkdocs.plugins.examples"),
+        pytest.raises(hook.ExecutionError, match="ZeroDivisionError"),
+    ):
+        hook._run("1 / 0", session="s")
     assert "papers/x.md: example failed: ZeroDivisionError" in caplog.text
     assert not list(hook.CACHE_DIR.glob("*")) or all(p.read_text() != "" for p in hook.CACHE_DIR.iterdir())
 
