@@ -6,7 +6,7 @@ markdown-exec's Python runner with one that
 
 * scopes sessions to the page, so two pages may both use ``session="main"``;
 * captures everything written to stdout, including output printed by ``impl`` functions
-  such as :func:`impl.plotting.show`;
+  such as `impl.plotting.show`;
 * caches each block's output under ``.cache/examples/``, keyed by the code of the block and of
   every earlier block of its session, the source of the ``impl`` modules they import
   (transitively) and the versions of the key packages. A warm rebuild executes nothing; a

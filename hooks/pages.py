@@ -10,7 +10,7 @@ navigation from the folders, and render LaTeX to MathML at build time.
 * Math: ``pymdownx.arithmatex`` (generic mode) marks ``$...$`` and ``$$...$$``; this hook turns
   each into MathML with ``latex2mathml``. Browsers render MathML natively, so no script, font
   or stylesheet is fetched from anywhere: the site reads fully offline.
-* ``{{ topic_map }}`` in a page becomes the map of the project, from :mod:`impl.catalog`.
+* ``{{ topic_map }}`` in a page becomes the map of the project, from `impl.catalog`.
 * ``mkdocs serve`` also watches ``essays/``, ``papers/``, ``impl/`` and ``hooks/``.
 """
 

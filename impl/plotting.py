@@ -1,11 +1,11 @@
 """Figures that read in the site's light and dark themes, and on paper.
 
 Pages print figures as inline SVG. Text, axes and ticks are drawn in a sentinel colour that
-:func:`to_svg` rewrites to ``currentColor``, so the figure takes the page's text colour in
-either theme; the background is transparent. Data colours come from :data:`PALETTE`, chosen
+`to_svg` rewrites to ``currentColor``, so the figure takes the page's text colour in
+either theme; the background is transparent. Data colours come from `PALETTE`, chosen
 to keep their contrast on white and on Material's dark slate.
 
-For files (the command line), :func:`save` writes PNG, SVG or PDF on white: the sentinel ink is
+For files (the command line), `save` writes PNG, SVG or PDF on white: the sentinel ink is
 near-black (``#010203``), so it reads as black there.
 """
 

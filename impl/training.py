@@ -1,10 +1,10 @@
 """The one training loop every topic uses.
 
 ``train`` runs ``steps`` optimisation steps of ``loss_fn`` with an Optax-style
-``GradientTransformation``. Steps run in chunks inside :func:`jax.lax.scan`, so a chunk of
+``GradientTransformation``. Steps run in chunks inside `jax.lax.scan`, so a chunk of
 hundreds of steps is one compiled call with no Python in between. After each chunk the loop
 
-* checks every metric for NaN/inf and raises :class:`TrainingDiverged` naming the step and metric,
+* checks every metric for NaN/inf and raises `TrainingDiverged` naming the step and metric,
 * optionally evaluates ``eval_fn(params)`` (jitted once),
 * advances a progress bar (only on an interactive terminal; silent in CI and site builds).
 
@@ -12,15 +12,17 @@ Determinism: the key for step ``t`` is ``fold_in(key, t)``, so results depend on
 the number of steps only — not on the chunk size, and not on how many devices run it.
 
 Devices: given several devices, the batch is sharded across them along a ``"data"`` mesh
-axis with :mod:`jax.sharding` (data parallelism); parameters and the dataset are replicated
+axis with `jax.sharding` (data parallelism); parameters and the dataset are replicated
 and XLA inserts the gradient all-reduce. On one device the same code runs unchanged.
 
-The loss function's contract::
+The loss function's contract:
 
-    loss_fn(params, batch, key) -> loss                      # a scalar
-    loss_fn(params, batch, key) -> (loss, metrics)           # metrics: dict of scalars
-    # with model_state=... (e.g. batch-norm statistics):
-    loss_fn(params, model_state, batch, key) -> (loss, (metrics, new_model_state))
+```python
+loss_fn(params, batch, key) -> loss                      # a scalar
+loss_fn(params, batch, key) -> (loss, metrics)           # metrics: dict of scalars
+# with model_state=... (e.g. batch-norm statistics):
+loss_fn(params, model_state, batch, key) -> (loss, (metrics, new_model_state))
+```
 
 ``batch`` is ``data`` indexed by ``batch_size`` random example indices (a pytree of arrays
 sharing their leading dimension), or the whole of ``data`` when ``batch_size`` is ``None``.
@@ -57,7 +59,7 @@ class TrainingDiverged(FloatingPointError):
 
 
 class TrainResult(NamedTuple):
-    """What :func:`train` returns.
+    """What `train` returns.
 
     Attributes:
         params: final parameters.
@@ -189,7 +191,7 @@ def train(
     optimizer: optax.GradientTransformation,
     data: PyTree,
     *,
-    key,
+    key: jax.Array | int,
     steps: int,
     batch_size: int | None = None,
     chunk: int = 250,
@@ -206,7 +208,7 @@ def train(
         loss_fn: the objective; its identity (with ``optimizer``'s) keys the compile cache.
         params: initial parameters (any pytree of arrays).
         optimizer: an ``optax.GradientTransformation`` (the project's own, from
-            :mod:`impl.optimization`, or Optax's).
+            `impl.optimization`, or Optax's).
         data: pytree of arrays with a shared leading dimension ``n``.
         key: PRNG key or int seed; drives batch sampling and the ``key`` given to ``loss_fn``.
         steps: number of optimisation steps (> 0).
@@ -221,7 +223,7 @@ def train(
         devices: devices to shard the batch over; default ``jax.devices()``.
 
     Returns:
-        A :class:`TrainResult`.
+        A `TrainResult`.
 
     Raises:
         TrainingDiverged: when any metric becomes NaN or infinite; names the first bad step.
@@ -294,7 +296,7 @@ def _compiled_eval(eval_fn: Callable, stateful: bool) -> Callable:
 
 
 def _check_finite(metrics: dict[str, np.ndarray], first_step: int, where: str = "train") -> None:
-    """Raise :class:`TrainingDiverged` at the earliest non-finite value ("loss" checked first)."""
+    """Raise `TrainingDiverged` at the earliest non-finite value ("loss" checked first)."""
     worst: tuple[int, str, float] | None = None
     for name in sorted(metrics, key=lambda k: k != "loss"):
         values = np.asarray(metrics[name]).reshape(len(np.atleast_1d(metrics[name])), -1)

@@ -1,9 +1,9 @@
 """Toy data for every topic: deterministic from a seed, generated or shipped, never downloaded.
 
-* :mod:`impl.data.digits` — scikit-learn's 1,797 real 8x8 handwritten digits, fixed split.
-* :mod:`impl.data.points` — 2-D classification sets: XOR, two spirals, moons, Gaussian mixtures.
-* :mod:`impl.data.shapes` — coloured circles, squares and triangles with masks, edges and captions.
-* :mod:`impl.data.sequences` — copy, reverse, sort, addition, delayed recall and a small grammar.
+* `impl.data.digits` — scikit-learn's 1,797 real 8x8 handwritten digits, fixed split.
+* `impl.data.points` — 2-D classification sets: XOR, two spirals, moons, Gaussian mixtures.
+* `impl.data.shapes` — coloured circles, squares and triangles with masks, edges and captions.
+* `impl.data.sequences` — copy, reverse, sort, addition, delayed recall and a small grammar.
 """
 
 from impl.data.digits import DigitsSplit, load_digits

@@ -56,7 +56,7 @@ def load_digits(
             for data-size experiments); ``None`` keeps all.
 
     Returns:
-        A :class:`DigitsSplit` of numpy arrays (``float32`` inputs, ``int32`` labels).
+        A `DigitsSplit` of numpy arrays (``float32`` inputs, ``int32`` labels).
     """
     checks.in_range("test_fraction", test_fraction, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
     checks.non_negative_int("seed", seed)

@@ -21,7 +21,7 @@ def _split_count(n: int, classes: int) -> int:
     return n // classes
 
 
-def xor(key, n: int = 200, *, noise: float = 0.15) -> tuple[jax.Array, jax.Array]:
+def xor(key: jax.Array | int, n: int = 200, *, noise: float = 0.15) -> tuple[jax.Array, jax.Array]:
     """Noisy XOR: four clusters at ``(±1, ±1)``; the label is 1 where the signs differ.
 
     No straight line separates the classes: the problem Minsky and Papert used (1969) to
@@ -36,7 +36,9 @@ def xor(key, n: int = 200, *, noise: float = 0.15) -> tuple[jax.Array, jax.Array
     return x.astype(jnp.float32), jnp.repeat(labels, per)
 
 
-def two_spirals(key, n: int = 400, *, noise: float = 0.05, turns: float = 1.75) -> tuple[jax.Array, jax.Array]:
+def two_spirals(
+    key: jax.Array | int, n: int = 400, *, noise: float = 0.05, turns: float = 1.75
+) -> tuple[jax.Array, jax.Array]:
     """Two interleaved spirals (Lang & Witbrock, 1988), one per class, radius in ``[0, 1]``."""
     key = checks.prng_key("key", key)
     per = _split_count(n, 2)
@@ -51,7 +53,7 @@ def two_spirals(key, n: int = 400, *, noise: float = 0.05, turns: float = 1.75) 
     return x.astype(jnp.float32), y
 
 
-def moons(key, n: int = 200, *, noise: float = 0.1) -> tuple[jax.Array, jax.Array]:
+def moons(key: jax.Array | int, n: int = 200, *, noise: float = 0.1) -> tuple[jax.Array, jax.Array]:
     """Two interleaving half circles, centred so that ``x`` has roughly zero mean."""
     key = checks.prng_key("key", key)
     per = _split_count(n, 2)

@@ -1,10 +1,10 @@
 """Sequence tasks for the recurrent and attention topics, and a small synthetic language.
 
 Algorithmic tasks (``copy``, ``reverse``, ``sort``, ``addition``, ``delayed_recall``) return a
-:class:`SeqTask` of integer tokens. Token ids ``0..3`` are reserved (:data:`PAD`, :data:`BOS`,
-:data:`EOS`, :data:`SEP`); task symbols start at :data:`FIRST_SYMBOL`.
+`SeqTask` of integer tokens. Token ids ``0..3`` are reserved (`PAD`, `BOS`,
+`EOS`, `SEP`); task symbols start at `FIRST_SYMBOL`.
 
-:func:`grammar_corpus` generates English-like sentences from a small context-free grammar
+`grammar_corpus` generates English-like sentences from a small context-free grammar
 with number agreement ("the cat sees" / "the cats see"), for language-model topics that must
 learn real structure without downloading text.
 """
@@ -46,7 +46,7 @@ class SeqTask(NamedTuple):
 
     Attributes:
         inputs: ``int32[n, in_len]``.
-        targets: ``int32[n, out_len]`` (``int32[n]`` for :func:`delayed_recall`).
+        targets: ``int32[n, out_len]`` (``int32[n]`` for `delayed_recall`).
         vocab_size: number of distinct token ids, reserved ones included.
     """
 
@@ -55,32 +55,32 @@ class SeqTask(NamedTuple):
     vocab_size: int
 
 
-def _symbols(key, n: int, length: int, n_symbols: int) -> jax.Array:
+def _symbols(key: jax.Array | int, n: int, length: int, n_symbols: int) -> jax.Array:
     checks.positive_int("n", n)
     checks.positive_int("length", length)
     checks.positive_int("n_symbols", n_symbols)
     return jax.random.randint(key, (n, length), FIRST_SYMBOL, FIRST_SYMBOL + n_symbols, dtype=jnp.int32)
 
 
-def copy_task(key, n: int = 256, *, length: int = 8, n_symbols: int = 8) -> SeqTask:
+def copy_task(key: jax.Array | int, n: int = 256, *, length: int = 8, n_symbols: int = 8) -> SeqTask:
     """Output the input sequence unchanged. ``inputs, targets: int32[n, length]``."""
     x = _symbols(checks.prng_key("key", key), n, length, n_symbols)
     return SeqTask(x, x, FIRST_SYMBOL + n_symbols)
 
 
-def reverse_task(key, n: int = 256, *, length: int = 8, n_symbols: int = 8) -> SeqTask:
+def reverse_task(key: jax.Array | int, n: int = 256, *, length: int = 8, n_symbols: int = 8) -> SeqTask:
     """Output the input sequence reversed. ``inputs, targets: int32[n, length]``."""
     x = _symbols(checks.prng_key("key", key), n, length, n_symbols)
     return SeqTask(x, x[:, ::-1], FIRST_SYMBOL + n_symbols)
 
 
-def sort_task(key, n: int = 256, *, length: int = 8, n_symbols: int = 8) -> SeqTask:
+def sort_task(key: jax.Array | int, n: int = 256, *, length: int = 8, n_symbols: int = 8) -> SeqTask:
     """Output the input symbols in ascending order. ``inputs, targets: int32[n, length]``."""
     x = _symbols(checks.prng_key("key", key), n, length, n_symbols)
     return SeqTask(x, jnp.sort(x, axis=1), FIRST_SYMBOL + n_symbols)
 
 
-def addition(key, n: int = 256, *, digits: int = 3) -> SeqTask:
+def addition(key: jax.Array | int, n: int = 256, *, digits: int = 3) -> SeqTask:
     """Add two ``digits``-digit numbers written as characters.
 
     Inputs are ``a + b`` as ``2 * digits + 1`` tokens (most significant digit first, zero
@@ -106,7 +106,9 @@ def addition(key, n: int = 256, *, digits: int = 3) -> SeqTask:
     return SeqTask(inputs, to_digits(a + b, digits + 1), FIRST_SYMBOL + 11)
 
 
-def delayed_recall(key, n: int = 256, *, delay: int = 50, n_symbols: int = 4, n_distractors: int = 4) -> SeqTask:
+def delayed_recall(
+    key: jax.Array | int, n: int = 256, *, delay: int = 50, n_symbols: int = 4, n_distractors: int = 4
+) -> SeqTask:
     """Remember the first token across ``delay`` distractor tokens (a long-time-lag task).
 
     ``inputs: int32[n, delay + 1]``: a symbol from ``n_symbols`` choices, then ``delay``
@@ -134,7 +136,7 @@ _TASKS: dict[str, Callable[..., SeqTask]] = {
 }
 
 
-def sequence_task(name: str, key, n: int = 256, **kwargs) -> SeqTask:
+def sequence_task(name: str, key: jax.Array | int, n: int = 256, **kwargs) -> SeqTask:
     """Build a task by name: one of ``copy, reverse, sort, addition, delayed_recall``."""
     checks.one_of("name", name, _TASKS)
     return _TASKS[name](key, n, **kwargs)
@@ -179,7 +181,7 @@ def _sentence(rng: np.random.Generator) -> str:
     return " ".join(str(x) for x in words) + " ."
 
 
-def grammar_corpus(key, n_sentences: int = 1000) -> list[str]:
+def grammar_corpus(key: jax.Array | int, n_sentences: int = 1000) -> list[str]:
     """Sentences such as ``"the small cats follow a dog near the robot ."``.
 
     The subject's number decides the verb's form, possibly across a prepositional phrase,

@@ -87,7 +87,7 @@ def _draw_one(key, size: int, shape, colour, position, min_radius: float, max_ra
 
 
 def make_shapes(
-    key,
+    key: jax.Array | int,
     n: int = 256,
     *,
     size: int = 32,
@@ -101,8 +101,9 @@ def make_shapes(
         key: PRNG key or int seed; the same key always draws the same images.
         n: number of samples.
         size: image side in pixels (at least 12, so a shape covers a few pixels).
-        min_radius, max_radius: shape radius as a fraction of ``size``, ``0 < min <= max <= 1/6``
-            so a shape stays inside its cell of the 3x3 grid.
+        min_radius: smallest shape radius as a fraction of ``size``, in ``(0, 1/6]``.
+        max_radius: largest radius, in ``[min_radius, 1/6]``, so a shape stays inside its
+            cell of the 3x3 grid.
         noise: standard deviation of the background's pixel noise, in ``[0, 0.5]``.
     """
     key = checks.prng_key("key", key)

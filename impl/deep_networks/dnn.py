@@ -8,11 +8,11 @@ Processing*, vol. 1, ch. 8 (1986).
 The idea: a network of layers of adaptive weights, with "hidden" units between input and
 output, can learn *internal representations* if each weight is nudged against the gradient of
 the error — and that gradient is computed for every layer by running the chain rule backwards,
-layer by layer. Here the chain rule is written out by hand (:func:`backprop`) next to the
+layer by layer. Here the chain rule is written out by hand (`backprop`) next to the
 same network differentiated by ``jax.grad``; the tests prove the two agree.
 
-Layout: pure functions hold the math; :class:`LinenMLP` (functional, ``init``/``apply``) and
-:class:`NnxMLP` (object-oriented) hold parameters and call the same functions.
+Layout: pure functions hold the math; `LinenMLP` (functional, ``init``/``apply``) and
+`NnxMLP` (object-oriented) hold parameters and call the same functions.
 
 Shapes: ``x`` is ``float32[batch, d_in]``; logits ``float32[batch, n_classes]``; labels ``int32[batch]``.
 Parameters are a list of layers, each ``{"kernel": [d_in, d_out], "bias": [d_out]}``.
@@ -232,7 +232,7 @@ def fit(key, x, y, sizes: Sequence[int], *, steps: int):
 def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 3000) -> Report:
     """Linear model vs one-hidden-layer MLP on XOR and two spirals; backprop vs ``jax.grad``.
 
-    Returns a :class:`~impl.report.Report` whose metrics hold test accuracies of each model on
+    Returns a `impl.report.Report` whose metrics hold test accuracies of each model on
     each task and the largest relative difference between hand-written and automatic gradients.
     """
     checks.non_negative_int("seed", seed)
