@@ -52,6 +52,11 @@ _STYLE = {
 }
 
 
+# Applied on import so that everything drawn after `figure()` (legends, annotations, colour
+# bars) is in the house style too, not only what exists when the axes are created.
+plt.rcParams.update(_STYLE)
+
+
 @contextmanager
 def _style() -> Iterator[None]:
     with plt.rc_context(_STYLE):
