@@ -19,10 +19,12 @@ from typing import Any
 
 import chex
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
     "array_shape",
+    "hyperparameter",
     "in_range",
     "non_negative_int",
     "one_of",
@@ -78,6 +80,19 @@ def in_range(
     if not (ok_low and ok_high) or np.isnan(v):
         raise ValueError(f"{name}: expected a number in {interval}, got {value}")
     return v
+
+
+def hyperparameter(name: str, value: Any, low: float, high: float = float("inf"), **kwargs) -> None:
+    """`in_range` that also accepts a scalar array, and lets a traced one through.
+
+    ``optax.inject_hyperparams`` hands an optimizer's factory its numbers as ``jnp`` scalars,
+    traced inside ``jit``: those are checked where concrete, trusted where not.
+    """
+    if isinstance(value, jax.core.Tracer):
+        return
+    if isinstance(value, jax.Array | np.ndarray) and value.ndim == 0 and jnp.issubdtype(value.dtype, jnp.floating):
+        value = float(value)
+    in_range(name, value, low, high, **kwargs)
 
 
 def rate(name: str, value: Any) -> float:

@@ -116,6 +116,20 @@ class Progress:
 # ---------------------------------------------------------------------------------------
 # The compiled chunk: `length` steps under lax.scan.
 # ---------------------------------------------------------------------------------------
+def _flat_metrics(metrics: dict, prefix: str = "") -> dict[str, jax.Array]:
+    """``{"a": {"b": x}}`` -> ``{"a/b": x}``; every metric must be a scalar (checked while tracing)."""
+    flat = {}
+    for name, value in metrics.items():
+        key = f"{prefix}{name}"
+        if isinstance(value, dict):
+            flat.update(_flat_metrics(value, key + "/"))
+        elif jnp.ndim(value) != 0:
+            raise ValueError(f"loss_fn: metric {key!r} must be a scalar, got shape {jnp.shape(value)}")
+        else:
+            flat[key] = value
+    return flat
+
+
 def _as_loss_and_metrics(out) -> tuple[jax.Array, dict]:
     if isinstance(out, tuple):
         loss, metrics = out
@@ -164,7 +178,7 @@ def _compiled_chunk(
             (loss, metrics), grads = jax.value_and_grad(objective, has_aux=True)(params)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
-        metrics = {"loss": loss, **metrics}
+        metrics = _flat_metrics({"loss": loss, **metrics})
         return (params, opt_state, model_state), metrics
 
     @functools.partial(jax.jit, static_argnames="length")

@@ -154,3 +154,19 @@ def test_data_parallel_on_eight_devices_matches_one_device():
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.startswith("ok")
+
+
+def test_nested_metrics_are_flattened_and_non_scalars_rejected():
+    def nested(params, batch, key):
+        loss, _ = regression_loss(params, batch, key)
+        return loss, {"weights": {"w0": params["w"][0, 0]}}
+
+    result = train(nested, _params(), OPT, _data(), key=0, steps=5, batch_size=8)
+    assert result.history["weights/w0"].shape == (5,)
+
+    def vector_metric(params, batch, key):
+        loss, _ = regression_loss(params, batch, key)
+        return loss, {"w": params["w"]}
+
+    with pytest.raises(ValueError, match="loss_fn: metric 'w' must be a scalar, got shape"):
+        train(vector_metric, _params(), OPT, _data(), key=0, steps=5, batch_size=8)

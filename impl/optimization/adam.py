@@ -34,7 +34,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from impl.optimization.weight_decay import add_decayed_weights, hyperparameter
+from impl.checks import hyperparameter
+from impl.optimization.weight_decay import add_decayed_weights
 from impl.report import Report
 
 __all__ = [

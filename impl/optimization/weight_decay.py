@@ -22,10 +22,9 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from impl import checks
+from impl.checks import hyperparameter
 from impl.report import Report
 
 __all__ = [
@@ -33,7 +32,6 @@ __all__ = [
     "add_l2_to_gradient",
     "experiment",
     "full_mask",
-    "hyperparameter",
     "l2_penalty",
     "matrices_only",
 ]
@@ -44,19 +42,6 @@ Mask = Any  # a pytree of bools (a prefix of the params tree) or a callable para
 
 class WeightDecayState(NamedTuple):
     count: jax.Array  # int32[], number of updates so far (read by a schedule)
-
-
-def hyperparameter(name: str, value: Any, low: float, high: float = float("inf"), **kwargs) -> None:
-    """``checks.in_range`` that also accepts a scalar array, and lets a traced one through.
-
-    ``optax.inject_hyperparams`` hands an optimizer's factory its numbers as ``jnp`` scalars,
-    traced inside ``jit``: those are checked where concrete, trusted where not.
-    """
-    if isinstance(value, jax.core.Tracer):
-        return
-    if isinstance(value, jax.Array | np.ndarray) and value.ndim == 0 and jnp.issubdtype(value.dtype, jnp.floating):
-        value = float(value)
-    checks.in_range(name, value, low, high, **kwargs)
 
 
 def _check_weight_decay(weight_decay: ScalarOrSchedule) -> None:
