@@ -117,14 +117,13 @@ class Progress:
 # The compiled chunk: `length` steps under lax.scan.
 # ---------------------------------------------------------------------------------------
 def _flat_metrics(metrics: dict, prefix: str = "") -> dict[str, jax.Array]:
-    """``{"a": {"b": x}}`` -> ``{"a/b": x}``; every metric must be a scalar (checked while tracing)."""
+    """``{"a": {"b": x}}`` -> ``{"a/b": x}``. A metric may be an array (e.g. one value per
+    model when several train side by side); its history then gains that shape per step."""
     flat = {}
     for name, value in metrics.items():
         key = f"{prefix}{name}"
         if isinstance(value, dict):
             flat.update(_flat_metrics(value, key + "/"))
-        elif jnp.ndim(value) != 0:
-            raise ValueError(f"loss_fn: metric {key!r} must be a scalar, got shape {jnp.shape(value)}")
         else:
             flat[key] = value
     return flat

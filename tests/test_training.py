@@ -156,7 +156,7 @@ def test_data_parallel_on_eight_devices_matches_one_device():
     assert out.stdout.startswith("ok")
 
 
-def test_nested_metrics_are_flattened_and_non_scalars_rejected():
+def test_nested_metrics_are_flattened_and_array_metrics_kept():
     def nested(params, batch, key):
         loss, _ = regression_loss(params, batch, key)
         return loss, {"weights": {"w0": params["w"][0, 0]}}
@@ -168,5 +168,5 @@ def test_nested_metrics_are_flattened_and_non_scalars_rejected():
         loss, _ = regression_loss(params, batch, key)
         return loss, {"w": params["w"]}
 
-    with pytest.raises(ValueError, match="loss_fn: metric 'w' must be a scalar, got shape"):
-        train(vector_metric, _params(), OPT, _data(), key=0, steps=5, batch_size=8)
+    result = train(vector_metric, _params(), OPT, _data(), key=0, steps=5, batch_size=8)
+    assert result.history["w"].shape == (5, 3, 1)
