@@ -127,6 +127,7 @@ def test_train_rejects_ragged_data():
 
 
 @pytest.mark.multidevice
+@pytest.mark.slow
 def test_data_parallel_on_eight_devices_matches_one_device():
     script = textwrap.dedent(
         """
