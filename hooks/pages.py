@@ -10,7 +10,8 @@ navigation from the folders, and render LaTeX to MathML at build time.
 * Math: ``pymdownx.arithmatex`` (generic mode) marks ``$...$`` and ``$$...$$``; this hook turns
   each into MathML with ``latex2mathml``. Browsers render MathML natively, so no script, font
   or stylesheet is fetched from anywhere: the site reads fully offline.
-* ``{{ topic_map }}`` in a page becomes the map of the project, from `impl.catalog`.
+* ``{{ topic_map }}`` in a page becomes the map of the project, from `impl.catalog`; in Part 1,
+  ``*Title* (topic n)`` links to topic n's page whenever that page exists.
 * ``mkdocs serve`` also watches ``essays/``, ``papers/``, ``impl/`` and ``hooks/``.
 """
 
@@ -75,11 +76,20 @@ def on_files(files, config, **kwargs):
 
 
 def on_page_markdown(markdown, page, config, files, **kwargs):
-    """Expand ``{{ topic_map }}`` into the map of all chapters and topics (links to those that exist)."""
+    """Expand ``{{ topic_map }}`` into the map of the project, and keep essay links in step.
+
+    In Part 1, a topic named ``*Title* (topic n)`` becomes a link as soon as its page exists
+    (and a link whose page is gone becomes plain text again), so a chapter never waits for, or
+    breaks on, Part 2.
+    """
     if "{{ topic_map }}" in markdown:
         from impl.catalog import site_map
 
         markdown = markdown.replace("{{ topic_map }}", site_map(page.file.src_uri))
+    if page.file.src_uri.startswith("essays/"):
+        from impl.essay.links import relink
+
+        markdown = relink(markdown, page.file.src_uri)
     return markdown
 
 

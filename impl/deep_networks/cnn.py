@@ -1,0 +1,463 @@
+"""1.2 CNN — convolution, pooling and a LeNet-style network.
+
+LeCun, Boser, Denker, Henderson, Howard, Hubbard & Jackel, *Backpropagation applied to
+handwritten zip code recognition*, Neural Computation 1(4), 541–551 (1989).
+https://doi.org/10.1162/neco.1989.1.4.541
+LeCun, Bottou, Bengio & Haffner, *Gradient-based learning applied to document recognition*,
+Proceedings of the IEEE 86(11), 2278–2324 (1998). https://doi.org/10.1109/5.726791
+
+The idea: a pattern means the same thing wherever it appears in an image, so a unit that
+detects it should use the same weights at every position. Convolution is exactly that — one
+small kernel slid across the image — and it builds the prior in: far fewer parameters than a
+dense layer, and an output that moves when the input moves (translation *equivariance*).
+Pooling (the 1998 paper's "sub-sampling") then trades precise position for robustness. Stacks
+of the two, ending in a dense classifier, are the LeNet family.
+
+This module is the one home of :func:`conv2d`, :func:`max_pool` and :func:`avg_pool`: topics
+1.3 (AlexNet) and 1.4 (U-Net) import them from here.
+
+Layout: images are NHWC, ``float32[batch, height, width, channels]``; kernels are HWIO,
+``float32[kh, kw, c_in, c_out]``; logits ``float32[batch, n_classes]``.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from impl import checks, data, plotting
+from impl.deep_networks.dnn import NnxLayer, accuracy, cross_entropy, dense, init_layer, init_mlp, mlp
+from impl.optimization.adam import sgd
+from impl.report import Report
+from impl.training import Progress, progress_enabled, train
+
+__all__ = [
+    "PADDINGS",
+    "LinenCNN",
+    "NnxCNN",
+    "avg_pool",
+    "check_images",
+    "cnn",
+    "conv2d",
+    "count_params",
+    "experiment",
+    "init_cnn",
+    "init_conv",
+    "max_pool",
+    "window_views",
+]
+
+Layer = dict[str, jax.Array]
+PADDINGS = ("SAME", "VALID", "CIRCULAR")
+_NHWC = "[batch, height, width, channels]"
+
+
+# ---------------------------------------------------------------------------------------
+# Argument checks, shared by every vision topic.
+# ---------------------------------------------------------------------------------------
+def check_images(name: str, x, channels: int | None = None) -> None:
+    """Raise unless ``x`` is an NHWC batch ``[batch, height, width, channels]``.
+
+    A last axis that does not match ``channels`` while axis 1 does is reported as what it
+    almost always is: a channels-first (NCHW) array.
+    """
+    checks.array_shape(name, x, ("batch", "height", "width", "channels"), dims=_NHWC)
+    if channels is not None and x.shape[-1] != channels:
+        hint = ""
+        if x.shape[1] == channels:
+            hint = "; it looks channels-first (NCHW): move the channel axis last with jnp.moveaxis(x, 1, -1)"
+        raise ValueError(f"{name}: expected NHWC {_NHWC} with {channels} channels, got shape {tuple(x.shape)}{hint}")
+
+
+def _pair(name: str, value) -> tuple[int, int]:
+    """An int or a pair of ints, each > 0, as ``(rows, columns)``."""
+    pair = (value, value) if not isinstance(value, tuple | list) else tuple(value)
+    if len(pair) != 2:
+        raise ValueError(f"{name}: expected an int or a pair of ints, got {value!r}")
+    return checks.positive_int(name, pair[0]), checks.positive_int(name, pair[1])
+
+
+def _check_window(name: str, window: tuple[int, int], x, what: str) -> None:
+    if window[0] > x.shape[1] or window[1] > x.shape[2]:
+        raise ValueError(
+            f"{name}: a {window[0]}x{window[1]} {what} is larger than the "
+            f"{x.shape[1]}x{x.shape[2]} input (height x width)"
+        )
+
+
+def _same_pads(size: int, k: int, stride: int) -> tuple[int, int]:
+    """XLA's "SAME" padding: output ``ceil(size / stride)``, any odd pixel of padding at the end."""
+    total = max((-(-size // stride) - 1) * stride + k - size, 0)
+    return total // 2, total - total // 2
+
+
+# --8<-- [start:core]
+def init_conv(key: jax.Array, kernel_size: int, c_in: int, c_out: int, *, gain: float = 1.0) -> Layer:
+    """A conv layer: ``kernel [k, k, c_in, c_out] ~ N(0, gain / fan_in)``, zero ``bias [c_out]``.
+
+    ``fan_in = k * k * c_in`` inputs feed each output unit; ``gain=1`` suits tanh (LeCun),
+    ``gain=2`` suits ReLU (He et al., 2015).
+    """
+    fan_in = kernel_size * kernel_size * c_in
+    kernel = jax.random.normal(key, (kernel_size, kernel_size, c_in, c_out)) * jnp.sqrt(gain / fan_in)
+    return {"kernel": kernel, "bias": jnp.zeros((c_out,))}
+
+
+def window_views(x: jax.Array, window: tuple[int, int], stride: tuple[int, int]) -> list[jax.Array]:
+    """The ``kh * kw`` strided views of an (already padded) ``x`` that a sliding window sees.
+
+    View ``(a, b)`` holds, at output position ``(i, j)``, the pixel ``x[:, s*i + a, s*j + b]``:
+    ``[batch, h, w, c] -> kh * kw arrays [batch, out_h, out_w, c]``, ``out = (size - k) // s + 1``.
+    """
+    (kh, kw), (sh, sw) = window, stride
+    oh, ow = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
+    rows = [slice(a, a + sh * (oh - 1) + 1, sh) for a in range(kh)]  # window row a, every sh-th
+    cols = [slice(b, b + sw * (ow - 1) + 1, sw) for b in range(kw)]
+    return [x[:, r, c, :] for r in rows for c in cols]
+
+
+def conv2d(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, *, stride=1, padding="SAME") -> jax.Array:
+    """2-D convolution (cross-correlation, as in every deep-learning library) over NHWC images.
+
+    ``y[n, i, j, o] = sum_{a, b, c} x[n, s*i + a, s*j + b, c] * kernel[a, b, c, o] + bias[o]``:
+    one kernel, the same at every position — the weight sharing of LeCun et al. (1989).
+    Computed as *im2col*: gather each output pixel's ``kh * kw * c_in`` inputs into one row,
+    then one matrix multiply with the flattened kernel.
+
+    Args:
+        x: ``[batch, height, width, c_in]``.
+        kernel: ``[kh, kw, c_in, c_out]`` (HWIO).
+        bias: ``[c_out]`` or ``None``.
+        stride: an int or ``(rows, columns)``.
+        padding: ``"SAME"`` (zeros, output ``ceil(size / stride)``), ``"VALID"`` (no padding,
+            output ``floor((size - k) / stride) + 1``) or ``"CIRCULAR"`` (the image wraps
+            around like a torus; output as ``"SAME"``).
+
+    Returns:
+        ``[batch, out_height, out_width, c_out]``.
+    """
+    checks.array_shape("kernel", kernel, ("kh", "kw", "c_in", "c_out"), dims="[kh, kw, c_in, c_out]")
+    check_images("x", x, kernel.shape[2])
+    checks.one_of("padding", padding, PADDINGS)
+    strides = _pair("stride", stride)
+    kh, kw, c_in, c_out = kernel.shape
+    _check_window("kernel", (kh, kw), x, "kernel")
+    if bias is not None:
+        checks.array_shape("bias", bias, (c_out,), dims=f"[c_out={c_out}]")
+    if padding == "SAME":  # zeros around the border
+        pads = [_same_pads(x.shape[1], kh, strides[0]), _same_pads(x.shape[2], kw, strides[1])]
+        x = jnp.pad(x, [(0, 0), *pads, (0, 0)])
+    elif padding == "CIRCULAR":  # the opposite border's pixels; output i centred on input stride * i
+        x = jnp.pad(x, [(0, 0), ((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2), (0, 0)], mode="wrap")
+    patches = jnp.concatenate(window_views(x, (kh, kw), strides), axis=-1)  # [b, out_h, out_w, kh*kw*c_in]
+    y = patches @ kernel.reshape(kh * kw * c_in, c_out)  # [b, out_h, out_w, c_out]
+    if bias is not None:
+        y = y + bias.reshape(1, 1, 1, -1)
+    return y
+
+
+def _pool(x, window, stride, padding, fill: float, combine) -> jax.Array:
+    """Combine, with ``combine``, the values under each window (per channel)."""
+    check_images("x", x)
+    kh, kw = _pair("window", window)
+    strides = (kh, kw) if stride is None else _pair("stride", stride)
+    checks.one_of("padding", padding, ("SAME", "VALID"))
+    _check_window("window", (kh, kw), x, "pooling window")
+    if padding == "SAME":
+        pads = [_same_pads(x.shape[1], kh, strides[0]), _same_pads(x.shape[2], kw, strides[1])]
+        x = jnp.pad(x, [(0, 0), *pads, (0, 0)], constant_values=fill)
+    return functools.reduce(combine, window_views(x, (kh, kw), strides))  # [b, out_h, out_w, c]
+
+
+def max_pool(x: jax.Array, window=2, stride=None, padding="VALID") -> jax.Array:
+    """The largest value under each ``window`` (per channel); ``stride=None`` means ``window``.
+
+    ``[batch, h, w, c] -> [batch, h', w', c]``, sizes as in :func:`conv2d`. A stride smaller
+    than the window gives the *overlapping* pooling of AlexNet (topic 1.3).
+    """
+    return _pool(x, window, stride, padding, -jnp.inf, jnp.maximum)
+
+
+def avg_pool(x: jax.Array, window=2, stride=None, padding="VALID") -> jax.Array:
+    """The mean under each ``window`` (per channel): LeNet's sub-sampling, without its trainable scale.
+
+    With ``"SAME"`` padding the zeros count towards the mean, as in ``flax.linen.avg_pool``.
+    """
+    kh, kw = _pair("window", window)
+    return _pool(x, window, stride, padding, 0.0, jnp.add) / (kh * kw)
+
+
+# --8<-- [end:core]
+
+
+# --8<-- [start:lenet]
+def init_cnn(
+    key: jax.Array,
+    image_shape: Sequence[int],
+    channels: Sequence[int] = (16, 32),
+    hidden: int = 32,
+    n_classes: int = 10,
+    *,
+    kernel_size: int = 3,
+) -> dict[str, Layer]:
+    """Parameters of :func:`cnn` for images ``[height, width, c_in]``: one conv layer per entry
+    of ``channels``, then a hidden dense layer and the output layer."""
+    h, w, c_in = image_shape
+    keys = jax.random.split(key, len(channels) + 2)
+    params = {}
+    for i, c_out in enumerate(channels):
+        params[f"conv_{i}"] = init_conv(keys[i], kernel_size, c_in, c_out)
+        c_in, h, w = c_out, h // 2, w // 2  # each block ends in a 2x2 pool
+    params["hidden"] = init_layer(keys[-2], h * w * c_in, hidden)
+    params["out"] = init_layer(keys[-1], hidden, n_classes)
+    return params
+
+
+def cnn(params: dict[str, Layer], x: jax.Array) -> jax.Array:
+    """LeNet-style forward pass: ``conv 3x3 -> tanh -> 2x2 max pool`` per conv layer, then
+    flatten, a tanh dense layer and a linear output.
+
+    ``x [batch, h, w, c] -> logits [batch, n_classes]``; each pool halves ``h`` and ``w``.
+    """
+    n_conv = sum(name.startswith("conv_") for name in params)
+    for i in range(n_conv):
+        layer = params[f"conv_{i}"]
+        x = jnp.tanh(conv2d(x, layer["kernel"], layer["bias"], padding="SAME"))  # [b, h, w, c_i]
+        x = max_pool(x, 2)  # sub-sampling: [b, h/2, w/2, c_i]
+    x = x.reshape(x.shape[0], -1)  # [b, h' * w' * c_last]
+    x = jnp.tanh(dense(params["hidden"], x))  # [b, hidden]
+    return dense(params["out"], x)  # [b, n_classes]
+
+
+# --8<-- [end:lenet]
+
+
+def count_params(params) -> int:
+    """Number of trainable numbers in a pytree of arrays."""
+    return int(sum(leaf.size for leaf in jax.tree.leaves(params)))
+
+
+def _check_config(channels: Sequence[int], hidden: int, n_classes: int, kernel_size: int, in_channels: int) -> None:
+    if len(channels) == 0:
+        raise ValueError("channels: expected at least one conv layer, got ()")
+    for i, c in enumerate(channels):
+        checks.positive_int(f"channels[{i}]", c)
+    checks.positive_int("hidden", hidden)
+    checks.positive_int("n_classes", n_classes)
+    checks.positive_int("kernel_size", kernel_size)
+    checks.positive_int("in_channels", in_channels)
+
+
+def _check_geometry(height: int, width: int, n_conv: int, kernel_size: int) -> None:
+    """The last conv layer sees ``size / 2**(n_conv - 1)``; the classifier ``size / 2**n_conv``."""
+    h, w = height >> (n_conv - 1), width >> (n_conv - 1)
+    if kernel_size > min(height, width):
+        raise ValueError(f"kernel_size: a {kernel_size}x{kernel_size} kernel is larger than the {height}x{width} input")
+    if h // 2 == 0 or w // 2 == 0 or kernel_size > min(h, w):
+        raise ValueError(
+            f"channels: {n_conv} conv+pool blocks shrink the {height}x{width} input to {h}x{w} before the "
+            f"last conv layer ({kernel_size}x{kernel_size} kernel, then a 2x2 pool); use fewer blocks"
+        )
+
+
+# --8<-- [start:linen]
+class LinenCNN(nn.Module):
+    """Functional twin: ``init`` returns ``{"params": {"conv_0", ..., "hidden", "out"}}``.
+
+    ``in_channels`` is stated, not guessed, so a channels-first batch is caught at once.
+    """
+
+    channels: Sequence[int] = (16, 32)
+    hidden: int = 32
+    n_classes: int = 10
+    kernel_size: int = 3
+    in_channels: int = 1
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        _check_config(self.channels, self.hidden, self.n_classes, self.kernel_size, self.in_channels)
+        check_images("x", x, self.in_channels)
+        _check_geometry(x.shape[1], x.shape[2], len(self.channels), self.kernel_size)
+        c_in, h, w = self.in_channels, x.shape[1], x.shape[2]
+        params = {}
+        for i, c_out in enumerate(self.channels):
+            params[f"conv_{i}"] = self.param(f"conv_{i}", init_conv, self.kernel_size, c_in, c_out)
+            c_in, h, w = c_out, h // 2, w // 2
+        params["hidden"] = self.param("hidden", init_layer, h * w * c_in, self.hidden)
+        params["out"] = self.param("out", init_layer, self.hidden, self.n_classes)
+        return cnn(params, x)
+
+
+# --8<-- [end:linen]
+
+
+# --8<-- [start:nnx]
+class NnxConv(nnx.Module):
+    def __init__(self, kernel_size: int, c_in: int, c_out: int, *, gain: float = 1.0, rngs: nnx.Rngs):
+        layer = init_conv(rngs.params(), kernel_size, c_in, c_out, gain=gain)
+        self.kernel = nnx.Param(layer["kernel"])  # [k, k, c_in, c_out]
+        self.bias = nnx.Param(layer["bias"])  # [c_out]
+
+
+class NnxCNN(nnx.Module):
+    """Object-oriented twin: the conv and dense layers are attributes, updated in place.
+
+    ``image_shape = (height, width, in_channels)`` fixes the size of the first dense layer.
+    """
+
+    def __init__(
+        self,
+        image_shape: Sequence[int] = (8, 8, 1),
+        channels: Sequence[int] = (16, 32),
+        hidden: int = 32,
+        n_classes: int = 10,
+        *,
+        kernel_size: int = 3,
+        rngs: nnx.Rngs,
+    ):
+        h, w, c_in = image_shape
+        _check_config(channels, hidden, n_classes, kernel_size, c_in)
+        _check_geometry(h, w, len(channels), kernel_size)
+        self.image_shape = tuple(image_shape)
+        self.convs = nnx.List([])
+        for c_out in channels:
+            self.convs.append(NnxConv(kernel_size, c_in, c_out, rngs=rngs))
+            c_in, h, w = c_out, h // 2, w // 2
+        self.hidden = NnxLayer(h * w * c_in, hidden, rngs=rngs)
+        self.out = NnxLayer(hidden, n_classes, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        check_images("x", x, self.image_shape[2])
+        checks.array_shape(
+            "x", x, ("batch", *self.image_shape), dims=f"[batch, {', '.join(map(str, self.image_shape))}]"
+        )
+        read = lambda layer: {"kernel": layer.kernel[...], "bias": layer.bias[...]}  # noqa: E731
+        params = {f"conv_{i}": read(conv) for i, conv in enumerate(self.convs)}
+        params |= {"hidden": read(self.hidden), "out": read(self.out)}
+        return cnn(params, x)
+
+
+# --8<-- [end:nnx]
+
+
+# ---------------------------------------------------------------------------------------
+# The experiment: a small CNN against MLPs of similar and four times its size.
+# ---------------------------------------------------------------------------------------
+# --8<-- [start:experiment]
+def cnn_loss(params, batch, key):
+    """Cross-entropy of the CNN on ``{"x": [b, 8, 8, 1], "y": int[b]}``; ``key`` unused."""
+    del key
+    return cross_entropy(cnn(params, batch["x"]), batch["y"])
+
+
+def mlp_loss(params, batch, key):
+    """The same loss for an MLP that sees the 64 pixels as a flat vector."""
+    del key
+    return cross_entropy(mlp(params, batch["x"].reshape(batch["x"].shape[0], -1)), batch["y"])
+
+
+OPTIMIZER = sgd(learning_rate=0.05, momentum=0.9)  # the same for every model
+MODELS = {  # name -> (init, loss, predict); the MLP widths give ~1x and ~4x the CNN's parameters
+    "CNN": (lambda k: init_cnn(k, (8, 8, 1)), cnn_loss, cnn),
+    "MLP 64-128-10": (lambda k: init_mlp(k, [64, 128, 10]), mlp_loss, lambda p, x: mlp(p, x.reshape(-1, 64))),
+    "MLP 64-512-10": (lambda k: init_mlp(k, [64, 512, 10]), mlp_loss, lambda p, x: mlp(p, x.reshape(-1, 64))),
+}
+
+
+def fit(key, name: str, digits, *, steps: int = 600, batch_size: int = 64):
+    """Train one model of :data:`MODELS` on the training digits with SGD + momentum."""
+    init, loss, _ = MODELS[name]
+    k_init, k_train = jax.random.split(key)
+    data = {"x": digits.x_train, "y": digits.y_train}
+    return train(loss, init(k_init), OPTIMIZER, data, key=k_train, steps=steps, batch_size=batch_size, progress=False)
+
+
+# --8<-- [end:experiment]
+
+
+def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 600) -> Report:
+    """CNN vs two MLPs on held-out digits, and convolution's equivariance on a real digit.
+
+    ``seed`` picks the train/test split (``load_digits(seed=...)``) and the initialisations.
+    Metrics: each model's test accuracy and parameter count, and the largest difference between
+    ``conv(shift(x))`` and ``shift(conv(x))`` under circular padding.
+    """
+    checks.non_negative_int("seed", seed)
+    checks.positive_int("steps", steps)
+    start = time.perf_counter()
+    digits = data.load_digits(as_images=True, seed=seed, test_fraction=0.5)  # 898 held-out digits
+    bar = Progress(len(MODELS), "1.2 cnn", progress_enabled(progress))
+    metrics, runs = {}, {}
+    for i, name in enumerate(MODELS):
+        result = fit(jax.random.fold_in(jax.random.key(seed), i), name, digits, steps=steps)
+        predict = MODELS[name][2]
+        slug = name.split(" ")[0].lower() + ("" if name == "CNN" else "_" + name.split("-")[1])
+        metrics[f"{slug}_test_accuracy"] = float(accuracy(predict(result.params, digits.x_test), digits.y_test))
+        metrics[f"{slug}_train_accuracy"] = float(accuracy(predict(result.params, digits.x_train), digits.y_train))
+        metrics[f"{slug}_params"] = count_params(result.params)
+        runs[name] = (result, slug)
+        bar.update(i + 1)
+    bar.close()
+
+    # Equivariance with the trained first-layer kernels: shifting the digit shifts the feature maps.
+    kernel = runs["CNN"][0].params["conv_0"]["kernel"]  # [3, 3, 1, 16]
+    x = jnp.asarray(digits.x_test[:1])  # [1, 8, 8, 1]
+    shift = lambda a: jnp.roll(a, (1, 2), axis=(1, 2))  # noqa: E731  one row down, two columns right
+    maps, maps_of_shifted = conv2d(x, kernel, padding="CIRCULAR"), conv2d(shift(x), kernel, padding="CIRCULAR")
+    metrics["equivariance_max_error"] = float(jnp.max(jnp.abs(maps_of_shifted - shift(maps))))
+
+    lines = [f"{'model':<15} {'parameters':>10} {'train acc':>10} {'test acc':>9}"]
+    for name, (_, slug) in runs.items():
+        m = [metrics[f"{slug}_{k}"] for k in ("params", "train_accuracy", "test_accuracy")]
+        lines.append(f"{name:<15} {m[0]:>10,} {m[1]:>10.1%} {m[2]:>9.1%}")
+    lines.append(f"test digits: {len(digits.y_test)}; {steps} steps of SGD + momentum, batch 64, for each model")
+    lines.append(
+        f"equivariance: max |conv(shift x) - shift(conv x)| = {metrics['equivariance_max_error']:.1e}"
+        " (circular padding)"
+    )
+    fig = _figure(runs, metrics, (x, shift(x), maps, maps_of_shifted))
+    return Report("1.2 CNN — a small conv net against larger MLPs", metrics, lines, fig, time.perf_counter() - start)
+
+
+def _normalise(a) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float32)
+    return (a - a.min()) / max(float(a.max() - a.min()), 1e-12)
+
+
+def _figure(runs, metrics, shown):
+    fig, axes = plotting.figure(3, width=10.0, height=3.4, gridspec_kw={"width_ratios": [1.2, 1.2, 1.0]})
+    ax = axes[0]
+    names = list(runs)
+    accs = [100 * metrics[f"{runs[n][1]}_test_accuracy"] for n in names]
+    bars = ax.bar(range(len(names)), accs, color=plotting.PALETTE[: len(names)])
+    ax.bar_label(bars, [f"{a:.1f}%" for a in accs], padding=2)
+    labels = [f"{n}\n{metrics[runs[n][1] + '_params']:,} params" for n in names]
+    ax.set(xticks=range(len(names)), ylim=(min(accs) - 4, 100.5), ylabel="test accuracy (%)")
+    ax.set_xticklabels(labels, fontsize=8)
+    ax.set_title("held-out digits")
+    ax = axes[1]
+    for n in names:
+        loss = runs[n][0].history["loss"]
+        smooth = np.convolve(loss, np.ones(25) / 25, mode="valid")  # mini-batch noise averaged out
+        ax.plot(np.arange(len(smooth)) + 25, smooth, label=n)
+    ax.set(title="training loss (25-step mean)", xlabel="step", yscale="log")
+    ax.legend(fontsize=8)
+    # Montage: [digit, shifted digit] over [feature map, feature map of the shifted digit].
+    x, xs, f, fs = shown
+    channel = int(jnp.argmax(jnp.std(f[0], axis=(0, 1))))  # the most active feature map
+    gap = np.full((8, 1), np.nan)
+    top = np.hstack([_normalise(x[0, ..., 0]), gap, _normalise(xs[0, ..., 0])])
+    bottom = np.hstack([_normalise(f[0, ..., channel]), gap, _normalise(fs[0, ..., channel])])
+    axes[2].imshow(np.vstack([top, np.full((1, 17), np.nan), bottom]), cmap="viridis")
+    axes[2].set(xticks=[3.5, 12.5], yticks=[3.5, 12.5], title="shift in, shift out")
+    axes[2].set_xticklabels(["digit", "shifted (1, 2)"])
+    axes[2].set_yticklabels(["input", f"map {channel}"])
+    axes[2].grid(False)
+    return fig
