@@ -49,6 +49,7 @@ _STYLE = {
     "svg.fonttype": "none",  # real <text>, so it takes the page's font and colour
     "svg.hashsalt": "deep-learning",  # stable ids: same figure, same bytes
     "lines.linewidth": 1.8,
+    "figure.max_open_warning": 0,  # experiments run back to back in one test process
 }
 
 
