@@ -22,8 +22,6 @@ Layout: images are NHWC, ``float32[batch, height, width, channels]``; kernels ar
 
 from __future__ import annotations
 
-import functools
-import time
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -32,11 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from impl import checks, data, plotting
-from impl.deep_networks.dnn import NnxLayer, accuracy, cross_entropy, dense, init_layer, init_mlp, mlp
-from impl.optimization.adam import sgd
-from impl.report import Report
-from impl.training import Progress, progress_enabled, train
+from impl import checks
+from impl.deep_networks.dnn import NnxLayer, dense, init_layer
 
 __all__ = [
     "PADDINGS",
@@ -51,7 +46,7 @@ __all__ = [
     "init_cnn",
     "init_conv",
     "max_pool",
-    "window_views",
+    "patches",
 ]
 
 Layer = dict[str, jax.Array]
@@ -110,17 +105,17 @@ def init_conv(key: jax.Array, kernel_size: int, c_in: int, c_out: int, *, gain: 
     return {"kernel": kernel, "bias": jnp.zeros((c_out,))}
 
 
-def window_views(x: jax.Array, window: tuple[int, int], stride: tuple[int, int]) -> list[jax.Array]:
-    """The ``kh * kw`` strided views of an (already padded) ``x`` that a sliding window sees.
+def patches(x: jax.Array, window: tuple[int, int], stride: tuple[int, int]) -> jax.Array:
+    """Every position of a sliding window over an (already padded) ``x``, gathered by index.
 
-    View ``(a, b)`` holds, at output position ``(i, j)``, the pixel ``x[:, s*i + a, s*j + b]``:
-    ``[batch, h, w, c] -> kh * kw arrays [batch, out_h, out_w, c]``, ``out = (size - k) // s + 1``.
+    ``[batch, h, w, c] -> [batch, out_h, out_w, kh, kw, c]`` with ``out = (size - k) // s + 1``:
+    entry ``[n, i, j, a, b]`` is the pixel ``x[n, s*i + a, s*j + b]`` that window ``(i, j)`` sees.
     """
     (kh, kw), (sh, sw) = window, stride
     oh, ow = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
-    rows = [slice(a, a + sh * (oh - 1) + 1, sh) for a in range(kh)]  # window row a, every sh-th
-    cols = [slice(b, b + sw * (ow - 1) + 1, sw) for b in range(kw)]
-    return [x[:, r, c, :] for r in rows for c in cols]
+    rows = sh * np.arange(oh)[:, None] + np.arange(kh)[None, :]  # [out_h, kh]: s*i + a
+    cols = sw * np.arange(ow)[:, None] + np.arange(kw)[None, :]  # [out_w, kw]: s*j + b
+    return x[:, rows[:, None, :, None], cols[None, :, None, :], :]  # one gather
 
 
 def conv2d(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, *, stride=1, padding="SAME") -> jax.Array:
@@ -128,8 +123,8 @@ def conv2d(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, *, st
 
     ``y[n, i, j, o] = sum_{a, b, c} x[n, s*i + a, s*j + b, c] * kernel[a, b, c, o] + bias[o]``:
     one kernel, the same at every position — the weight sharing of LeCun et al. (1989).
-    Computed as *im2col*: gather each output pixel's ``kh * kw * c_in`` inputs into one row,
-    then one matrix multiply with the flattened kernel.
+    Computed as *im2col* (Chellapilla, Puri & Simard, 2006): gather each output pixel's
+    ``kh * kw * c_in`` inputs into one row, then one matrix multiply with the flattened kernel.
 
     Args:
         x: ``[batch, height, width, c_in]``.
@@ -156,15 +151,16 @@ def conv2d(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, *, st
         x = jnp.pad(x, [(0, 0), *pads, (0, 0)])
     elif padding == "CIRCULAR":  # the opposite border's pixels; output i centred on input stride * i
         x = jnp.pad(x, [(0, 0), ((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2), (0, 0)], mode="wrap")
-    patches = jnp.concatenate(window_views(x, (kh, kw), strides), axis=-1)  # [b, out_h, out_w, kh*kw*c_in]
-    y = patches @ kernel.reshape(kh * kw * c_in, c_out)  # [b, out_h, out_w, c_out]
+    windows = patches(x, (kh, kw), strides)  # [b, out_h, out_w, kh, kw, c_in]
+    rows = windows.reshape(*windows.shape[:3], kh * kw * c_in)  # im2col: one row per output pixel
+    y = rows @ kernel.reshape(kh * kw * c_in, c_out)  # [b, out_h, out_w, c_out]
     if bias is not None:
         y = y + bias.reshape(1, 1, 1, -1)
     return y
 
 
-def _pool(x, window, stride, padding, fill: float, combine) -> jax.Array:
-    """Combine, with ``combine``, the values under each window (per channel)."""
+def _pool(x, window, stride, padding, fill: float, reduce) -> jax.Array:
+    """Reduce, with ``reduce``, the values under each window (per channel)."""
     check_images("x", x)
     kh, kw = _pair("window", window)
     strides = (kh, kw) if stride is None else _pair("stride", stride)
@@ -173,7 +169,7 @@ def _pool(x, window, stride, padding, fill: float, combine) -> jax.Array:
     if padding == "SAME":
         pads = [_same_pads(x.shape[1], kh, strides[0]), _same_pads(x.shape[2], kw, strides[1])]
         x = jnp.pad(x, [(0, 0), *pads, (0, 0)], constant_values=fill)
-    return functools.reduce(combine, window_views(x, (kh, kw), strides))  # [b, out_h, out_w, c]
+    return reduce(patches(x, (kh, kw), strides), axis=(3, 4))  # [b, out_h, out_w, c]
 
 
 def max_pool(x: jax.Array, window=2, stride=None, padding="VALID") -> jax.Array:
@@ -182,7 +178,7 @@ def max_pool(x: jax.Array, window=2, stride=None, padding="VALID") -> jax.Array:
     ``[batch, h, w, c] -> [batch, h', w', c]``, sizes as in :func:`conv2d`. A stride smaller
     than the window gives the *overlapping* pooling of AlexNet (topic 1.3).
     """
-    return _pool(x, window, stride, padding, -jnp.inf, jnp.maximum)
+    return _pool(x, window, stride, padding, -jnp.inf, jnp.max)
 
 
 def avg_pool(x: jax.Array, window=2, stride=None, padding="VALID") -> jax.Array:
@@ -190,8 +186,7 @@ def avg_pool(x: jax.Array, window=2, stride=None, padding="VALID") -> jax.Array:
 
     With ``"SAME"`` padding the zeros count towards the mean, as in ``flax.linen.avg_pool``.
     """
-    kh, kw = _pair("window", window)
-    return _pool(x, window, stride, padding, 0.0, jnp.add) / (kh * kw)
+    return _pool(x, window, stride, padding, 0.0, jnp.mean)
 
 
 # --8<-- [end:core]
@@ -347,117 +342,9 @@ class NnxCNN(nnx.Module):
 # --8<-- [end:nnx]
 
 
-# ---------------------------------------------------------------------------------------
-# The experiment: a small CNN against MLPs of similar and four times its size.
-# ---------------------------------------------------------------------------------------
-# --8<-- [start:experiment]
-def cnn_loss(params, batch, key):
-    """Cross-entropy of the CNN on ``{"x": [b, 8, 8, 1], "y": int[b]}``; ``key`` unused."""
-    del key
-    return cross_entropy(cnn(params, batch["x"]), batch["y"])
+def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 600):
+    """The topic's experiment, a CNN against two MLPs on held-out digits: see
+    :func:`impl.deep_networks.cnn_experiment.experiment`."""
+    from impl.deep_networks import cnn_experiment  # imported here: that module imports this one
 
-
-def mlp_loss(params, batch, key):
-    """The same loss for an MLP that sees the 64 pixels as a flat vector."""
-    del key
-    return cross_entropy(mlp(params, batch["x"].reshape(batch["x"].shape[0], -1)), batch["y"])
-
-
-OPTIMIZER = sgd(learning_rate=0.05, momentum=0.9)  # the same for every model
-MODELS = {  # name -> (init, loss, predict); the MLP widths give ~1x and ~4x the CNN's parameters
-    "CNN": (lambda k: init_cnn(k, (8, 8, 1)), cnn_loss, cnn),
-    "MLP 64-128-10": (lambda k: init_mlp(k, [64, 128, 10]), mlp_loss, lambda p, x: mlp(p, x.reshape(-1, 64))),
-    "MLP 64-512-10": (lambda k: init_mlp(k, [64, 512, 10]), mlp_loss, lambda p, x: mlp(p, x.reshape(-1, 64))),
-}
-
-
-def fit(key, name: str, digits, *, steps: int = 600, batch_size: int = 64):
-    """Train one model of :data:`MODELS` on the training digits with SGD + momentum."""
-    init, loss, _ = MODELS[name]
-    k_init, k_train = jax.random.split(key)
-    data = {"x": digits.x_train, "y": digits.y_train}
-    return train(loss, init(k_init), OPTIMIZER, data, key=k_train, steps=steps, batch_size=batch_size, progress=False)
-
-
-# --8<-- [end:experiment]
-
-
-def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 600) -> Report:
-    """CNN vs two MLPs on held-out digits, and convolution's equivariance on a real digit.
-
-    ``seed`` picks the train/test split (``load_digits(seed=...)``) and the initialisations.
-    Metrics: each model's test accuracy and parameter count, and the largest difference between
-    ``conv(shift(x))`` and ``shift(conv(x))`` under circular padding.
-    """
-    checks.non_negative_int("seed", seed)
-    checks.positive_int("steps", steps)
-    start = time.perf_counter()
-    digits = data.load_digits(as_images=True, seed=seed, test_fraction=0.5)  # 898 held-out digits
-    bar = Progress(len(MODELS), "1.2 cnn", progress_enabled(progress))
-    metrics, runs = {}, {}
-    for i, name in enumerate(MODELS):
-        result = fit(jax.random.fold_in(jax.random.key(seed), i), name, digits, steps=steps)
-        predict = MODELS[name][2]
-        slug = name.split(" ")[0].lower() + ("" if name == "CNN" else "_" + name.split("-")[1])
-        metrics[f"{slug}_test_accuracy"] = float(accuracy(predict(result.params, digits.x_test), digits.y_test))
-        metrics[f"{slug}_train_accuracy"] = float(accuracy(predict(result.params, digits.x_train), digits.y_train))
-        metrics[f"{slug}_params"] = count_params(result.params)
-        runs[name] = (result, slug)
-        bar.update(i + 1)
-    bar.close()
-
-    # Equivariance with the trained first-layer kernels: shifting the digit shifts the feature maps.
-    kernel = runs["CNN"][0].params["conv_0"]["kernel"]  # [3, 3, 1, 16]
-    x = jnp.asarray(digits.x_test[:1])  # [1, 8, 8, 1]
-    shift = lambda a: jnp.roll(a, (1, 2), axis=(1, 2))  # noqa: E731  one row down, two columns right
-    maps, maps_of_shifted = conv2d(x, kernel, padding="CIRCULAR"), conv2d(shift(x), kernel, padding="CIRCULAR")
-    metrics["equivariance_max_error"] = float(jnp.max(jnp.abs(maps_of_shifted - shift(maps))))
-
-    lines = [f"{'model':<15} {'parameters':>10} {'train acc':>10} {'test acc':>9}"]
-    for name, (_, slug) in runs.items():
-        m = [metrics[f"{slug}_{k}"] for k in ("params", "train_accuracy", "test_accuracy")]
-        lines.append(f"{name:<15} {m[0]:>10,} {m[1]:>10.1%} {m[2]:>9.1%}")
-    lines.append(f"test digits: {len(digits.y_test)}; {steps} steps of SGD + momentum, batch 64, for each model")
-    lines.append(
-        f"equivariance: max |conv(shift x) - shift(conv x)| = {metrics['equivariance_max_error']:.1e}"
-        " (circular padding)"
-    )
-    fig = _figure(runs, metrics, (x, shift(x), maps, maps_of_shifted))
-    return Report("1.2 CNN — a small conv net against larger MLPs", metrics, lines, fig, time.perf_counter() - start)
-
-
-def _normalise(a) -> np.ndarray:
-    a = np.asarray(a, dtype=np.float32)
-    return (a - a.min()) / max(float(a.max() - a.min()), 1e-12)
-
-
-def _figure(runs, metrics, shown):
-    fig, axes = plotting.figure(3, width=10.0, height=3.4, gridspec_kw={"width_ratios": [1.2, 1.2, 1.0]})
-    ax = axes[0]
-    names = list(runs)
-    accs = [100 * metrics[f"{runs[n][1]}_test_accuracy"] for n in names]
-    bars = ax.bar(range(len(names)), accs, color=plotting.PALETTE[: len(names)])
-    ax.bar_label(bars, [f"{a:.1f}%" for a in accs], padding=2)
-    labels = [f"{n}\n{metrics[runs[n][1] + '_params']:,} params" for n in names]
-    ax.set(xticks=range(len(names)), ylim=(min(accs) - 4, 100.5), ylabel="test accuracy (%)")
-    ax.set_xticklabels(labels, fontsize=8)
-    ax.set_title("held-out digits")
-    ax = axes[1]
-    for n in names:
-        loss = runs[n][0].history["loss"]
-        smooth = np.convolve(loss, np.ones(25) / 25, mode="valid")  # mini-batch noise averaged out
-        ax.plot(np.arange(len(smooth)) + 25, smooth, label=n)
-    ax.set(title="training loss (25-step mean)", xlabel="step", yscale="log")
-    ax.legend(fontsize=8)
-    # Montage: [digit, shifted digit] over [feature map, feature map of the shifted digit].
-    x, xs, f, fs = shown
-    channel = int(jnp.argmax(jnp.std(f[0], axis=(0, 1))))  # the most active feature map
-    gap = np.full((8, 1), np.nan)
-    top = np.hstack([_normalise(x[0, ..., 0]), gap, _normalise(xs[0, ..., 0])])
-    bottom = np.hstack([_normalise(f[0, ..., channel]), gap, _normalise(fs[0, ..., channel])])
-    axes[2].imshow(np.vstack([top, np.full((1, 17), np.nan), bottom]), cmap="viridis")
-    axes[2].set(xticks=[3.5, 12.5], yticks=[3.5, 12.5], title="shift in, shift out")
-    axes[2].set_xticklabels(["digit", "shifted (1, 2)"])
-    axes[2].set_yticklabels(["input", f"map {channel}"])
-    axes[2].grid(False)
-    return fig
+    return cnn_experiment.experiment(seed, progress=progress, steps=steps)

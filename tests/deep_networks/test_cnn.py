@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from impl.deep_networks import cnn
+from impl.deep_networks.dnn import cross_entropy
 
 
 def _normal(seed, shape):
@@ -174,8 +175,8 @@ def test_linen_and_nnx_twins_agree(channels):
     x, linen, variables, model = _twins(channels)
     chex.assert_trees_all_close(linen.apply(variables, x), model(x), rtol=1e-6)
     labels = jnp.arange(x.shape[0]) % 10
-    grads_linen = jax.grad(lambda v: cnn.cross_entropy(linen.apply(v, x), labels))(variables)["params"]
-    grads_nnx = nnx.to_pure_dict(nnx.grad(lambda m: cnn.cross_entropy(m(x), labels))(model))
+    grads_linen = jax.grad(lambda v: cross_entropy(linen.apply(v, x), labels))(variables)["params"]
+    grads_nnx = nnx.to_pure_dict(nnx.grad(lambda m: cross_entropy(m(x), labels))(model))
     as_linen = {f"conv_{i}": g for i, g in grads_nnx["convs"].items()}
     as_linen |= {"hidden": grads_nnx["hidden"], "out": grads_nnx["out"]}
     chex.assert_trees_all_close(grads_linen, as_linen, rtol=1e-5)
