@@ -1,5 +1,3 @@
-import functools
-
 import chex
 import jax
 import jax.numpy as jnp
@@ -10,6 +8,9 @@ from flax import nnx
 
 from impl.deep_networks import dnn
 from impl.optimization import adam, weight_decay, weight_decay_experiment
+
+from optimizer_runs import relative_difference
+from optimizer_runs import run_steps as run_on
 
 RTOL = 1e-6
 
@@ -27,30 +28,9 @@ def random_tree(seed: int) -> dict:
     }
 
 
-@functools.cache
-def gradient_noise(seed: int, steps: int):
-    rng = np.random.default_rng(seed + 7)
-    return jax.tree.map(lambda x: jnp.asarray(rng.standard_normal((steps, *x.shape)), jnp.float32), random_tree(seed))
-
-
 def run_steps(opt, seed: int = 0, steps: int = 200):
-    """``steps`` updates in one compiled scan; the gradient is ``sin(p) + noise``."""
-
-    def step(carry, noise):
-        params, state = carry
-        grads = jax.tree.map(lambda p, n: jnp.sin(p) + 0.3 * n, params, noise)
-        updates, state = opt.update(grads, state, params)
-        return (optax.apply_updates(params, updates), state), None
-
-    params = random_tree(seed)
-    run = jax.jit(lambda carry, noise: jax.lax.scan(step, carry, noise))
-    (params, _), _ = run((params, opt.init(params)), gradient_noise(seed, steps))
-    return params
-
-
-def relative_difference(ours, theirs) -> float:
-    diffs = jax.tree.map(lambda a, b: jnp.max(jnp.abs(a - b) / jnp.maximum(jnp.abs(b), 1e-6)), ours, theirs)
-    return float(max(jax.tree.leaves(diffs)))
+    """``steps`` updates of ``opt`` from ``random_tree(seed)`` in one compiled scan."""
+    return run_on(opt, random_tree, seed, steps)
 
 
 MASK_TREE = {
