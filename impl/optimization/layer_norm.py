@@ -35,6 +35,7 @@ from impl.deep_networks.dnn import dense, init_layer
 from impl.optimization.adam import adam
 from impl.optimization.batch_norm import batch_norm, check_features
 from impl.report import Report
+from impl.sequence.rnn import scan_over_time
 from impl.training import train
 
 __all__ = ["LinenLayerNorm", "NnxLayerNorm", "experiment", "layer_norm", "layer_stats", "rnn"]
@@ -122,15 +123,15 @@ def init_rnn(key: jax.Array, vocab: int, hidden: int, gain: float) -> dict:
 
 
 def rnn(params: dict, tokens: jax.Array, *, use_ln: bool) -> jax.Array:
-    """``tokens int[b, T] -> hidden states [b, T, H]`` by ``lax.scan`` over time.
+    """``tokens int[b, T] -> hidden states [b, T, H]``, by topic 3.1's ``lax.scan`` recurrence.
 
     ``a_t = W_hh h_{t-1} + W_xh x_t``; plain: ``h_t = tanh(a_t + b)``; with layer norm (eq. 4 of
     the paper): ``h_t = tanh(g / sigma_t * (a_t - mu_t) + b)``, statistics over the H units.
     """
     b, hidden = tokens.shape[0], params["w_h"].shape[0]
 
-    def step(h, x_t):  # h [b, H], x_t int[b]
-        a = params["w_x"][x_t] + h @ params["w_h"]  # summed inputs a_t, [b, H]
+    def step(params, h, x_t):  # h [b, H], x_t int[b, 1]
+        a = params["w_x"][x_t[:, 0]] + h @ params["w_h"]  # summed inputs a_t, [b, H]
         if use_ln:
             a = layer_norm(a, params["scale"], params["bias"])
         else:
@@ -138,8 +139,7 @@ def rnn(params: dict, tokens: jax.Array, *, use_ln: bool) -> jax.Array:
         h = jnp.tanh(a)
         return h, h
 
-    _, hs = jax.lax.scan(step, jnp.zeros((b, hidden)), tokens.T)  # hs [T, b, H]
-    return jnp.swapaxes(hs, 0, 1)  # [b, T, H]
+    return scan_over_time(step, params, tokens[..., None], jnp.zeros((b, hidden)))  # topic 3.1's recurrence: [b, T, H]
 
 
 LAG = 4  # the task: at every step, output the token seen LAG steps earlier

@@ -1,0 +1,425 @@
+"""3.5 Encoder–decoder — two gated recurrent networks with one fixed-length vector between them.
+
+Cho, van Merriënboer, Gulcehre, Bahdanau, Bougares, Schwenk & Bengio, *Learning phrase
+representations using RNN encoder–decoder for statistical machine translation*, EMNLP 2014.
+https://arxiv.org/abs/1406.1078
+
+The idea: one recurrent network (the *encoder*) reads a variable-length source sequence and
+compresses it into a single vector ``c``; a second one (the *decoder*) generates the target
+sequence from ``c``, one token at a time, each conditioned on the previous token and on ``c``
+(section 2.2). Both are trained jointly to maximise ``log p(target | source)`` (eq. 4). The
+paper also introduced the *gated recurrent unit* (GRU, section 2.3, eqs. 5–8): a reset gate
+lets the unit drop its past, an update gate lets it keep its past unchanged — an LSTM-like
+memory (topic 3.2) with fewer parts.
+
+The limit that made the next topics necessary: everything the decoder knows about the source
+must pass through ``c``, whatever the source's length. Cho, van Merriënboer, Bahdanau & Bengio
+(2014, *On the properties of neural machine translation: encoder–decoder approaches*) measured
+translation quality falling as sentences grow; attention (topic 3.7) removed the bottleneck.
+
+The recurrence runs through :func:`impl.sequence.rnn.scan_over_time` (topic 3.1); the readout
+is 1.1's :func:`~impl.deep_networks.dnn.dense`.
+
+Shapes: token ids ``int32[batch, T]`` with ``PAD = 0`` after the end of each source; the summary
+``c`` is ``float32[batch, H]``; logits ``float32[batch, T_out, vocab]``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from impl import checks, plotting
+from impl.data.sequences import BOS, EOS, FIRST_SYMBOL, PAD
+from impl.deep_networks.dnn import NnxLayer, dense, init_layer
+from impl.optimization.adam import adam
+from impl.report import Report
+from impl.sequence.rnn import scan_over_time
+from impl.training import train
+
+__all__ = [
+    "GRU_KEYS",
+    "LinenEncoderDecoder",
+    "NnxEncoderDecoder",
+    "NnxGRU",
+    "encode",
+    "encoder_decoder",
+    "experiment",
+    "greedy_decode",
+    "gru_step",
+    "init_encoder_decoder",
+    "init_gru",
+    "translation_task",
+]
+
+GRU_KEYS = ("w_r", "u_r", "b_r", "w_z", "u_z", "b_z", "w_n", "u_n", "b_n")
+
+
+# --8<-- [start:core]
+def init_gru(key: jax.Array, d_in: int, d_hidden: int) -> dict:
+    """GRU parameters: input weights ``w_* [d_in, H]``, recurrent ``u_* [H, H]``, biases ``b_* [H]``
+    for the reset gate ``r``, the update gate ``z`` and the candidate state ``n``."""
+    checks.positive_int("d_in", d_in)
+    checks.positive_int("d_hidden", d_hidden)
+    k = jax.random.split(key, 6)
+    params = {}
+    for i, gate in enumerate("rzn"):
+        params[f"w_{gate}"] = jax.random.normal(k[2 * i], (d_in, d_hidden)) / jnp.sqrt(d_in)
+        params[f"u_{gate}"] = jax.random.normal(k[2 * i + 1], (d_hidden, d_hidden)) / jnp.sqrt(d_hidden)
+        params[f"b_{gate}"] = jnp.zeros((d_hidden,))
+    return params
+
+
+def gru_step(params: dict, h: jax.Array, x: jax.Array, *, reset_after: bool = False) -> jax.Array:
+    """One GRU tick, eqs. 5–8 of the paper. ``h [b, H], x [b, d_in] -> h_new [b, H]``.
+
+    ``reset_after=True`` applies the reset gate after the recurrent matrix,
+    ``r * (h U_n)`` instead of ``(r * h) U_n`` — the variant cuDNN and ``flax.linen.GRUCell`` use.
+    """
+    p = params
+    bias = lambda name: p[name].reshape(1, -1)  # noqa: E731  [1, H]: explicit broadcast over the batch
+    r = jax.nn.sigmoid(x @ p["w_r"] + h @ p["u_r"] + bias("b_r"))  # eq. 5: reset gate
+    z = jax.nn.sigmoid(x @ p["w_z"] + h @ p["u_z"] + bias("b_z"))  # eq. 6: update gate
+    recurrent = r * (h @ p["u_n"]) if reset_after else (r * h) @ p["u_n"]
+    n = jnp.tanh(x @ p["w_n"] + recurrent + bias("b_n"))  # eq. 8: candidate state
+    return z * h + (1.0 - z) * n  # eq. 7: keep (z -> 1) or replace (z -> 0) each unit
+
+
+def _encoder_tick(params: dict, h: jax.Array, x_and_mask: jax.Array):
+    x, keep = x_and_mask[:, :-1], x_and_mask[:, -1:]  # [b, d_embed], [b, 1]: 1 on real tokens
+    h = jnp.where(keep > 0, gru_step(params, h, x), h)  # padding leaves the state as it was
+    return h, h
+
+
+def encode(params: dict, src: jax.Array) -> jax.Array:
+    """The summary vector ``c = tanh(V h_N)`` (section 2.2 and the appendix). ``src int[b, T] -> [b, H]``.
+
+    ``h_N`` is the encoder's state after the last real token: ticks on ``PAD`` change nothing.
+    """
+    emb = params["src_embed"][src]  # [b, T, d_embed]
+    keep = (src != PAD).astype(emb.dtype)[..., None]  # [b, T, 1]
+    h0 = jnp.zeros((src.shape[0], params["encoder"]["u_r"].shape[0]), emb.dtype)
+    hs = scan_over_time(_encoder_tick, params["encoder"], jnp.concatenate([emb, keep], axis=-1), h0)
+    return jnp.tanh(dense(params["summary"], hs[:, -1]))  # [b, H]
+
+
+def _decoder_inputs(params: dict, c: jax.Array, y_prev: jax.Array) -> jax.Array:
+    """What the decoder sees at each step: the previous target token's embedding and ``c``."""
+    emb = params["tgt_embed"][y_prev]  # [b, (T,) d_embed]
+    c = c if y_prev.ndim == 1 else jnp.broadcast_to(c[:, None, :], (*y_prev.shape, c.shape[-1]))
+    return jnp.concatenate([emb, c], axis=-1)  # [b, (T,) d_embed + H]
+
+
+def _decoder_tick(params: dict, h: jax.Array, x: jax.Array):
+    h = gru_step(params, h, x)
+    return h, h
+
+
+def encoder_decoder(params: dict, src: jax.Array, tgt_in: jax.Array) -> jax.Array:
+    """Logits of ``p(y_t | y_{<t}, c)`` with the true previous tokens fed in (teacher forcing).
+
+    ``src int[b, T_src]``, ``tgt_in int[b, T_out]`` (``BOS`` then the target shifted right)
+    -> logits ``[b, T_out, vocab]``. The decoder starts from ``h'_0 = tanh(V' c)`` and its
+    readout sees ``h'_t``, ``y_{t-1}`` and ``c`` (the appendix; the paper's maxout layer is
+    left out).
+    """
+    c = encode(params, src)  # [b, H]
+    h0 = jnp.tanh(dense(params["init"], c))  # [b, H]
+    xs = _decoder_inputs(params, c, tgt_in)  # [b, T_out, d_embed + H]
+    hs = scan_over_time(_decoder_tick, params["decoder"], xs, h0)  # [b, T_out, H]
+    return dense(params["readout"], jnp.concatenate([hs, xs], axis=-1))  # [b, T_out, vocab]
+
+
+def greedy_decode(params: dict, src: jax.Array, length: int) -> jax.Array:
+    """Generate ``length`` tokens, each the most probable given the ones before. ``-> int[b, length]``."""
+    c = encode(params, src)
+    h0 = jnp.tanh(dense(params["init"], c))
+
+    def tick(carry, _):
+        h, y_prev = carry
+        x = _decoder_inputs(params, c, y_prev)  # [b, d_embed + H]
+        h = gru_step(params["decoder"], h, x)
+        y = jnp.argmax(dense(params["readout"], jnp.concatenate([h, x], axis=-1)), axis=-1)
+        return (h, y.astype(jnp.int32)), y
+
+    start = jnp.full((src.shape[0],), BOS, jnp.int32)
+    _, ys = jax.lax.scan(tick, (h0, start), None, length=length)  # [length, b]
+    return ys.T.astype(jnp.int32)
+
+
+# --8<-- [end:core]
+
+
+def init_encoder_decoder(key: jax.Array, vocab: int, d_embed: int, d_hidden: int) -> dict:
+    """All parameters: two embedding tables, the two GRUs and three dense layers."""
+    _check_sizes(vocab, d_embed, d_hidden)
+    k = jax.random.split(key, 7)
+    return {
+        "src_embed": jax.random.normal(k[0], (vocab, d_embed)),  # [V, d_embed]
+        "tgt_embed": jax.random.normal(k[1], (vocab, d_embed)),
+        "encoder": init_gru(k[2], d_embed, d_hidden),
+        "summary": init_layer(k[3], d_hidden, d_hidden),  # V: h_N -> c
+        "init": init_layer(k[4], d_hidden, d_hidden),  # V': c -> h'_0
+        "decoder": init_gru(k[5], d_embed + d_hidden, d_hidden),
+        "readout": init_layer(k[6], 2 * d_hidden + d_embed, vocab),
+    }
+
+
+def _check_sizes(vocab: int, d_embed: int, d_hidden: int) -> None:
+    checks.positive_int("vocab", vocab)
+    if vocab <= FIRST_SYMBOL:
+        raise ValueError(f"vocab: expected more than the {FIRST_SYMBOL} reserved ids (PAD, BOS, EOS, SEP), got {vocab}")
+    checks.positive_int("d_embed", d_embed)
+    checks.positive_int("d_hidden", d_hidden)
+
+
+def check_tokens(name: str, tokens, vocab: int) -> None:
+    """``tokens`` must be integer ids ``[batch, T]`` in ``[0, vocab)`` (checked on concrete arrays)."""
+    checks.array_shape(name, tokens, ("batch", "time"), dims="[batch, time] of token ids")
+    if not jnp.issubdtype(tokens.dtype, jnp.integer):
+        raise TypeError(f"{name}: expected integer token ids, got dtype {tokens.dtype}")
+    if tokens.shape[1] == 0:
+        raise ValueError(f"{name}: expected at least one time step, got shape {tuple(tokens.shape)}")
+    if not isinstance(tokens, jax.core.Tracer):
+        low, high = int(jnp.min(tokens)), int(jnp.max(tokens))
+        if low < 0 or high >= vocab:
+            raise ValueError(f"{name}: expected token ids in [0, {vocab}), got values in [{low}, {high}]")
+
+
+def _check_pair(src, tgt_in, vocab: int) -> None:
+    check_tokens("src", src, vocab)
+    check_tokens("tgt_in", tgt_in, vocab)
+    if src.shape[0] != tgt_in.shape[0]:
+        raise ValueError(f"tgt_in: expected batch {src.shape[0]} (as src), got shape {tuple(tgt_in.shape)}")
+
+
+# --8<-- [start:linen]
+class LinenEncoderDecoder(nn.Module):
+    """Functional twin: ``apply(variables, src, tgt_in) -> logits [b, T_out, vocab]``."""
+
+    vocab: int
+    d_embed: int = 16
+    d_hidden: int = 64
+
+    @nn.compact
+    def __call__(self, src: jax.Array, tgt_in: jax.Array) -> jax.Array:
+        _check_sizes(self.vocab, self.d_embed, self.d_hidden)
+        _check_pair(src, tgt_in, self.vocab)
+        e, h, v = self.d_embed, self.d_hidden, self.vocab
+        params = {
+            "src_embed": self.param("src_embed", lambda k: jax.random.normal(k, (v, e))),
+            "tgt_embed": self.param("tgt_embed", lambda k: jax.random.normal(k, (v, e))),
+            "encoder": self.param("encoder", init_gru, e, h),
+            "summary": self.param("summary", init_layer, h, h),
+            "init": self.param("init", init_layer, h, h),
+            "decoder": self.param("decoder", init_gru, e + h, h),
+            "readout": self.param("readout", init_layer, 2 * h + e, v),
+        }
+        return encoder_decoder(params, src, tgt_in)
+
+
+# --8<-- [end:linen]
+
+
+# --8<-- [start:nnx]
+class NnxGRU(nnx.Module):
+    """A GRU's nine parameters as attributes ``w_r, u_r, b_r, ...``."""
+
+    def __init__(self, d_in: int, d_hidden: int, *, rngs: nnx.Rngs):
+        for name, value in init_gru(rngs.params(), d_in, d_hidden).items():
+            setattr(self, name, nnx.Param(value))
+
+    def read(self) -> dict:
+        return {name: getattr(self, name)[...] for name in GRU_KEYS}
+
+
+class NnxEncoderDecoder(nnx.Module):
+    """Object-oriented twin: ``model(src, tgt_in) -> logits [b, T_out, vocab]``."""
+
+    def __init__(self, vocab: int, d_embed: int = 16, d_hidden: int = 64, *, rngs: nnx.Rngs):
+        _check_sizes(vocab, d_embed, d_hidden)
+        self.vocab = vocab
+        self.src_embed = nnx.Param(jax.random.normal(rngs.params(), (vocab, d_embed)))
+        self.tgt_embed = nnx.Param(jax.random.normal(rngs.params(), (vocab, d_embed)))
+        self.encoder = NnxGRU(d_embed, d_hidden, rngs=rngs)
+        self.summary = NnxLayer(d_hidden, d_hidden, rngs=rngs)
+        self.init = NnxLayer(d_hidden, d_hidden, rngs=rngs)
+        self.decoder = NnxGRU(d_embed + d_hidden, d_hidden, rngs=rngs)
+        self.readout = NnxLayer(2 * d_hidden + d_embed, vocab, rngs=rngs)
+
+    def params(self) -> dict:
+        """The same dict the pure functions take."""
+        layer = lambda m: {"kernel": m.kernel[...], "bias": m.bias[...]}  # noqa: E731
+        return {
+            "src_embed": self.src_embed[...],
+            "tgt_embed": self.tgt_embed[...],
+            "encoder": self.encoder.read(),
+            "summary": layer(self.summary),
+            "init": layer(self.init),
+            "decoder": self.decoder.read(),
+            "readout": layer(self.readout),
+        }
+
+    def __call__(self, src: jax.Array, tgt_in: jax.Array) -> jax.Array:
+        _check_pair(src, tgt_in, self.vocab)
+        return encoder_decoder(self.params(), src, tgt_in)
+
+
+# --8<-- [end:nnx]
+
+
+# ---------------------------------------------------------------------------------------
+# The experiment: a toy translation, and accuracy against source length.
+# ---------------------------------------------------------------------------------------
+N_WORDS = 12  # the toy languages' vocabulary, ids FIRST_SYMBOL .. FIRST_SYMBOL + N_WORDS - 1
+VOCAB = FIRST_SYMBOL + N_WORDS
+# The "lexicon": source word i translates to target word LEXICON[i] (a fixed permutation).
+LEXICON = np.concatenate([np.arange(FIRST_SYMBOL), FIRST_SYMBOL + np.random.default_rng(0).permutation(N_WORDS)])
+
+
+def translation_task(key: jax.Array, n: int, *, min_len: int, max_len: int) -> dict:
+    """Sentences of ``min_len..max_len`` random words and their word-by-word translations.
+
+    Returns ``{"src": int[n, max_len]`` (``PAD`` after the end), ``"tgt_in": int[n, max_len + 1]``
+    (``BOS`` + target), ``"tgt_out": int[n, max_len + 1]`` (target + ``EOS``, then ``PAD``),
+    ``"length": int[n]}``.
+    """
+    checks.positive_int("n", n)
+    checks.positive_int("min_len", min_len)
+    checks.positive_int("max_len", max_len)
+    if min_len > max_len:
+        raise ValueError(f"min_len: expected at most max_len={max_len}, got {min_len}")
+    k_len, k_words = jax.random.split(key)
+    length = jax.random.randint(k_len, (n,), min_len, max_len + 1)  # [n]
+    words = jax.random.randint(k_words, (n, max_len), FIRST_SYMBOL, VOCAB)  # [n, max_len]
+    pos = jnp.arange(max_len + 1).reshape(1, -1)  # [1, max_len + 1]
+    inside = pos[:, :max_len] < length[:, None]
+    src = jnp.where(inside, words, PAD)
+    translated = jnp.where(inside, jnp.asarray(LEXICON)[words], PAD)  # [n, max_len]
+    tgt = jnp.concatenate([translated, jnp.full((n, 1), PAD)], axis=1)  # [n, max_len + 1]
+    tgt_out = jnp.where(pos == length[:, None], EOS, tgt)
+    tgt_in = jnp.concatenate([jnp.full((n, 1), BOS), tgt_out[:, :-1]], axis=1)
+    return {"src": src, "tgt_in": tgt_in.astype(jnp.int32), "tgt_out": tgt_out.astype(jnp.int32), "length": length}
+
+
+# --8<-- [start:experiment]
+HIDDEN_SIZES = (32, 128)  # two sizes of the fixed vector c, trained side by side
+MIN_LEN, MAX_LEN = 2, 16
+
+
+def sequence_loss(params, batch) -> jax.Array:
+    """Cross-entropy of every target token and the final ``EOS`` (eq. 4), padding masked out."""
+    logits = encoder_decoder(params, batch["src"], batch["tgt_in"])  # [b, T + 1, V]
+    logp = jnp.take_along_axis(jax.nn.log_softmax(logits), batch["tgt_out"][..., None], axis=-1)[..., 0]
+    mask = (jnp.arange(MAX_LEN + 1).reshape(1, -1) <= batch["length"][:, None]).astype(logp.dtype)
+    return -jnp.sum(logp * mask) / jnp.sum(mask)
+
+
+def loss_fn(params, batch, key):
+    """Both models side by side (``params = {"H=32": ..., "H=128": ...}``): one compiled loop."""
+    del key
+    losses = {name: sequence_loss(p, batch) for name, p in params.items()}
+    return sum(losses.values()), losses
+
+
+OPTIMIZER = adam(learning_rate=3e-3)
+
+
+def fit(key: jax.Array, *, steps: int, n_train: int = 20_000, progress=None):
+    k_data, k_init, k_train = jax.random.split(key, 3)
+    data = translation_task(k_data, n_train, min_len=MIN_LEN, max_len=MAX_LEN)
+    params = {f"H={h}": init_encoder_decoder(jax.random.fold_in(k_init, h), VOCAB, 16, h) for h in HIDDEN_SIZES}
+    return train(
+        loss_fn, params, OPTIMIZER, data, key=k_train, steps=steps, batch_size=64,
+        chunk=max(c for c in range(1, 501) if steps % c == 0), progress=progress, label="3.5 encoder-decoder",
+    )  # fmt: skip
+
+
+# --8<-- [end:experiment]
+
+
+def accuracy_by_length(params, test: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy translations scored per source length ``MIN_LEN..MAX_LEN``.
+
+    Returns ``(word accuracy, sentence accuracy)``, each ``[n_lengths]``: the fraction of
+    target words right, and of sentences right word for word *and* ended by ``EOS`` on time.
+    """
+    out = np.asarray(_greedy(params, test["src"]))  # [n, MAX_LEN + 1]
+    truth, length = np.asarray(test["tgt_out"]), np.asarray(test["length"])
+    inside = np.arange(MAX_LEN + 1)[None, :] < length[:, None]
+    right = (out == truth) & inside
+    ended = out[np.arange(len(length)), length] == EOS
+    sentence_ok = (right.sum(1) == length) & ended
+    lengths = np.arange(MIN_LEN, MAX_LEN + 1)
+    words = np.array([right[length == n].sum() / inside[length == n].sum() for n in lengths])
+    sentences = np.array([sentence_ok[length == n].mean() for n in lengths])
+    return words, sentences
+
+
+_greedy = jax.jit(lambda params, src: greedy_decode(params, src, MAX_LEN + 1))
+
+
+def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 1500) -> Report:
+    """Train two encoder–decoders (vectors of 32 and 128 units) on a toy translation; score
+    their greedy translations by source length.
+
+    Metrics: ``{model}_word_acc_len{n}`` and ``{model}_sentence_acc_len{n}`` for every length,
+    and summaries over short (2–5) and long (13–16) sources.
+    """
+    checks.non_negative_int("seed", seed)
+    checks.positive_int("steps", steps)
+    start = time.perf_counter()
+    key = jax.random.key(seed, impl="rbg")  # quicker to compile on CPU than threefry
+    k_fit, k_test = jax.random.split(key)
+    result = fit(k_fit, steps=steps, progress=progress)
+    n_lengths = MAX_LEN - MIN_LEN + 1
+    test = translation_task(k_test, 200 * n_lengths, min_len=MIN_LEN, max_len=MAX_LEN)
+    metrics, curves = {}, {}
+    lengths = np.arange(MIN_LEN, MAX_LEN + 1)
+    short, long = lengths <= 5, lengths >= 13
+    for name in (f"H={h}" for h in HIDDEN_SIZES):  # smallest vector first
+        words, sentences = accuracy_by_length(result.params[name], test)
+        curves[name] = (words, sentences)
+        slug = name.replace("=", "").lower()  # "h32"
+        for n, w, s in zip(lengths, words, sentences):
+            metrics[f"{slug}_word_acc_len{n}"] = float(w)
+            metrics[f"{slug}_sentence_acc_len{n}"] = float(s)
+        metrics[f"{slug}_word_acc_short"] = float(words[short].mean())
+        metrics[f"{slug}_word_acc_long"] = float(words[long].mean())
+        metrics[f"{slug}_sentence_acc_short"] = float(sentences[short].mean())
+        metrics[f"{slug}_sentence_acc_long"] = float(sentences[long].mean())
+        metrics[f"{slug}_final_loss"] = float(np.mean(result.history[name][-50:]))
+
+    lines = [f"{'source length':>13} " + " ".join(f"{n:>5}" for n in lengths[::2])]
+    for name, (words, sentences) in curves.items():
+        lines.append(f"{name + ' words':>13} " + " ".join(f"{w:>5.0%}" for w in words[::2]))
+        lines.append(f"{name + ' sentences':>13} " + " ".join(f"{s:>5.0%}" for s in sentences[::2]))
+    lines.append(f"chance per word: {1 / N_WORDS:.0%}; 200 test sentences per length, greedy decoding")
+    lines.append(f"{steps} steps of Adam, batch 64, sources of {MIN_LEN}-{MAX_LEN} words from {N_WORDS}")
+    fig = _figure(result.history, curves, lengths)
+    return Report(
+        "3.5 Encoder-decoder — one vector for the whole sentence", metrics, lines, fig, time.perf_counter() - start
+    )
+
+
+def _figure(history, curves, lengths):
+    fig, axes = plotting.figure(3, width=10.5, height=3.3)
+    for i, (name, (words, sentences)) in enumerate(curves.items()):
+        color = plotting.PALETTE[i]
+        axes[0].plot(lengths, 100 * words, "o-", color=color, label=f"{name}")
+        axes[1].plot(lengths, 100 * sentences, "o-", color=color, label=f"{name}")
+        loss = np.asarray(history[name])
+        smooth = np.convolve(loss, np.ones(25) / 25, mode="valid")
+        axes[2].plot(np.arange(len(smooth)) + 25, smooth, color=color, label=name)
+    axes[0].axhline(100 / N_WORDS, color="gray", lw=1, ls=":", label="chance")
+    axes[0].set(title="words translated right", xlabel="source length (words)", ylabel="%", ylim=(0, 102))
+    axes[1].set(title="whole sentences right", xlabel="source length (words)", ylim=(0, 102))
+    axes[2].set(title="training loss (25-step mean)", xlabel="step", yscale="log")
+    for ax in axes:
+        ax.legend(fontsize=8)
+    return fig

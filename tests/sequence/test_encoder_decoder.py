@@ -1,0 +1,202 @@
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from impl.data.sequences import BOS, EOS, FIRST_SYMBOL, PAD
+from impl.sequence import encoder_decoder as ed
+
+VOCAB = ed.VOCAB
+
+
+def _batch(seed=0, n=5, min_len=2, max_len=7):
+    return ed.translation_task(jax.random.key(seed), n, min_len=min_len, max_len=max_len)
+
+
+# ---------------------------------------------------------------------------------------
+# The GRU
+# ---------------------------------------------------------------------------------------
+def test_gru_step_shapes_and_range():
+    params = ed.init_gru(jax.random.key(0), 5, 7)
+    h = ed.gru_step(params, jnp.zeros((3, 7)), jnp.ones((3, 5)))
+    chex.assert_shape(h, (3, 7))
+    chex.assert_type(h, jnp.float32)
+    assert jnp.all(jnp.abs(h) < 1.0)  # a convex mix of tanh outputs and an initial state of 0
+
+
+def test_gru_with_reset_after_matches_flax_gru_cell():
+    """flax.linen.GRUCell applies the reset gate after the recurrent matrix; ours can too."""
+    cell = nn.GRUCell(features=6)
+    x, h = jax.random.normal(jax.random.key(1), (4, 5)), jax.random.normal(jax.random.key(2), (4, 6))
+    variables = cell.init(jax.random.key(0), h, x)
+    p = variables["params"]
+    assert not jnp.any(p["hn"]["bias"])  # flax's extra recurrent bias starts at zero; ours has none
+    ours = {
+        "w_r": p["ir"]["kernel"], "u_r": p["hr"]["kernel"], "b_r": p["ir"]["bias"],
+        "w_z": p["iz"]["kernel"], "u_z": p["hz"]["kernel"], "b_z": p["iz"]["bias"],
+        "w_n": p["in"]["kernel"], "u_n": p["hn"]["kernel"], "b_n": p["in"]["bias"],
+    }  # fmt: skip
+    theirs, _ = cell.apply(variables, h, x)
+    chex.assert_trees_all_close(ed.gru_step(ours, h, x, reset_after=True), theirs, rtol=1e-5, atol=1e-6)
+    # Cho et al.'s own form (eq. 8) resets before the matrix: a different function.
+    assert float(jnp.max(jnp.abs(ed.gru_step(ours, h, x) - theirs))) > 1e-3
+
+
+def test_gru_update_gate_closed_keeps_the_state():
+    """Eq. 7: with z = 1 (a large update-gate bias) the unit copies h_{t-1} whatever x is."""
+    params = ed.init_gru(jax.random.key(0), 3, 4)
+    params["b_z"] = jnp.full((4,), 50.0)
+    h = jax.random.normal(jax.random.key(1), (2, 4))
+    chex.assert_trees_all_close(ed.gru_step(params, h, 10 * jnp.ones((2, 3))), h, atol=1e-6)
+
+
+def test_gru_reset_gate_open_forgets_the_state():
+    """Eqs. 5, 8: with r = 0 and z = 0 the new state depends on x only."""
+    params = ed.init_gru(jax.random.key(0), 3, 4)
+    params["b_r"], params["b_z"] = jnp.full((4,), -50.0), jnp.full((4,), -50.0)
+    x = jax.random.normal(jax.random.key(1), (2, 3))
+    a = ed.gru_step(params, jnp.zeros((2, 4)), x)
+    b = ed.gru_step(params, 5 * jax.random.normal(jax.random.key(2), (2, 4)), x)
+    chex.assert_trees_all_close(a, b, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------
+# Data, encoder, decoder
+# ---------------------------------------------------------------------------------------
+def test_translation_task_layout():
+    data = _batch(n=64)
+    src, tgt_in, tgt_out, length = (np.asarray(data[k]) for k in ("src", "tgt_in", "tgt_out", "length"))
+    chex.assert_shape([src, tgt_in, tgt_out], [(64, 7), (64, 8), (64, 8)])
+    assert length.min() >= 2 and length.max() <= 7
+    for s, ti, to, n in zip(src, tgt_in, tgt_out, length):
+        assert np.all(s[:n] >= FIRST_SYMBOL) and np.all(s[n:] == PAD)
+        np.testing.assert_array_equal(to[:n], ed.LEXICON[s[:n]])  # word by word
+        assert to[n] == EOS and np.all(to[n + 1 :] == PAD)
+        assert ti[0] == BOS
+        np.testing.assert_array_equal(ti[1:], to[:-1])  # teacher forcing: the target shifted right
+
+
+def test_lexicon_is_a_permutation_of_the_words():
+    words = ed.LEXICON[FIRST_SYMBOL:]
+    np.testing.assert_array_equal(np.sort(words), np.arange(FIRST_SYMBOL, VOCAB))
+
+
+def test_padding_does_not_change_the_summary():
+    """The encoder's vector depends only on the real tokens: more PAD after them changes nothing."""
+    params = ed.init_encoder_decoder(jax.random.key(0), VOCAB, 8, 16)
+    src = _batch(n=6)["src"]
+    padded = jnp.concatenate([src, jnp.zeros((6, 5), jnp.int32)], axis=1)
+    chex.assert_trees_all_close(ed.encode(params, src), ed.encode(params, padded), atol=1e-6)
+
+
+def test_shapes_of_logits_and_greedy_decode():
+    params = ed.init_encoder_decoder(jax.random.key(0), VOCAB, 8, 16)
+    data = _batch()
+    logits = ed.encoder_decoder(params, data["src"], data["tgt_in"])
+    chex.assert_shape(logits, (5, 8, VOCAB))
+    out = ed.greedy_decode(params, data["src"], 8)
+    chex.assert_shape(out, (5, 8))
+    chex.assert_type(out, jnp.int32)
+
+
+def test_greedy_decode_equals_teacher_forcing_on_its_own_output():
+    """Feeding the greedy output back in as the 'true' previous tokens reproduces its argmaxes."""
+    params = ed.init_encoder_decoder(jax.random.key(3), VOCAB, 8, 16)
+    src = _batch()["src"]
+    out = ed.greedy_decode(params, src, 6)
+    tgt_in = jnp.concatenate([jnp.full((5, 1), BOS, jnp.int32), out[:, :-1]], axis=1)
+    np.testing.assert_array_equal(jnp.argmax(ed.encoder_decoder(params, src, tgt_in), -1), out)
+
+
+# ---------------------------------------------------------------------------------------
+# Linen and NNX twins
+# ---------------------------------------------------------------------------------------
+def test_linen_and_nnx_agree_on_outputs_and_gradients():
+    data = _batch()
+    src, tgt_in = data["src"], data["tgt_in"]
+    nnx_model = ed.NnxEncoderDecoder(VOCAB, 8, 16, rngs=nnx.Rngs(0))
+    params = nnx_model.params()
+    linen = ed.LinenEncoderDecoder(VOCAB, 8, 16)
+    variables = {"params": params}
+    chex.assert_trees_all_equal_shapes(variables, linen.init(jax.random.key(0), src, tgt_in))
+    chex.assert_trees_all_close(linen.apply(variables, src, tgt_in), nnx_model(src, tgt_in), rtol=1e-6)
+
+    def loss_linen(v):
+        return jnp.mean(linen.apply(v, src, tgt_in) ** 2)
+
+    def loss_nnx(model):
+        return jnp.mean(model(src, tgt_in) ** 2)
+
+    g_linen = jax.grad(loss_linen)(variables)["params"]
+    g_nnx = nnx.grad(loss_nnx)(nnx_model)
+    chex.assert_trees_all_close(g_linen["decoder"]["u_n"], g_nnx.decoder.u_n[...], rtol=1e-5, atol=1e-7)
+    chex.assert_trees_all_close(g_linen["src_embed"], g_nnx.src_embed[...], rtol=1e-5, atol=1e-7)
+    chex.assert_trees_all_close(g_linen["readout"]["kernel"], g_nnx.readout.kernel[...], rtol=1e-5, atol=1e-7)
+
+
+def test_nnx_embedding_lookup_matches_nnx_embed():
+    model = ed.NnxEncoderDecoder(VOCAB, 8, 16, rngs=nnx.Rngs(0))
+    embed = nnx.Embed(VOCAB, 8, rngs=nnx.Rngs(1))
+    embed.embedding[...] = model.src_embed[...]
+    src = _batch()["src"]
+    chex.assert_trees_all_close(embed(src), model.src_embed[...][src])
+
+
+# ---------------------------------------------------------------------------------------
+# Bad input
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda m: m(jnp.ones((2, 3), jnp.float32), jnp.ones((2, 3), jnp.int32)), TypeError, "src: expected integer"),
+        (lambda m: m(jnp.full((2, 3), VOCAB), jnp.ones((2, 3), jnp.int32)), ValueError, r"src: expected token ids in"),
+        (lambda m: m(jnp.full((2, 3), -1), jnp.ones((2, 3), jnp.int32)), ValueError, "src: expected token ids in"),
+        (lambda m: m(jnp.ones((2, 3, 1), jnp.int32), jnp.ones((2, 3), jnp.int32)), ValueError, "src: expected shape"),
+        (lambda m: m(jnp.ones((2, 3), jnp.int32), jnp.ones((3, 3), jnp.int32)), ValueError, "tgt_in: expected batch"),
+        (lambda m: m(jnp.ones((2, 0), jnp.int32), jnp.ones((2, 3), jnp.int32)), ValueError, "src: expected at least"),
+    ],
+)
+def test_bad_input_is_rejected(call, error, message):
+    model = ed.NnxEncoderDecoder(VOCAB, 4, 8, rngs=nnx.Rngs(0))
+    with pytest.raises(error, match=message):
+        call(model)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: ed.NnxEncoderDecoder(3, rngs=nnx.Rngs(0)), "vocab: expected more than the 4 reserved"),
+        (lambda: ed.NnxEncoderDecoder(VOCAB, 0, rngs=nnx.Rngs(0)), "d_embed"),
+        (lambda: ed.init_encoder_decoder(jax.random.key(0), VOCAB, 4, -2), "d_hidden"),
+        (lambda: ed.init_gru(jax.random.key(0), 0, 4), "d_in"),
+        (lambda: ed.translation_task(jax.random.key(0), 4, min_len=5, max_len=3), "min_len: expected at most"),
+        (lambda: ed.translation_task(jax.random.key(0), 0, min_len=1, max_len=3), "n"),
+        (lambda: ed.experiment(seed=-1), "seed"),
+        (
+            lambda: ed.LinenEncoderDecoder(VOCAB).init(
+                jax.random.key(0), jnp.ones((2, 3), jnp.int32), jnp.ones((2, 3), jnp.float32)
+            ),
+            "tgt_in: expected integer",
+        ),
+    ],
+)
+def test_bad_settings_are_rejected(call, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        call()
+
+
+# ---------------------------------------------------------------------------------------
+# The claim: accuracy falls as the source grows, and a larger vector holds longer sentences
+# ---------------------------------------------------------------------------------------
+@pytest.mark.claim
+def test_claim_accuracy_falls_with_length(seed):
+    m = ed.experiment(seed=seed, progress=False).metrics
+    for h in ("h32", "h128"):
+        assert m[f"{h}_word_acc_short"] > 0.9  # short sentences are translated
+        assert m[f"{h}_word_acc_short"] - m[f"{h}_word_acc_long"] > 0.3  # ... long ones much less well
+        assert m[f"{h}_sentence_acc_long"] < 0.2
+    # The bottleneck, not the task: a four-times larger vector carries longer sentences further.
+    assert m["h128_word_acc_long"] - m["h32_word_acc_long"] > 0.1
