@@ -1,0 +1,541 @@
+"""3.4 Word2Vec — skip-gram with negative sampling and subsampling of frequent words.
+
+Mikolov, Chen, Corrado & Dean, *Efficient estimation of word representations in vector space*,
+ICLR 2013 workshop. https://arxiv.org/abs/1301.3781
+Mikolov, Sutskever, Chen, Corrado & Dean, *Distributed representations of words and phrases and
+their compositionality*, NeurIPS 26 (2013). https://arxiv.org/abs/1310.4546
+
+The idea: give every word two vectors, and train the vector of each word to predict the words
+around it. The first paper's *skip-gram* model drops everything but a table lookup and a dot
+product, so it trains on billions of words; the second replaces the softmax over the whole
+vocabulary by *negative sampling* — tell the true context word apart from ``k`` words drawn from
+a noise distribution — and throws away most occurrences of very frequent words (*subsampling*).
+Words used in similar contexts end up with similar vectors, and relations between words become
+directions: ``vec(paris) - vec(france) + vec(italy)`` lands near ``vec(rome)``.
+
+Layout: pure functions hold the math (subsampling, context pairs, noise distribution, the loss,
+3CosAdd analogies); `LinenSkipGram` and `NnxSkipGram` hold the two embedding tables and call
+them. The corpus with planted relations lives in :mod:`impl.sequence.word2vec_corpus`.
+
+Shapes: sentences ``int32[n_sentences, length]``; pairs ``int32[n_pairs]`` (centre and context
+ids) with ``bool[n_pairs]`` validity; negatives ``int32[n_pairs, k]``; embedding tables
+``float32[vocab, dim]``; analogy questions ``int32[n_questions, 4]``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from impl import checks, plotting
+from impl.optimization.adam import adam
+from impl.report import Report
+from impl.sequence.word2vec_corpus import FAMILIES, Corpus, generate_corpus, word_families
+from impl.training import train
+
+__all__ = [
+    "LinenSkipGram",
+    "NnxSkipGram",
+    "analogy_accuracy",
+    "context_pairs",
+    "embed",
+    "experiment",
+    "init_tables",
+    "keep_probability",
+    "nearest_neighbours",
+    "nearest_to_c",
+    "noise_distribution",
+    "sample_negatives",
+    "sgns_loss",
+    "solve_analogies",
+    "subsample",
+    "window_pairs",
+]
+
+
+def _is_traced(x) -> bool:
+    return isinstance(x, jax.core.Tracer)
+
+
+def _check_ids(name: str, ids, vocab_size: int) -> None:
+    """Integer ids in ``[0, vocab_size)``. The range is checked where the values are known
+    (outside ``jit``); inside a compiled loop the ids come from code that is itself checked."""
+    if not hasattr(ids, "dtype") or not jnp.issubdtype(ids.dtype, jnp.integer):
+        raise TypeError(f"{name}: expected an integer array of token ids, got {getattr(ids, 'dtype', type(ids))}")
+    if _is_traced(ids) or ids.size == 0:
+        return
+    low, high = int(jnp.min(ids)), int(jnp.max(ids))
+    if low < 0 or high >= vocab_size:
+        raise ValueError(f"{name}: expected token ids in [0, {vocab_size}), got values from {low} to {high}")
+
+
+def _check_counts(counts) -> None:
+    checks.array_shape("counts", counts, ("vocab",), dims="[vocab]")
+    if _is_traced(counts):
+        return
+    if bool(jnp.any(counts < 0)):
+        raise ValueError(f"counts: expected non-negative word counts, got a minimum of {jnp.min(counts)}")
+    if not bool(jnp.any(counts > 0)):
+        raise ValueError("counts: expected at least one positive word count, got all zeros")
+
+
+def _check_sentences(sentences, keep) -> None:
+    checks.array_shape("sentences", sentences, ("n_sentences", "length"), dims="[n_sentences, length]")
+    if keep is not None:
+        checks.array_shape("keep", keep, ("vocab",), dims="[vocab]")
+        _check_ids("sentences", sentences, keep.shape[0])
+    else:
+        _check_ids("sentences", sentences, np.iinfo(np.int32).max)
+
+
+# --8<-- [start:pairs]
+def keep_probability(counts: jax.Array, threshold: float) -> jax.Array:
+    """Subsampling of frequent words, eq. 5 of the second paper: each occurrence of word ``w``
+    is discarded with probability ``P(w) = 1 - sqrt(t / f(w))``, ``f(w)`` its frequency.
+
+    Returns the probability of *keeping* it, ``1 - P(w) = min(1, sqrt(t / f(w)))``:
+    ``counts int[vocab] -> float[vocab]``. Words rarer than ``t`` are always kept.
+    """
+    _check_counts(counts)
+    checks.in_range("threshold", threshold, 0.0, 1.0, low_inclusive=False)
+    freq = counts / jnp.sum(counts)  # f(w), [vocab]
+    return jnp.minimum(1.0, jnp.sqrt(threshold / jnp.maximum(freq, 1e-30)))  # 1 - P(w), eq. 5
+
+
+def subsample(key: jax.Array, sentences: jax.Array, keep: jax.Array) -> jax.Array:
+    """Which tokens survive subsampling: each independently, with probability ``keep[token]``.
+    ``sentences int[S, L]``, ``keep float[vocab]`` -> ``bool[S, L]``."""
+    _check_sentences(sentences, keep)
+    return jax.random.uniform(key, sentences.shape) < keep[sentences]  # [S, L]
+
+
+def window_pairs(
+    sentences: jax.Array, kept: jax.Array, reach: jax.Array, window: int
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The (centre, context) pairs of skip-gram, for given survivors and reaches.
+
+    The tokens with ``kept`` true close ranks (so discarding a ``the`` brings the next word into
+    the window), then each surviving centre pairs with the survivors at most ``reach`` places
+    away on either side. All slots ``(sentence, position, offset)`` are computed at once.
+
+    ``sentences int[S, L]``, ``kept bool[S, L]``, ``reach int[S, L]`` (each in ``1..window``)
+    -> ``centres, contexts int[S * L * 2 window]`` and ``valid bool[S * L * 2 window]``,
+    which marks the slots that hold a real pair.
+    """
+    S, L = sentences.shape
+    order = jnp.argsort(~kept, axis=1, stable=True)  # survivors first, in their original order
+    tokens = jnp.take_along_axis(sentences, order, axis=1)  # [S, L]
+    n_kept = jnp.sum(kept, axis=1).reshape(S, 1, 1)  # [S, 1, 1]
+    offsets = jnp.concatenate([jnp.arange(-window, 0), jnp.arange(1, window + 1)]).reshape(1, 1, 2 * window)
+    position = jnp.arange(L).reshape(1, L, 1)  # the centre's rank among the survivors
+    other = position + offsets  # [1, L, 2 window]: the context word's rank
+    reach = jnp.take_along_axis(reach, order, axis=1).reshape(S, L, 1)  # each survivor keeps its own R
+    in_reach = jnp.abs(offsets) <= reach  # [S, L, 2 window]
+    valid = (position < n_kept) & (other >= 0) & (other < n_kept) & in_reach  # [S, L, 2 window]
+    centres = jnp.broadcast_to(tokens.reshape(S, L, 1), (S, L, 2 * window))
+    gather = jnp.broadcast_to(jnp.clip(other, 0, L - 1).reshape(1, L * 2 * window), (S, L * 2 * window))
+    contexts = jnp.take_along_axis(tokens, gather, axis=1)  # [S, L * 2 window]
+    return centres.reshape(-1), contexts.reshape(-1), valid.reshape(-1)
+
+
+def context_pairs(
+    key: jax.Array, sentences: jax.Array, window: int, keep: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Skip-gram's training pairs for a batch of sentences, drawn afresh for every batch:
+
+    1. subsampling — each token survives with probability ``keep[token]`` (from
+       `keep_probability`; ``None`` keeps every token);
+    2. a dynamic window (first paper, section 3.2) — each centre draws a reach ``R`` uniform in
+       ``1..window`` and uses the ``R`` words before and after it, so nearer words count more.
+
+    ``sentences int[S, L] -> (centres, contexts, valid)`` as in `window_pairs`.
+    """
+    _check_sentences(sentences, keep)
+    checks.positive_int("window", window)
+    k_keep, k_reach = jax.random.split(key)
+    S, L = sentences.shape
+    kept = jnp.ones((S, L), bool) if keep is None else subsample(k_keep, sentences, keep)  # [S, L]
+    reach = jax.random.randint(k_reach, (S, L), 1, window + 1)  # R, [S, L]
+    return window_pairs(sentences, kept, reach, window)
+
+
+# --8<-- [end:pairs]
+
+
+# --8<-- [start:loss]
+def noise_distribution(counts: jax.Array, power: float = 0.75) -> jax.Array:
+    """The noise distribution of negative sampling, ``P_n(w) = U(w)^{3/4} / Z`` (second paper,
+    section 2.2): the unigram distribution raised to the 3/4 power, which draws rare words more
+    often than their frequency would. ``counts int[vocab] -> probabilities float[vocab]``."""
+    _check_counts(counts)
+    checks.in_range("power", power, 0.0, 1.0)
+    weights = (counts / jnp.sum(counts)) ** power  # U(w)^{3/4}, [vocab]
+    return weights / jnp.sum(weights)
+
+
+def sample_negatives(key: jax.Array, noise: jax.Array, n_pairs: int, k: int) -> jax.Array:
+    """``k`` noise words for each of ``n_pairs`` pairs, drawn from ``noise [vocab]``: the
+    ``w_i ~ P_n(w)`` of eq. 4. Returns ``int32[n_pairs, k]``."""
+    checks.array_shape("noise", noise, ("vocab",), dims="[vocab]")
+    checks.positive_int("n_pairs", n_pairs)
+    checks.positive_int("k", k)
+    return jax.random.choice(key, noise.shape[0], (n_pairs, k), p=noise).astype(jnp.int32)
+
+
+def embed(table: jax.Array, ids: jax.Array) -> jax.Array:
+    """Look up rows: ``table [vocab, dim]``, ``ids int[...] -> [..., dim]``. The same as
+    multiplying a one-hot vector by the table, done as a gather."""
+    _check_ids("ids", ids, table.shape[0])
+    return jnp.take(table, ids, axis=0)
+
+
+def sgns_loss(
+    w_in: jax.Array, w_out: jax.Array, centres: jax.Array, contexts: jax.Array, negatives: jax.Array
+) -> jax.Array:
+    """The skip-gram negative-sampling loss of each pair: minus eq. 4 of the second paper,
+
+    ``-[log σ(v'_O · v_I) + Σ_{i=1..k} log σ(-v'_{w_i} · v_I)]``,
+
+    with ``v_I`` the centre's row of ``w_in`` (its input vector) and ``v'`` rows of ``w_out``
+    (output vectors). ``w_in, w_out [vocab, dim]``, ``centres, contexts int[P]``,
+    ``negatives int[P, k]`` -> ``[P]``.
+    """
+    v = embed(w_in, centres)  # v_I, [P, dim]
+    positive = jnp.sum(v * embed(w_out, contexts), axis=-1)  # v'_O · v_I, [P]
+    negative = jnp.einsum("pd,pkd->pk", v, embed(w_out, negatives))  # v'_{w_i} · v_I, [P, k]
+    return -(jax.nn.log_sigmoid(positive) + jnp.sum(jax.nn.log_sigmoid(-negative), axis=-1))  # eq. 4
+
+
+# --8<-- [end:loss]
+
+
+# --8<-- [start:analogies]
+def _unit(vectors: jax.Array) -> jax.Array:
+    return vectors / jnp.maximum(jnp.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)  # [vocab, dim]
+
+
+def _best_unasked(target: jax.Array, unit: jax.Array, questions: jax.Array) -> jax.Array:
+    """The word most cosine-similar to each row of ``target [Q, dim]``, never ``a``, ``b`` or ``c``."""
+    similarity = target @ unit.T  # [Q, vocab]
+    vocab = jnp.arange(unit.shape[0]).reshape(1, -1)
+    asked = (vocab == questions[:, 0:1]) | (vocab == questions[:, 1:2]) | (vocab == questions[:, 2:3])
+    return jnp.argmax(jnp.where(asked, -jnp.inf, similarity), axis=-1)  # [Q]
+
+
+def solve_analogies(vectors: jax.Array, questions: jax.Array) -> jax.Array:
+    """3CosAdd: answer "``a`` is to ``b`` as ``c`` is to ?" with the word whose unit vector is
+    closest (cosine) to ``b - a + c`` (first paper, section 4), excluding ``a``, ``b`` and ``c``.
+
+    ``vectors [vocab, dim]``, ``questions int[Q, >=3]`` (columns ``a, b, c``) -> ``int[Q]``.
+    """
+    unit = _unit(vectors)
+    a, b, c = (unit[questions[:, i]] for i in range(3))  # each [Q, dim]
+    return _best_unasked(b - a + c, unit, questions)
+
+
+def analogy_accuracy(vectors: jax.Array, questions: jax.Array) -> jax.Array:
+    """Fraction of ``questions int[Q, 4]`` whose 3CosAdd answer is the fourth column."""
+    return jnp.mean(solve_analogies(vectors, questions) == questions[:, 3])
+
+
+def nearest_neighbours(vectors: jax.Array, ids: jax.Array, k: int = 3) -> jax.Array:
+    """The ``k`` words of highest cosine similarity to each of ``ids``, the word itself excluded.
+    ``vectors [vocab, dim]``, ``ids int[n]`` -> ``int[n, k]``, nearest first."""
+    unit = _unit(vectors)
+    similarity = unit[ids] @ unit.T  # [n, vocab]
+    itself = jnp.arange(vectors.shape[0]).reshape(1, -1) == ids.reshape(-1, 1)
+    return jax.lax.top_k(jnp.where(itself, -jnp.inf, similarity), k)[1]
+
+
+# --8<-- [end:analogies]
+
+
+def init_tables(key: jax.Array, vocab_size: int, dim: int) -> dict[str, jax.Array]:
+    """The released tool's initialisation: input vectors uniform in ``±0.5 / dim``, output vectors zero."""
+    checks.positive_int("vocab_size", vocab_size)
+    checks.positive_int("dim", dim)
+    w_in = jax.random.uniform(key, (vocab_size, dim), minval=-0.5 / dim, maxval=0.5 / dim)
+    return {"w_in": w_in, "w_out": jnp.zeros((vocab_size, dim))}
+
+
+def _check_batch(centres, contexts, negatives, vocab_size: int) -> None:
+    checks.array_shape("centres", centres, ("pairs",), dims="[pairs]")
+    checks.array_shape("contexts", contexts, (centres.shape[0],), dims="[pairs] (as centres)")
+    checks.array_shape("negatives", negatives, (centres.shape[0], "k"), dims="[pairs, k]")
+    for name, ids in (("centres", centres), ("contexts", contexts), ("negatives", negatives)):
+        _check_ids(name, ids, vocab_size)
+
+
+# --8<-- [start:linen]
+class LinenSkipGram(nn.Module):
+    """Functional twin: ``apply(variables, centres, contexts, negatives)`` -> loss per pair ``[P]``.
+
+    Parameters: ``{"params": {"w_in": [vocab, dim], "w_out": [vocab, dim]}}`` — the input
+    (word) vectors and the output (context) vectors.
+    """
+
+    vocab_size: int
+    dim: int
+
+    def setup(self):
+        checks.positive_int("vocab_size", self.vocab_size)
+        checks.positive_int("dim", self.dim)
+        self.w_in = self.param("w_in", lambda k: init_tables(k, self.vocab_size, self.dim)["w_in"])
+        self.w_out = self.param("w_out", lambda k: jnp.zeros((self.vocab_size, self.dim)))
+
+    def __call__(self, centres: jax.Array, contexts: jax.Array, negatives: jax.Array) -> jax.Array:
+        _check_batch(centres, contexts, negatives, self.vocab_size)
+        return sgns_loss(self.w_in, self.w_out, centres, contexts, negatives)
+
+    def vectors(self) -> jax.Array:
+        """The word vectors, ``[vocab, dim]``: ``model.apply(variables, method="vectors")``."""
+        return self.w_in
+
+
+# --8<-- [end:linen]
+
+
+# --8<-- [start:nnx]
+class NnxSkipGram(nnx.Module):
+    """Object-oriented twin: the module holds ``w_in`` and ``w_out`` as ``nnx.Param``s."""
+
+    def __init__(self, vocab_size: int, dim: int, *, rngs: nnx.Rngs):
+        tables = init_tables(rngs.params(), vocab_size, dim)
+        self.vocab_size = vocab_size
+        self.w_in = nnx.Param(tables["w_in"])  # [vocab, dim]
+        self.w_out = nnx.Param(tables["w_out"])  # [vocab, dim]
+
+    def __call__(self, centres: jax.Array, contexts: jax.Array, negatives: jax.Array) -> jax.Array:
+        _check_batch(centres, contexts, negatives, self.vocab_size)
+        return sgns_loss(self.w_in[...], self.w_out[...], centres, contexts, negatives)
+
+    def vectors(self) -> jax.Array:
+        return self.w_in[...]
+
+
+# --8<-- [end:nnx]
+
+
+# ---------------------------------------------------------------------------------------
+# The experiment: word vectors from a corpus with planted relations, with and without
+# subsampling, trained side by side.
+# ---------------------------------------------------------------------------------------
+# --8<-- [start:experiment]
+VARIANTS = {"subsampled": True, "no_subsampling": False}  # name -> subsample frequent words?
+THRESHOLD = 1e-3  # t of eq. 5; the paper's 1e-5 is for vocabularies of millions of words
+BATCH = 64  # sentences per step
+
+
+def make_loss_fn(noise: jax.Array, keep: jax.Array, *, window: int, negatives: int, slots: int):
+    """The training objective: the two variants of `VARIANTS` side by side, on the same sentences.
+
+    ``params = {variant: {"w_in", "w_out"}}``; ``batch = {"sentences": int[b, length]}``. Each
+    variant's summed loss over its real pairs is divided by the fixed number of pair ``slots``
+    in a batch, so every pair weighs the same whether or not subsampling thinned the batch.
+    Metrics per variant: the mean loss per pair and the number of pairs trained on.
+    """
+
+    def loss_fn(params, batch, key):
+        k_pairs, k_noise = jax.random.split(key)
+        total, metrics = 0.0, {}
+        for name, thin in VARIANTS.items():
+            centres, contexts, valid = context_pairs(k_pairs, batch["sentences"], window, keep if thin else None)
+            noise_words = sample_negatives(k_noise, noise, centres.shape[0], negatives)  # [P, k]
+            w = params[name]
+            per_pair = jnp.where(valid, sgns_loss(w["w_in"], w["w_out"], centres, contexts, noise_words), 0.0)
+            n_pairs = jnp.sum(valid)
+            total = total + jnp.sum(per_pair) / slots
+            metrics[name] = {"loss": jnp.sum(per_pair) / jnp.maximum(n_pairs, 1), "pairs": n_pairs.astype(jnp.float32)}
+        return total, metrics
+
+    return loss_fn
+
+
+def fit(
+    key,
+    corpus: Corpus,
+    *,
+    dim=32,
+    window=3,
+    negatives=5,
+    threshold=THRESHOLD,
+    steps=2000,
+    batch=BATCH,
+    lr=0.01,
+    progress=None,
+):
+    """Train both variants from the same initial tables on mini-batches of ``batch`` sentences,
+    with Adam at a rate that decays linearly to zero (the released word2vec tool decays its
+    SGD rate the same way). Analogy accuracy is measured after every tenth of the steps."""
+    k_init, k_train = jax.random.split(key)
+    noise = noise_distribution(corpus.counts)  # U(w)^{3/4} / Z over the whole corpus
+    keep = keep_probability(corpus.counts, threshold)  # eq. 5
+    slots = batch * corpus.sentences.shape[1] * 2 * window
+    loss_fn = make_loss_fn(noise, keep, window=window, negatives=negatives, slots=slots)
+    tables = init_tables(k_init, len(corpus.words), dim)
+    params = {name: tables for name in VARIANTS}
+    questions = jnp.asarray(corpus.questions)
+    eval_fn = lambda p: {name: analogy_accuracy(p[name]["w_in"], questions) for name in VARIANTS}  # noqa: E731
+    optimizer = adam(lambda count: lr * (1.0 - count / steps))
+    data = {"sentences": corpus.sentences}
+    return train(loss_fn, params, optimizer, data, key=k_train, steps=steps, batch_size=batch, chunk=steps // 10,
+                 eval_fn=eval_fn, progress=progress, label="3.4 word2vec")  # fmt: skip
+
+
+# --8<-- [end:experiment]
+
+
+def nearest_to_c(vectors: jax.Array, questions: jax.Array) -> jax.Array:
+    """A baseline that ignores the relation: answer ``a : b :: c : ?`` with ``c``'s nearest
+    neighbour (cosine), ``a``, ``b`` and ``c`` excluded. ``int[Q, >=3] -> int[Q]``."""
+    unit = _unit(vectors)
+    return _best_unasked(unit[questions[:, 2]], unit, questions)
+
+
+def offset_cosines(vectors: jax.Array, pairs: np.ndarray) -> tuple[float, float]:
+    """Mean cosine between the offsets ``unit(y) - unit(x)`` of different pairs: within a family,
+    and across families. ``pairs int[F, P, 2]``. Parallel offsets give 1; random directions 0."""
+    unit = np.asarray(vectors / jnp.linalg.norm(vectors, axis=-1, keepdims=True))
+    offsets = unit[pairs[..., 1]] - unit[pairs[..., 0]]  # [F, P, dim]
+    offsets = offsets / np.linalg.norm(offsets, axis=-1, keepdims=True)
+    flat = offsets.reshape(-1, offsets.shape[-1])  # [F * P, dim]
+    cos = flat @ flat.T
+    family = np.repeat(np.arange(pairs.shape[0]), pairs.shape[1])
+    same = (family[:, None] == family[None, :]) & ~np.eye(len(flat), dtype=bool)
+    return float(cos[same].mean()), float(cos[family[:, None] != family[None, :]].mean())
+
+
+def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 2000) -> Report:
+    """Skip-gram with negative sampling on the planted-relations corpus, with and without subsampling.
+
+    ``seed`` picks the corpus, the initial tables and the training order. Metrics: 3CosAdd
+    analogy accuracy (overall and per family) against chance and against the nearest-to-c
+    baseline, how semantic the nearest neighbours are, how parallel the offsets are, and the
+    subsampling ablation (accuracy during training, pairs trained on).
+    """
+    checks.non_negative_int("seed", seed)
+    checks.positive_int("steps", steps)
+    if steps % 10:
+        raise ValueError(f"steps: expected a multiple of 10 (accuracy is measured every tenth), got {steps}")
+    start = time.perf_counter()
+    k_corpus, k_fit = jax.random.split(jax.random.key(seed, impl="rbg"))  # rbg: compiles fast on CPU
+    corpus = generate_corpus(k_corpus)
+    result = fit(k_fit, corpus, steps=steps, progress=progress)
+    vectors = result.params["subsampled"]["w_in"]  # the word vectors: input vectors, as word2vec outputs
+    questions = jnp.asarray(corpus.questions)
+    answers = np.asarray(solve_analogies(vectors, questions))
+    correct = answers == corpus.questions[:, 3]
+    V = len(corpus.words)
+    metrics = {
+        "analogy_accuracy": float(correct.mean()),
+        "chance": 1.0 / (V - 3),
+        "nearest_to_c_accuracy": float(jnp.mean(nearest_to_c(vectors, questions) == questions[:, 3])),
+        "analogy_accuracy_no_subsampling": float(analogy_accuracy(result.params["no_subsampling"]["w_in"], questions)),
+    }
+    for f, name in enumerate(FAMILIES):
+        metrics[f"analogy_accuracy_{name}"] = float(correct[corpus.question_family == f].mean())
+    # Nearest neighbours of the 72 pair words: how many of the 3 nearest share the word's family?
+    family = word_families(corpus.words)
+    pair_ids = corpus.pairs.reshape(-1)
+    neighbours = np.asarray(nearest_neighbours(vectors, jnp.asarray(pair_ids), 3))  # [72, 3]
+    metrics["neighbours_same_family"] = float((family[neighbours] == family[pair_ids][:, None]).mean())
+    metrics["neighbours_same_family_chance"] = float(
+        np.mean([(family == family[i]).sum() - 1 for i in pair_ids]) / (V - 1)
+    )
+    metrics["offset_cosine_within"], metrics["offset_cosine_across"] = offset_cosines(vectors, corpus.pairs)
+    # The ablation: accuracy after a fifth of training, and pairs trained on per sentence.
+    evals = result.evals
+    for name in VARIANTS:
+        metrics[f"early_accuracy_{name}"] = float(evals[name][1])  # after 20% of the steps
+        metrics[f"pairs_per_sentence_{name}"] = float(result.history[f"{name}/pairs"].mean() / BATCH)
+    freq = corpus.counts / corpus.counts.sum()
+    metrics["kept_fraction"] = float(jnp.sum(freq * keep_probability(corpus.counts, THRESHOLD)))
+
+    lines = _summary(metrics, corpus, answers, neighbours, evals)
+    fig = _figure(vectors, corpus, evals, metrics)
+    title = "3.4 Word2Vec — skip-gram with negative sampling on a corpus with planted relations"
+    return Report(title, metrics, lines, fig, time.perf_counter() - start)
+
+
+def _summary(metrics, corpus, answers, neighbours, evals) -> list[str]:
+    words = corpus.words
+    m = metrics
+    lines = [
+        f"corpus: {corpus.sentences.shape[0]:,} sentences, {int(corpus.counts.sum()):,} tokens, "
+        f"vocabulary {len(words)}; 'the' is {float(corpus.counts[0] / corpus.counts.sum()):.0%} of the tokens",
+        "",
+        f"analogies a : b :: c : ? by 3CosAdd ({len(corpus.questions)} questions)",
+        f"  {'all':<22} {m['analogy_accuracy']:>6.1%}",
+    ]
+    lines += [f"  {name:<22} {m[f'analogy_accuracy_{name}']:>6.1%}" for name in FAMILIES]
+    lines += [
+        f"  {'chance':<22} {m['chance']:>6.1%}",
+        f"  {'nearest word to c':<22} {m['nearest_to_c_accuracy']:>6.1%}   (ignores a and b)",
+        "",
+    ]
+    for q in (0, 300, 600):
+        a, b, c, d = corpus.questions[q]
+        ok = "right" if answers[q] == d else f"wrong, expected {words[d]}"
+        lines.append(f"  {words[a]} : {words[b]} :: {words[c]} : {words[answers[q]]}   ({ok})")
+    lines += ["", "nearest neighbours (cosine)"]
+    for i in (1, 14, 26, 41, 50, 71):
+        lines.append(f"  {words[corpus.pairs.reshape(-1)[i]]:<10} " + ", ".join(words[j] for j in neighbours[i]))
+    lines += [
+        f"  {m['neighbours_same_family']:.0%} of the 3 nearest neighbours of the 72 pair words are in their family "
+        f"(chance {m['neighbours_same_family_chance']:.0%})",
+        f"  offsets y - x of different pairs: mean cosine {m['offset_cosine_within']:.2f} within a family, "
+        f"{m['offset_cosine_across']:.2f} across families",
+        "",
+        f"subsampling with t = {THRESHOLD:g} keeps {m['kept_fraction']:.0%} of the tokens "
+        f"('the': {float(keep_probability(corpus.counts, THRESHOLD)[0]):.0%} of its occurrences)",
+        f"  {'':<25} {'pairs/sentence':>14} {'acc. at 20%':>12} {'final acc.':>11}",
+    ]
+    for name in VARIANTS:
+        lines.append(
+            f"  {name.replace('_', ' '):<25} {m[f'pairs_per_sentence_{name}']:>14.1f} "
+            f"{m[f'early_accuracy_{name}']:>12.1%} {evals[name][-1]:>11.1%}"
+        )
+    return lines
+
+
+def _pca_2d(x: np.ndarray) -> np.ndarray:
+    centred = x - x.mean(axis=0, keepdims=True)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    return centred @ vt[:2].T  # [n, 2]
+
+
+def _figure(vectors, corpus: Corpus, evals, metrics):
+    fig, axes = plotting.figure(2, 2, width=9.0, height=7.6)
+    unit = np.asarray(vectors / jnp.linalg.norm(vectors, axis=-1, keepdims=True))
+    panels = [(axes[0, 0], 0), (axes[0, 1], 1), (axes[1, 0], 2)]
+    for ax, f in panels:
+        name = list(FAMILIES)[f]
+        sides = FAMILIES[name][0]
+        pairs = corpus.pairs[f]  # [P, 2]
+        xy = _pca_2d(unit[pairs.reshape(-1)]).reshape(len(pairs), 2, 2)  # [P, side, 2]
+        for p, (x0, x1) in enumerate(xy):
+            ax.annotate("", xy=x1, xytext=x0, arrowprops={"arrowstyle": "->", "color": plotting.PALETTE[f], "lw": 1})
+            for s, point in enumerate((x0, x1)):
+                ax.text(*point, corpus.words[pairs[p, s]], fontsize=7, ha="center", va="bottom")
+        for s in range(2):
+            ax.scatter(xy[:, s, 0], xy[:, s, 1], s=10, color=plotting.PALETTE[f] if s else "none",
+                       edgecolors=plotting.PALETTE[f])  # fmt: skip
+        acc = metrics[f"analogy_accuracy_{name}"]
+        title = f"{sides[0]} ○ → {sides[1]} ● (2-D PCA)\nanalogy accuracy {acc:.0%}"
+        ax.set(title=title, xticks=[], yticks=[])
+    ax = axes[1, 1]
+    for i, name in enumerate(VARIANTS):
+        ax.plot(evals["step"], 100 * np.asarray(evals[name]), marker="o", ms=3, label=name.replace("_", " "),
+                color=plotting.PALETTE[3 + i])  # fmt: skip
+    ax.axhline(
+        100 * metrics["nearest_to_c_accuracy"], ls="--", lw=1, color="gray", label="nearest word to c (subsampled)"
+    )
+    ax.axhline(100 * metrics["chance"], ls=":", lw=1, color="gray", label="chance")
+    ax.set(title="3CosAdd analogy accuracy", xlabel="step", ylabel="accuracy (%)", ylim=(-3, 103))
+    ax.legend(fontsize=8, loc="lower right")
+    return fig
