@@ -54,6 +54,8 @@ __all__ = [
     "gru_step",
     "init_encoder_decoder",
     "init_gru",
+    "score_by_length",
+    "token_loss",
     "translation_task",
 ]
 
@@ -90,7 +92,8 @@ def gru_step(params: dict, h: jax.Array, x: jax.Array, *, reset_after: bool = Fa
     return z * h + (1.0 - z) * n  # eq. 7: keep (z -> 1) or replace (z -> 0) each unit
 
 
-def _encoder_tick(params: dict, h: jax.Array, x_and_mask: jax.Array):
+def encoder_tick(params: dict, h: jax.Array, x_and_mask: jax.Array):
+    """One encoder step on ``[embedding; 1 if a real token else 0]``: padding leaves ``h`` as it was."""
     x, keep = x_and_mask[:, :-1], x_and_mask[:, -1:]  # [b, d_embed], [b, 1]: 1 on real tokens
     h = jnp.where(keep > 0, gru_step(params, h, x), h)  # padding leaves the state as it was
     return h, h
@@ -104,7 +107,7 @@ def encode(params: dict, src: jax.Array) -> jax.Array:
     emb = params["src_embed"][src]  # [b, T, d_embed]
     keep = (src != PAD).astype(emb.dtype)[..., None]  # [b, T, 1]
     h0 = jnp.zeros((src.shape[0], params["encoder"]["u_r"].shape[0]), emb.dtype)
-    hs = scan_over_time(_encoder_tick, params["encoder"], jnp.concatenate([emb, keep], axis=-1), h0)
+    hs = scan_over_time(encoder_tick, params["encoder"], jnp.concatenate([emb, keep], axis=-1), h0)
     return jnp.tanh(dense(params["summary"], hs[:, -1]))  # [b, H]
 
 
@@ -157,7 +160,7 @@ def greedy_decode(params: dict, src: jax.Array, length: int) -> jax.Array:
 
 def init_encoder_decoder(key: jax.Array, vocab: int, d_embed: int, d_hidden: int) -> dict:
     """All parameters: two embedding tables, the two GRUs and three dense layers."""
-    _check_sizes(vocab, d_embed, d_hidden)
+    check_sizes(vocab, d_embed, d_hidden)
     k = jax.random.split(key, 7)
     return {
         "src_embed": jax.random.normal(k[0], (vocab, d_embed)),  # [V, d_embed]
@@ -170,7 +173,7 @@ def init_encoder_decoder(key: jax.Array, vocab: int, d_embed: int, d_hidden: int
     }
 
 
-def _check_sizes(vocab: int, d_embed: int, d_hidden: int) -> None:
+def check_sizes(vocab: int, d_embed: int, d_hidden: int) -> None:
     checks.positive_int("vocab", vocab)
     if vocab <= FIRST_SYMBOL:
         raise ValueError(f"vocab: expected more than the {FIRST_SYMBOL} reserved ids (PAD, BOS, EOS, SEP), got {vocab}")
@@ -191,7 +194,7 @@ def check_tokens(name: str, tokens, vocab: int) -> None:
             raise ValueError(f"{name}: expected token ids in [0, {vocab}), got values in [{low}, {high}]")
 
 
-def _check_pair(src, tgt_in, vocab: int) -> None:
+def check_pair(src, tgt_in, vocab: int) -> None:
     check_tokens("src", src, vocab)
     check_tokens("tgt_in", tgt_in, vocab)
     if src.shape[0] != tgt_in.shape[0]:
@@ -208,8 +211,8 @@ class LinenEncoderDecoder(nn.Module):
 
     @nn.compact
     def __call__(self, src: jax.Array, tgt_in: jax.Array) -> jax.Array:
-        _check_sizes(self.vocab, self.d_embed, self.d_hidden)
-        _check_pair(src, tgt_in, self.vocab)
+        check_sizes(self.vocab, self.d_embed, self.d_hidden)
+        check_pair(src, tgt_in, self.vocab)
         e, h, v = self.d_embed, self.d_hidden, self.vocab
         params = {
             "src_embed": self.param("src_embed", lambda k: jax.random.normal(k, (v, e))),
@@ -242,7 +245,7 @@ class NnxEncoderDecoder(nnx.Module):
     """Object-oriented twin: ``model(src, tgt_in) -> logits [b, T_out, vocab]``."""
 
     def __init__(self, vocab: int, d_embed: int = 16, d_hidden: int = 64, *, rngs: nnx.Rngs):
-        _check_sizes(vocab, d_embed, d_hidden)
+        check_sizes(vocab, d_embed, d_hidden)
         self.vocab = vocab
         self.src_embed = nnx.Param(jax.random.normal(rngs.params(), (vocab, d_embed)))
         self.tgt_embed = nnx.Param(jax.random.normal(rngs.params(), (vocab, d_embed)))
@@ -266,7 +269,7 @@ class NnxEncoderDecoder(nnx.Module):
         }
 
     def __call__(self, src: jax.Array, tgt_in: jax.Array) -> jax.Array:
-        _check_pair(src, tgt_in, self.vocab)
+        check_pair(src, tgt_in, self.vocab)
         return encoder_decoder(self.params(), src, tgt_in)
 
 
@@ -312,12 +315,19 @@ HIDDEN_SIZES = (32, 128)  # two sizes of the fixed vector c, trained side by sid
 MIN_LEN, MAX_LEN = 2, 16
 
 
-def sequence_loss(params, batch) -> jax.Array:
-    """Cross-entropy of every target token and the final ``EOS`` (eq. 4), padding masked out."""
-    logits = encoder_decoder(params, batch["src"], batch["tgt_in"])  # [b, T + 1, V]
+def token_loss(logits: jax.Array, batch: dict) -> jax.Array:
+    """Mean cross-entropy of every target token and the final ``EOS`` (eq. 4), padding masked out.
+
+    ``logits [b, T + 1, V]`` against ``batch["tgt_out"] int[b, T + 1]``.
+    """
     logp = jnp.take_along_axis(jax.nn.log_softmax(logits), batch["tgt_out"][..., None], axis=-1)[..., 0]
-    mask = (jnp.arange(MAX_LEN + 1).reshape(1, -1) <= batch["length"][:, None]).astype(logp.dtype)
+    mask = (batch["tgt_out"] != PAD).astype(logp.dtype)  # the target words and EOS
     return -jnp.sum(logp * mask) / jnp.sum(mask)
+
+
+def sequence_loss(params, batch) -> jax.Array:
+    """:func:`token_loss` of the encoder–decoder, teacher-forced."""
+    return token_loss(encoder_decoder(params, batch["src"], batch["tgt_in"]), batch)
 
 
 def loss_fn(params, batch, key):
@@ -343,15 +353,15 @@ def fit(key: jax.Array, *, steps: int, n_train: int = 20_000, progress=None):
 # --8<-- [end:experiment]
 
 
-def accuracy_by_length(params, test: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Greedy translations scored per source length ``MIN_LEN..MAX_LEN``.
+def score_by_length(out, test: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Score translations ``out int[n, MAX_LEN + 1]`` of ``test`` per source length ``MIN_LEN..MAX_LEN``.
 
     Returns ``(word accuracy, sentence accuracy)``, each ``[n_lengths]``: the fraction of
     target words right, and of sentences right word for word *and* ended by ``EOS`` on time.
+    Any model's translations can be scored (topic 3.7 scores its own with it).
     """
-    out = np.asarray(_greedy(params, test["src"]))  # [n, MAX_LEN + 1]
-    truth, length = np.asarray(test["tgt_out"]), np.asarray(test["length"])
-    inside = np.arange(MAX_LEN + 1)[None, :] < length[:, None]
+    out, truth, length = np.asarray(out), np.asarray(test["tgt_out"]), np.asarray(test["length"])
+    inside = np.arange(truth.shape[1])[None, :] < length[:, None]
     right = (out == truth) & inside
     ended = out[np.arange(len(length)), length] == EOS
     sentence_ok = (right.sum(1) == length) & ended
@@ -359,6 +369,11 @@ def accuracy_by_length(params, test: dict) -> tuple[np.ndarray, np.ndarray]:
     words = np.array([right[length == n].sum() / inside[length == n].sum() for n in lengths])
     sentences = np.array([sentence_ok[length == n].mean() for n in lengths])
     return words, sentences
+
+
+def accuracy_by_length(params, test: dict) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`score_by_length` of this model's greedy translations."""
+    return score_by_length(_greedy(params, test["src"]), test)
 
 
 _greedy = jax.jit(lambda params, src: greedy_decode(params, src, MAX_LEN + 1))

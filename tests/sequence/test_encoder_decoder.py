@@ -92,6 +92,18 @@ def test_padding_does_not_change_the_summary():
     chex.assert_trees_all_close(ed.encode(params, src), ed.encode(params, padded), atol=1e-6)
 
 
+def test_score_by_length_counts_perfect_translations_as_perfect():
+    test = ed.translation_task(jax.random.key(1), 300, min_len=ed.MIN_LEN, max_len=ed.MAX_LEN)
+    words, sentences = ed.score_by_length(test["tgt_out"], test)
+    np.testing.assert_array_equal(words, 1.0)
+    np.testing.assert_array_equal(sentences, 1.0)
+    wrong_end = np.asarray(test["tgt_out"]).copy()
+    wrong_end[np.arange(300), np.asarray(test["length"])] = PAD  # every word right, no EOS
+    words, sentences = ed.score_by_length(wrong_end, test)
+    np.testing.assert_array_equal(words, 1.0)
+    np.testing.assert_array_equal(sentences, 0.0)
+
+
 def test_shapes_of_logits_and_greedy_decode():
     params = ed.init_encoder_decoder(jax.random.key(0), VOCAB, 8, 16)
     data = _batch()
