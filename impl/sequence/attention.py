@@ -36,7 +36,7 @@ from impl.data.sequences import BOS, PAD
 from impl.deep_networks.dnn import NnxLayer, dense, init_layer
 from impl.report import Report
 from impl.sequence import encoder_decoder as ed
-from impl.sequence.encoder_decoder import encoder_tick, gru_step, init_gru
+from impl.sequence.encoder_decoder import encoder_tick, gru_inputs, gru_step, init_gru
 from impl.sequence.rnn import scan_over_time
 from impl.training import train
 
@@ -68,10 +68,10 @@ def annotate(params: dict, src: jax.Array) -> tuple[jax.Array, jax.Array]:
     """
     emb = params["src_embed"][src]  # [b, T, E]
     keep = (src != PAD).astype(emb.dtype)[..., None]  # [b, T, 1]: 1 on real tokens
-    xs = jnp.concatenate([emb, keep], axis=-1)  # [b, T, E + 1]
+    xs = {d: jnp.concatenate([gru_inputs(params[d], emb), keep], axis=-1) for d in ("forward", "backward")}
     h0 = jnp.zeros((src.shape[0], params["forward"]["u_r"].shape[0]), emb.dtype)  # [b, H]
-    fwd = scan_over_time(encoder_tick, params["forward"], xs, h0)  # [b, T, H]
-    bwd = jnp.flip(scan_over_time(encoder_tick, params["backward"], jnp.flip(xs, axis=1), h0), axis=1)
+    fwd = scan_over_time(encoder_tick, params["forward"], xs["forward"], h0)  # [b, T, H]
+    bwd = jnp.flip(scan_over_time(encoder_tick, params["backward"], jnp.flip(xs["backward"], axis=1), h0), axis=1)
     return jnp.concatenate([fwd, bwd], axis=-1), bwd[:, 0]  # [b, T, 2H], [b, H]
 
 

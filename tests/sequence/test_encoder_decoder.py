@@ -206,9 +206,9 @@ def test_bad_settings_are_rejected(call, message):
 @pytest.mark.claim
 def test_claim_accuracy_falls_with_length(seed):
     m = ed.experiment(seed=seed, progress=False).metrics
-    for h in ("h32", "h128"):
-        assert m[f"{h}_word_acc_short"] > 0.9  # short sentences are translated
+    for h in ("h32", "h96"):
+        assert m[f"{h}_word_acc_short"] > 0.85  # short sentences are translated
         assert m[f"{h}_word_acc_short"] - m[f"{h}_word_acc_long"] > 0.3  # ... long ones much less well
         assert m[f"{h}_sentence_acc_long"] < 0.2
-    # The bottleneck, not the task: a four-times larger vector carries longer sentences further.
-    assert m["h128_word_acc_long"] - m["h32_word_acc_long"] > 0.1
+    # The bottleneck, not the task: a three-times larger vector carries longer sentences further.
+    assert m["h96_word_acc_long"] - m["h32_word_acc_long"] > 0.1
