@@ -8,6 +8,7 @@ import pytest
 from flax import nnx
 
 from impl.sequence import mixture_of_experts as moe_lib
+from impl.sequence import mixture_of_experts_experiment as moe_exp
 
 
 def _gate(seed, d_in, n, scale=1.0):
@@ -220,8 +221,8 @@ def test_capacity_is_factor_times_the_even_share(tokens, n, k, factor, expected)
 
 
 def test_compute_per_token_does_not_grow_with_the_experts_except_the_gate():
-    costs = {n: moe_lib.costs(n) for n in moe_lib.SIZES}
-    expert_macs = {c["macs_per_token"] - moe_lib.D_IN * n for n, c in costs.items()}
+    costs = {n: moe_exp.costs(n) for n in moe_exp.SIZES}
+    expert_macs = {c["macs_per_token"] - moe_exp.D_IN * n for n, c in costs.items()}
     assert len(expert_macs) == 1  # k experts' multiply-adds, whatever n is
     assert costs[16]["params"] == 8 * costs[2]["params"]
 
@@ -342,10 +343,10 @@ def test_claim_without_the_balancing_loss_a_few_experts_take_most_tokens(seed):
 @pytest.mark.claim
 def test_claim_capacity_grows_with_experts_at_constant_compute(seed):
     m = _report(seed).metrics
-    errors = [m[f"experts_{n}_test_fvu"] for n in moe_lib.SIZES]
+    errors = [m[f"experts_{n}_test_fvu"] for n in moe_exp.SIZES]
     assert all(b < 0.9 * a for a, b in zip(errors, errors[1:]))  # every doubling helps
     assert errors[-1] < 0.5 * errors[0]  # measured: 0.12-0.13 vs 0.42-0.46
-    active = [m[f"experts_{n}_active_params"] for n in moe_lib.SIZES]
-    params = [m[f"experts_{n}_params"] for n in moe_lib.SIZES]
+    active = [m[f"experts_{n}_active_params"] for n in moe_exp.SIZES]
+    params = [m[f"experts_{n}_params"] for n in moe_exp.SIZES]
     assert params[-1] / params[0] == 8 and active[-1] / active[0] < 1.3  # 8x the parameters, ~ the same compute
     assert _report(seed).seconds < 120
