@@ -44,9 +44,16 @@ from impl.training import train
 
 __all__ = [
     "GRU_KEYS",
+    "MAX_LEN",
+    "MIN_LEN",
+    "N_WORDS",
+    "VOCAB",
     "LinenEncoderDecoder",
     "NnxEncoderDecoder",
     "NnxGRU",
+    "check_pair",
+    "check_sizes",
+    "check_tokens",
     "encode",
     "encoder_decoder",
     "experiment",
