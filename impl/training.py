@@ -45,7 +45,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from impl import checks
 
-__all__ = ["Progress", "TrainResult", "TrainingDiverged", "progress_enabled", "train"]
+__all__ = ["Progress", "TrainResult", "TrainingDiverged", "even_chunk", "first_step", "progress_enabled", "train"]
 
 PyTree = Any
 
@@ -320,6 +320,28 @@ def _check_finite(metrics: dict[str, np.ndarray], first_step: int, where: str = 
         offset, name, value = worst
         label = name if where == "train" else f"{where} {name}"
         raise TrainingDiverged(first_step + offset, label, value)
+
+
+def even_chunk(steps: int, largest: int = 250) -> int:
+    """The largest ``chunk`` for :func:`train` that divides ``steps`` and is at most ``largest``.
+
+    Equal chunks mean one compiled loop; a ragged last chunk would compile a second one.
+    """
+    checks.positive_int("steps", steps)
+    checks.positive_int("largest", largest)
+    return max(c for c in range(1, min(steps, largest) + 1) if steps % c == 0)
+
+
+def first_step(values, threshold: float, *, window: int, below: bool = True) -> int | None:
+    """How many steps it took for the ``window``-step running mean of ``values [steps]`` to get
+    below ``threshold`` (at or above it if ``below=False``); ``None`` if it never did.
+
+    Averaging over a window keeps one lucky mini-batch from counting as "reached".
+    """
+    checks.positive_int("window", window)
+    mean = np.convolve(np.asarray(values), np.ones(window) / window, mode="valid")  # mean[i]: steps i .. i + window - 1
+    hits = np.flatnonzero(mean < threshold if below else mean >= threshold)
+    return int(hits[0]) + window if hits.size else None
 
 
 def batched(fn: Callable, x: jax.Array, batch: int = 512) -> jax.Array:

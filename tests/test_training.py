@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from impl.optimization.adam import sgd
-from impl.training import TrainingDiverged, train
+from impl.training import TrainingDiverged, even_chunk, first_step, train
 
 OPT = sgd(0.1)
 
@@ -171,3 +171,26 @@ def test_nested_metrics_are_flattened_and_array_metrics_kept():
 
     result = train(vector_metric, _params(), OPT, _data(), key=0, steps=5, batch_size=8)
     assert result.history["w"].shape == (5, 3, 1)
+
+
+@pytest.mark.parametrize(
+    ("steps", "largest", "chunk"), [(1200, 300, 300), (1000, 300, 250), (700, 500, 350), (7, 250, 7), (13, 5, 1)]
+)
+def test_even_chunk_is_the_largest_divisor_within_the_bound(steps, largest, chunk):
+    assert even_chunk(steps, largest) == chunk
+
+
+def test_even_chunk_rejects_bad_sizes():
+    with pytest.raises(ValueError, match="steps"):
+        even_chunk(0)
+    with pytest.raises(ValueError, match="largest"):
+        even_chunk(10, 0)
+
+
+def test_first_step_counts_steps_until_the_running_mean_crosses():
+    loss = np.r_[np.ones(10), np.zeros(10)]  # 3-step mean: 1, ..., 2/3, 1/3, 0, ...
+    assert first_step(loss, 0.5, window=3) == 12  # the mean of steps 10-12 is the first below 0.5
+    assert first_step(loss, -1.0, window=3) is None  # never
+    assert first_step(1 - loss, 0.5, window=3, below=False) == 12  # the same crossing, upwards
+    with pytest.raises(ValueError, match="window"):
+        first_step(loss, 0.5, window=0)

@@ -41,7 +41,7 @@ from impl.optimization.adam import sgd
 from impl.optimization.dropout import dropout
 from impl.optimization.relu import relu
 from impl.report import Report
-from impl.training import train
+from impl.training import even_chunk, first_step, train
 
 __all__ = [
     "ACTIVATIONS",
@@ -292,9 +292,16 @@ def fit(key, digits, *, steps: int = 1200, batch_size: int = 64, **kwargs):
     network = init_alexnet(k_init, digits.x_train.shape[1:])
     params = {name: network for name in RUNS}
     batches = {"x": digits.x_train, "y": digits.y_train}
-    chunk = max(c for c in range(1, 301) if steps % c == 0)  # equal chunks: one compiled loop, not two
     return train(
-        loss_fn, params, OPTIMIZER, batches, key=k_train, steps=steps, batch_size=batch_size, chunk=chunk, **kwargs
+        loss_fn,
+        params,
+        OPTIMIZER,
+        batches,
+        key=k_train,
+        steps=steps,
+        batch_size=batch_size,
+        chunk=even_chunk(steps, 300),
+        **kwargs,  # equal chunks: one compiled loop, not two
     )
 
 
@@ -308,9 +315,8 @@ _evaluate = jax.jit(alexnet, static_argnames=("activation", "dropout_rate", "lrn
 def steps_to(loss: np.ndarray, target: float, window: int = 25) -> int:
     """First step at which the ``window``-step running mean of ``loss`` is below ``target``
     (``len(loss) + 1`` if it never is): mini-batch noise averaged out."""
-    smooth = np.convolve(loss, np.ones(window) / window, mode="valid")  # smooth[i] ends at step i + window
-    below = np.flatnonzero(smooth < target)
-    return int(below[0]) + window if below.size else len(loss) + 1
+    reached = first_step(loss, target, window=window)
+    return len(loss) + 1 if reached is None else reached
 
 
 def lrn_departure(params, x: jax.Array) -> float:

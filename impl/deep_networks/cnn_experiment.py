@@ -21,7 +21,7 @@ from impl.deep_networks.cnn import cnn, conv2d, count_params, init_cnn
 from impl.deep_networks.dnn import accuracy, cross_entropy, init_mlp, mlp
 from impl.optimization.adam import sgd
 from impl.report import Report
-from impl.training import train
+from impl.training import even_chunk, train
 
 __all__ = ["MODELS", "OPTIMIZER", "experiment", "fit", "flat", "loss_fn"]
 
@@ -80,8 +80,7 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 600)
     # An "rbg" key (XLA's RngBitGenerator) compiles several times faster on CPU than the default
     # threefry; it is just as explicit and reproducible on a given platform.
     key = jax.random.key(seed, impl="rbg")
-    chunk = max(c for c in range(1, 301) if steps % c == 0)  # equal chunks: one compiled loop
-    result = fit(key, digits, steps=steps, chunk=chunk, progress=progress, label="1.2 cnn")
+    result = fit(key, digits, steps=steps, chunk=even_chunk(steps, 300), progress=progress, label="1.2 cnn")
     metrics, slugs = {}, {}
     for name, (_, predict) in MODELS.items():
         slug = slugs[name] = name.split(" ")[0].lower() + ("" if name == "CNN" else "_" + name.split("-")[1])

@@ -38,7 +38,7 @@ from impl.report import Report
 from impl.sequence import encoder_decoder as ed
 from impl.sequence.encoder_decoder import encoder_tick, gru_inputs, gru_step, init_gru
 from impl.sequence.rnn import scan_over_time
-from impl.training import train
+from impl.training import even_chunk, train
 
 __all__ = [
     "LinenAttentionModel",
@@ -287,7 +287,7 @@ def fit(key: jax.Array, *, steps: int, n_train: int = 20_000, progress=None):
     }
     return train(
         loss_fn, params, ed.OPTIMIZER, data, key=k_train, steps=steps, batch_size=64,
-        chunk=max(c for c in range(1, 501) if steps % c == 0), progress=progress, label="3.7 attention",
+        chunk=even_chunk(steps, 500), progress=progress, label="3.7 attention",
     )  # fmt: skip
 
 

@@ -40,7 +40,7 @@ from impl.deep_networks.dnn import NnxLayer, dense, init_layer
 from impl.optimization.adam import adam
 from impl.report import Report
 from impl.sequence.rnn import scan_over_time
-from impl.training import train
+from impl.training import even_chunk, train
 
 __all__ = [
     "GRU_KEYS",
@@ -376,7 +376,7 @@ def fit(key: jax.Array, *, steps: int, n_train: int = 20_000, progress=None):
     params = {f"H={h}": init_encoder_decoder(jax.random.fold_in(k_init, h), VOCAB, 16, h) for h in HIDDEN_SIZES}
     return train(
         loss_fn, params, OPTIMIZER, data, key=k_train, steps=steps, batch_size=64,
-        chunk=max(c for c in range(1, 501) if steps % c == 0), progress=progress, label="3.5 encoder-decoder",
+        chunk=even_chunk(steps, 500), progress=progress, label="3.5 encoder-decoder",
     )  # fmt: skip
 
 

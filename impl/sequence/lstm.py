@@ -42,7 +42,7 @@ from impl.optimization.adam import adam
 from impl.optimization.schedules import clip_by_global_norm
 from impl.report import Report
 from impl.sequence.rnn import init_rnn, rnn, scan_over_time
-from impl.training import train
+from impl.training import first_step, train
 
 __all__ = [
     "GATES",
@@ -291,9 +291,8 @@ SMOOTH, SOLVED = 20, 0.95
 
 def steps_to_solve(batch_accuracy: np.ndarray) -> int:
     """First step at which the running mean of ``batch_accuracy [steps]`` reaches `SOLVED`; ``steps + 1`` if never."""
-    smooth = np.convolve(np.asarray(batch_accuracy), np.ones(SMOOTH) / SMOOTH, mode="valid")  # [steps - SMOOTH + 1]
-    above = np.flatnonzero(smooth >= SOLVED)
-    return int(above[0]) + SMOOTH if above.size else len(batch_accuracy) + 1
+    reached = first_step(batch_accuracy, SOLVED, window=SMOOTH, below=False)
+    return len(batch_accuracy) + 1 if reached is None else reached
 
 
 def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 600) -> Report:

@@ -51,7 +51,7 @@ from impl.sequence.encoder_decoder import (
 )
 from impl.sequence.forget_gate import NnxForgetLSTM, forget_step, init_forget_lstm
 from impl.sequence.rnn import scan_over_time
-from impl.training import train
+from impl.training import even_chunk, first_step, train
 
 __all__ = [
     "LinenSeq2Seq",
@@ -350,7 +350,7 @@ def fit(key: jax.Array, *, steps: int, n_train: int = 20_000, progress=None):
     p0 = init_seq2seq(k_init, VOCAB, EMBED, HIDDEN, LAYERS)  # the same start for both
     return train(
         loss_fn, {name: p0 for name in ORDERS}, OPTIMIZER, data, key=k_train, steps=steps, batch_size=BATCH,
-        chunk=max(c for c in range(1, 501) if steps % c == 0), progress=progress, label="3.6 seq2seq",
+        chunk=even_chunk(steps, 500), progress=progress, label="3.6 seq2seq",
     )  # fmt: skip
 
 
@@ -362,9 +362,8 @@ LOSS_MARK = 0.6  # "learned faster": steps until the 50-step mean training loss 
 
 def steps_to(loss: np.ndarray, level: float, window: int = 50) -> float:
     """The first step at which the ``window``-step mean of ``loss`` is below ``level`` (``len(loss)`` if never)."""
-    smooth = np.convolve(loss, np.ones(window) / window, mode="valid")  # smooth[i]: steps i .. i + window - 1
-    below = np.flatnonzero(smooth < level)
-    return float(below[0] + window if below.size else len(loss))
+    reached = first_step(loss, level, window=window)
+    return float(len(loss) if reached is None else reached)
 
 
 @jax.jit
