@@ -240,9 +240,8 @@ class NnxAlexNet(nnx.Module):
 
     def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
         _check_input(x, self.image_shape[2], self.image_shape[:2])
-        read = lambda layer: {"kernel": layer.kernel[...], "bias": layer.bias[...]}  # noqa: E731
-        params = {f"conv_{i}": read(conv) for i, conv in enumerate(self.convs)}
-        params |= {f"fc_{i}": read(fc) for i, fc in enumerate(self.fcs)}
+        params = {f"conv_{i}": conv.read() for i, conv in enumerate(self.convs)}
+        params |= {f"fc_{i}": fc.read() for i, fc in enumerate(self.fcs)}
         return alexnet(params, x, key=key, activation=self.activation, dropout_rate=self.dropout_rate, lrn=self.lrn)
 
 

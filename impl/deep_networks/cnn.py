@@ -294,7 +294,9 @@ class LinenCNN(nn.Module):
 
 
 # --8<-- [start:nnx]
-class NnxConv(nnx.Module):
+class NnxConv(NnxLayer):
+    """A conv layer's ``kernel [k, k, c_in, c_out]`` and ``bias [c_out]``; ``read()`` as for a dense layer."""
+
     def __init__(self, kernel_size: int, c_in: int, c_out: int, *, gain: float = 1.0, rngs: nnx.Rngs):
         layer = init_conv(rngs.params(), kernel_size, c_in, c_out, gain=gain)
         self.kernel = nnx.Param(layer["kernel"])  # [k, k, c_in, c_out]
@@ -333,9 +335,8 @@ class NnxCNN(nnx.Module):
         checks.array_shape(
             "x", x, ("batch", *self.image_shape), dims=f"[batch, {', '.join(map(str, self.image_shape))}]"
         )
-        read = lambda layer: {"kernel": layer.kernel[...], "bias": layer.bias[...]}  # noqa: E731
-        params = {f"conv_{i}": read(conv) for i, conv in enumerate(self.convs)}
-        params |= {"hidden": read(self.hidden), "out": read(self.out)}
+        params = {f"conv_{i}": conv.read() for i, conv in enumerate(self.convs)}
+        params |= {"hidden": self.hidden.read(), "out": self.out.read()}
         return cnn(params, x)
 
 

@@ -184,6 +184,10 @@ class NnxLayer(nnx.Module):
         self.kernel = nnx.Param(layer["kernel"])  # [d_in, d_out]
         self.bias = nnx.Param(layer["bias"])  # [d_out]
 
+    def read(self) -> Layer:
+        """The ``{"kernel", "bias"}`` dict that the pure functions take."""
+        return {"kernel": self.kernel[...], "bias": self.bias[...]}
+
 
 class NnxMLP(nnx.Module):
     """Object-oriented twin: the module *is* its parameters, mutated in place by training.
@@ -198,7 +202,7 @@ class NnxMLP(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         _check_input(x, self.layers[0].kernel.shape[0])
-        params = [{"kernel": layer.kernel[...], "bias": layer.bias[...]} for layer in self.layers]
+        params = [layer.read() for layer in self.layers]
         return mlp(params, x, self.activation)
 
 

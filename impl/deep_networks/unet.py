@@ -231,13 +231,12 @@ class NnxUNet(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         check_unet_input(x, self.in_channels, self.depth)
-        read = lambda conv: {"kernel": conv.kernel[...], "bias": conv.bias[...]}  # noqa: E731
-        block = lambda b: [read(conv) for conv in b.convs]  # noqa: E731
+        block = lambda b: [conv.read() for conv in b.convs]  # noqa: E731
         params = {
             "down": [block(b) for b in self.down],
             "bottom": block(self.bottom),
-            "up": [{"up": read(u), "convs": block(u.block)} for u in self.up],
-            "out": read(self.out),
+            "up": [{"up": {"kernel": u.kernel[...], "bias": u.bias[...]}, "convs": block(u.block)} for u in self.up],
+            "out": self.out.read(),
         }
         return unet(params, x)
 

@@ -224,7 +224,7 @@ class NnxDeepMLP(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         _check_input(x, self.layers[0].kernel.shape[0])
-        params = [{"kernel": layer.kernel[...], "bias": layer.bias[...]} for layer in self.layers]
+        params = [layer.read() for layer in self.layers]
         return deep_mlp(params, x, self.activation)
 
 

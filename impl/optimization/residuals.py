@@ -217,7 +217,7 @@ class NnxResidualBlock(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         layers = {"dense_0": self.dense_0, "dense_1": self.dense_1, "shortcut": self.shortcut}
-        params = {n: {"kernel": m.kernel[...], "bias": m.bias[...]} for n, m in layers.items() if m is not None}
+        params = {n: m.read() for n, m in layers.items() if m is not None}
         return residual_block(params, x, activation_name=self.activation)
 
 

@@ -237,16 +237,15 @@ class NnxAttentionModel(nnx.Module):
 
     def params(self) -> dict:
         """The same dict the pure functions take."""
-        layer = lambda m: {"kernel": m.kernel[...], "bias": m.bias[...]}  # noqa: E731
         return {
             "src_embed": self.src_embed[...],
             "tgt_embed": self.tgt_embed[...],
             "forward": self.forward.read(),
             "backward": self.backward.read(),
-            "init": layer(self.init),
+            "init": self.init.read(),
             "align": self.align.read(),
             "decoder": self.decoder.read(),
-            "readout": layer(self.readout),
+            "readout": self.readout.read(),
         }
 
     def __call__(self, src: jax.Array, tgt_in: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -287,15 +287,14 @@ class NnxEncoderDecoder(nnx.Module):
 
     def params(self) -> dict:
         """The same dict the pure functions take."""
-        layer = lambda m: {"kernel": m.kernel[...], "bias": m.bias[...]}  # noqa: E731
         return {
             "src_embed": self.src_embed[...],
             "tgt_embed": self.tgt_embed[...],
             "encoder": self.encoder.read(),
-            "summary": layer(self.summary),
-            "init": layer(self.init),
+            "summary": self.summary.read(),
+            "init": self.init.read(),
             "decoder": self.decoder.read(),
-            "readout": layer(self.readout),
+            "readout": self.readout.read(),
         }
 
     def __call__(self, src: jax.Array, tgt_in: jax.Array) -> jax.Array:

@@ -142,8 +142,7 @@ class NnxForgetLSTM(nnx.Module):
         self.forget_gate.bias[...] = jnp.full((d_hidden,), forget_bias)
 
     def params(self) -> dict:
-        forget = {"kernel": self.forget_gate.kernel[...], "bias": self.forget_gate.bias[...]}
-        return {**self.lstm.params(), "forget_gate": forget}
+        return {**self.lstm.params(), "forget_gate": self.forget_gate.read()}
 
     def __call__(self, xs: jax.Array, carry0: Carry | None = None) -> jax.Array:
         return forget_lstm(self.params(), xs, carry0)

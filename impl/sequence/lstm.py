@@ -195,8 +195,7 @@ class NnxLSTM(nnx.Module):
 
     def params(self) -> dict:
         """The pure parameter dict that the functions take, read from the ``nnx.Param``s."""
-        layers = {name: getattr(self, name) for name in GATES}
-        return {name: {"kernel": layer.kernel[...], "bias": layer.bias[...]} for name, layer in layers.items()}
+        return {name: getattr(self, name).read() for name in GATES}
 
     def __call__(self, xs: jax.Array, carry0: Carry | None = None) -> jax.Array:
         return lstm(self.params(), xs, carry0)

@@ -42,7 +42,7 @@ from flax import nnx
 from jax.scipy.stats import norm
 
 from impl import checks
-from impl.deep_networks.dnn import init_mlp, mlp
+from impl.deep_networks.dnn import NnxLayer, init_mlp, mlp
 
 __all__ = [
     "LinenMoE",
@@ -270,7 +270,7 @@ class LinenMoE(nn.Module):
 
 
 # --8<-- [start:nnx]
-class NnxExpertLayer(nnx.Module):
+class NnxExpertLayer(NnxLayer):
     """One layer of all experts at once: ``kernel [n, a, b]``, ``bias [n, b]``."""
 
     def __init__(self, layer: dict[str, jax.Array]):
@@ -307,7 +307,7 @@ class NnxMoE(nnx.Module):
     def __call__(self, x: jax.Array, *, key: jax.Array | None = None):
         params = {
             "gate": {"w_gate": self.w_gate[...], "w_noise": self.w_noise[...]},
-            "experts": [{"kernel": e.kernel[...], "bias": e.bias[...]} for e in self.experts],
+            "experts": [e.read() for e in self.experts],
         }
         return moe(params, x, k=self.k, key=key, capacity_factor=self.capacity_factor,
                    w_importance=self.w_importance, w_load=self.w_load)  # fmt: skip

@@ -300,7 +300,7 @@ class NnxSeq2Seq(nnx.Module):
             "tgt_embed": self.tgt_embed[...],
             "encoder": tuple(layer.params() for layer in self.encoder),
             "decoder": tuple(layer.params() for layer in self.decoder),
-            "readout": {"kernel": self.readout.kernel[...], "bias": self.readout.bias[...]},
+            "readout": self.readout.read(),
         }
 
     def __call__(self, src: jax.Array, tgt_in: jax.Array) -> jax.Array:
