@@ -9,7 +9,8 @@ markdown-exec's Python runner with one that
   such as `impl.plotting.show`;
 * caches each block's output under ``.cache/examples/``, keyed by the code of the block and of
   every earlier block of its session, the source of the ``impl`` modules they import
-  (transitively) and the versions of the key packages. A warm rebuild executes nothing; a
+  (transitively), the data files those modules name (``"milestones.csv"``) and the versions
+  of the key packages. A warm rebuild executes nothing; a
   changed model re-runs exactly the pages that import it. When a block misses the cache after
   earlier blocks of its session hit it, those earlier blocks are replayed first, silently;
 * names the page and the error when a block fails, which ``mkdocs build --strict`` turns into
@@ -114,7 +115,30 @@ def _impl_digest(code: str) -> str:
     digest = hashlib.sha256()
     for name in sorted(seen):
         digest.update(name.encode() + b"\0" + seen[name].read_bytes())
+    for data in sorted({f for path in seen.values() for f in _data_files_of(path)}):
+        digest.update(str(data.relative_to(ROOT)).encode() + b"\0" + data.read_bytes())
     return digest.hexdigest()
+
+
+_DATA_SUFFIXES = (".csv", ".tsv", ".json", ".txt")
+
+
+def _data_files_of(path: Path) -> set[Path]:
+    """Data files a module reads, found from the file names in its string literals.
+
+    A module that reads ``essays/milestones.csv`` names ``"milestones.csv"`` somewhere in its
+    source; the name is looked up beside the module, in its sub-folders, under ``essays/`` and
+    at the repository root. Editing the data file then re-runs exactly the pages that use it.
+    """
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.endswith(_DATA_SUFFIXES):
+            name = node.value
+            if "\n" in name or len(name) > 200:
+                continue
+            candidates = [path.parent / name, ROOT / "essays" / name, ROOT / name, *path.parent.glob(f"*/{name}")]
+            found |= {c.resolve() for c in candidates if c.is_file()}
+    return found
 
 
 # ---------------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     if not topic.implemented:
         print(f"topic {topic.number} ({topic.title}) is not implemented yet", file=sys.stderr)
         return 2
-    report = topic.load().experiment(seed=args.seed, progress=False if args.no_progress else None)
+    report = topic.load_experiment().experiment(seed=args.seed, progress=False if args.no_progress else None)
     print(report)
     if report.figure is not None:
         print(f"figure saved to {plotting.save(report.figure, args.out or f'{topic.name}.png')}")

@@ -63,8 +63,8 @@ def test_cache_key_changes_with_the_code_and_with_impl_sources(hook, monkeypatch
     digest = hook._impl_digest("from impl.deep_networks import dnn")
     assert digest != hook._impl_digest("from impl.data import points")
     assert digest == hook._impl_digest("from impl.deep_networks import dnn")
-    # dnn imports impl.training, so the digest covers training.py's source too
-    modules = hook._imports_of(ROOT / "impl" / "deep_networks" / "dnn.py")
+    # dnn_experiment imports impl.training, so the digest covers training.py's source too
+    modules = hook._imports_of(ROOT / "impl" / "deep_networks" / "dnn_experiment.py")
     assert "impl.training" in modules and "impl.optimization.adam" in modules
 
 
@@ -83,3 +83,24 @@ def test_skip_mode_runs_nothing(hook, monkeypatch):
     monkeypatch.setenv("IMPL_EXAMPLES", "skip")
     _page(hook, "a.md")
     assert hook._run("raise SystemExit('should not run')") == ""
+
+
+def test_the_cache_key_follows_the_data_files_a_module_reads(hook, tmp_path, monkeypatch):
+    package = tmp_path / "impl"
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "reader.py").write_text('PATH = "table.csv"\n')
+    (package / "sub" / "table.csv").write_text("a,b\n1,2\n")
+    monkeypatch.setattr(hook, "ROOT", tmp_path)
+    code = "from impl import reader"
+    before = hook._impl_digest(code)
+    assert hook._impl_digest(code) == before
+    (package / "sub" / "table.csv").write_text("a,b\n1,3\n")
+    assert hook._impl_digest(code) != before
+    assert hook._data_files_of(package / "reader.py") == {(package / "sub" / "table.csv").resolve()}
+
+
+def test_the_milestone_data_is_part_of_the_essay_pages_keys(hook):
+    from impl.essay import milestones
+
+    assert (ROOT / "essays" / "milestones.csv").resolve() in hook._data_files_of(Path(milestones.__file__))

@@ -194,3 +194,110 @@ def test_first_step_counts_steps_until_the_running_mean_crosses():
     assert first_step(1 - loss, 0.5, window=3, below=False) == 12  # the same crossing, upwards
     with pytest.raises(ValueError, match="window"):
         first_step(loss, 0.5, window=0)
+
+
+def test_an_optimizer_rebuilt_with_the_same_hyperparameters_does_not_recompile():
+    traces = []
+
+    def loss(params, batch, key):
+        traces.append(1)  # runs only while tracing
+        return regression_loss(params, batch, key)
+
+    train(loss, _params(), sgd(0.05, momentum=0.9), _data(0), key=0, steps=20, batch_size=8, chunk=10)
+    first = len(traces)
+    train(loss, _params(), sgd(0.05, momentum=0.9), _data(0), key=0, steps=20, batch_size=8, chunk=10)
+    assert first >= 1 and len(traces) == first  # a new object, the same configuration: no trace
+    train(loss, _params(), sgd(0.07, momentum=0.9), _data(0), key=0, steps=20, batch_size=8, chunk=10)
+    assert len(traces) > first  # another learning rate is another program
+
+
+def test_a_loss_rebuilt_from_the_same_code_and_values_does_not_recompile():
+    traces = []
+
+    def make_loss(scale):
+        def loss(params, batch, key):
+            traces.append(scale)
+            value, metrics = regression_loss(params, batch, key)
+            return scale * value, metrics
+
+        return loss
+
+    train(make_loss(2.0), _params(), OPT, _data(0), key=0, steps=10, chunk=10)
+    first = len(traces)
+    train(make_loss(2.0), _params(), OPT, _data(0), key=0, steps=10, chunk=10)
+    assert len(traces) == first
+    train(make_loss(3.0), _params(), OPT, _data(0), key=0, steps=10, chunk=10)
+    assert len(traces) > first
+
+
+def test_fingerprint_keys_configurations_not_objects():
+    from impl.training import fingerprint
+
+    assert fingerprint(sgd(0.1, momentum=0.9)) == fingerprint(sgd(0.1, momentum=0.9))
+    assert fingerprint(sgd(0.1, momentum=0.9)) != fingerprint(sgd(0.1, momentum=0.8))
+    assert fingerprint(0.0) != fingerprint(-0.0)
+    assert fingerprint(jnp.arange(3.0)) == fingerprint(jnp.arange(3.0))
+    assert fingerprint(jax.random.key(1)) == fingerprint(jax.random.key(1)) != fingerprint(jax.random.key(2))
+    big = jnp.zeros(1000)
+    assert fingerprint(big) != fingerprint(jnp.zeros(1000))  # large arrays: by identity
+    mutable = [1]
+    assert fingerprint(mutable) != fingerprint([1])  # mutable containers: by identity
+
+
+def test_the_compile_cache_is_bounded():
+    from impl.training import _CompileCache
+
+    cache = _CompileCache(maxsize=3)
+    for i in range(5):
+        cache.get(i, lambda i=i: i)
+    assert list(cache.entries) == [2, 3, 4]
+    assert cache.get(3, lambda: "rebuilt") == 3 and cache.hits == 1 and cache.misses == 5
+
+
+def test_run_takes_any_step_two_players_taking_turns():
+    """A two-player toy: x minimises x·y, y maximises it, alternating — the GAN shape of loop."""
+    from impl.training import run
+
+    def step(state, batch, key):
+        del batch, key
+        x, y, t = state
+        gx = y  # d(x y)/dx
+        gy = x
+        x = jnp.where(t % 2 == 0, x - 0.1 * gx, x)  # even steps: player 1 moves
+        y = jnp.where(t % 2 == 1, y + 0.1 * gy, y)  # odd steps: player 2 moves
+        return (x, y, t + 1), {"value": x * y, "players": {"x": x, "y": y}}
+
+    out = run(step, (jnp.float32(1.0), jnp.float32(1.0), jnp.int32(0)), key=0, steps=6, chunk=4)
+    x, y = 1.0, 1.0
+    expected = []
+    for t in range(6):
+        if t % 2 == 0:
+            x = x - 0.1 * y
+        else:
+            y = y + 0.1 * x
+        expected.append(x * y)
+    np.testing.assert_allclose(out.history["value"], expected, rtol=1e-6)
+    assert set(out.history) == {"value", "players/x", "players/y"}
+    assert int(out.state[2]) == 6
+
+
+def test_run_rejects_bad_arguments_before_compute():
+    from impl.training import run
+
+    with pytest.raises(TypeError, match="step_fn"):
+        run("not a function", {}, key=0, steps=1)
+    with pytest.raises(ValueError, match="batch_size"):
+        run(lambda s, b, k: (s, {}), {}, None, key=0, steps=1, batch_size=4)
+    with pytest.raises(ValueError, match="steps"):
+        run(lambda s, b, k: (s, {}), {}, key=0, steps=0)
+
+
+def test_run_stops_a_diverging_step_with_its_step_and_metric():
+    from impl.training import run
+
+    def step(state, batch, key):
+        del batch, key
+        return state + 1.0, {"score": jnp.log(4.0 - state)}  # log(0) when state = 4, i.e. at step 5
+
+    with pytest.raises(TrainingDiverged, match=r"step 5: score = -inf"):
+        run(step, jnp.float32(0.0), key=0, steps=10, chunk=3)

@@ -12,7 +12,8 @@ layer by layer. Here the chain rule is written out by hand (`backprop`) next to 
 same network differentiated by ``jax.grad``; the tests prove the two agree.
 
 Layout: pure functions hold the math; `LinenMLP` (functional, ``init``/``apply``) and
-`NnxMLP` (object-oriented) hold parameters and call the same functions.
+`NnxMLP` (object-oriented) hold the tree that `init_mlp` declares and call the same functions.
+The experiment (toy tasks, optimizer, figure) lives in `impl.deep_networks.dnn_experiment`.
 
 Shapes: ``x`` is ``float32[batch, d_in]``; logits ``float32[batch, n_classes]``; labels ``int32[batch]``.
 Parameters are a list of layers, each ``{"kernel": [d_in, d_out], "bias": [d_out]}``.
@@ -20,19 +21,14 @@ Parameters are a list of layers, each ``{"kernel": [d_in, d_out], "bias": [d_out
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
-from impl import checks, data, plotting
-from impl.optimization.adam import sgd
-from impl.report import Report
-from impl.training import train
+from impl import checks, twins
 
 __all__ = [
     "ACTIVATIONS",
@@ -42,9 +38,9 @@ __all__ = [
     "backprop",
     "cross_entropy",
     "dense",
-    "experiment",
     "init_layer",
     "init_mlp",
+    "max_relative_difference",
     "mlp",
 ]
 
@@ -156,7 +152,7 @@ class LinenMLP(nn.Module):
     """Functional twin: parameters live outside, in the dict that ``init`` returns.
 
     ``features = [hidden..., n_out]``; the input size is read from ``x`` at ``init``.
-    Parameters: ``{"params": {"layer_0": {"kernel", "bias"}, ...}}``.
+    Parameters: ``{"params": {"layers": init_mlp(key, sizes)}}`` — the tree `mlp` takes.
     """
 
     features: Sequence[int]
@@ -167,117 +163,33 @@ class LinenMLP(nn.Module):
         _check_input(x)
         sizes = [x.shape[-1], *self.features]
         _check_sizes(sizes, self.activation)
-        params = [
-            self.param(f"layer_{i}", init_layer, d_in, d_out)
-            for i, (d_in, d_out) in enumerate(zip(sizes[:-1], sizes[1:]))
-        ]
-        return mlp(params, x, self.activation)
+        layers = self.param("layers", init_mlp, sizes)  # [{"kernel": [d_in, d_out], "bias": [d_out]}, ...]
+        return mlp(layers, x, self.activation)
 
 
 # --8<-- [end:linen]
 
 
 # --8<-- [start:nnx]
-class NnxLayer(nnx.Module):
-    def __init__(self, d_in: int, d_out: int, *, rngs: nnx.Rngs):
-        layer = init_layer(rngs.params(), d_in, d_out)
-        self.kernel = nnx.Param(layer["kernel"])  # [d_in, d_out]
-        self.bias = nnx.Param(layer["bias"])  # [d_out]
-
-    def read(self) -> Layer:
-        """The ``{"kernel", "bias"}`` dict that the pure functions take."""
-        return {"kernel": self.kernel[...], "bias": self.bias[...]}
-
-
 class NnxMLP(nnx.Module):
     """Object-oriented twin: the module *is* its parameters, mutated in place by training.
 
-    ``sizes = [d_in, hidden..., n_out]``.
+    ``sizes = [d_in, hidden..., n_out]``. ``self.layers`` holds the same tree as Linen's
+    ``params["layers"]``, as NNX objects (`impl.twins.to_nnx`).
     """
 
     def __init__(self, sizes: Sequence[int], *, activation: str = "tanh", rngs: nnx.Rngs):
         _check_sizes(sizes, activation)
         self.activation = activation
-        self.layers = nnx.List([NnxLayer(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])])
+        self.layers = twins.to_nnx(init_mlp(rngs.params(), sizes))
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        _check_input(x, self.layers[0].kernel.shape[0])
-        params = [layer.read() for layer in self.layers]
-        return mlp(params, x, self.activation)
+        layers = twins.pure(self.layers)  # the list of {"kernel", "bias"} dicts `mlp` takes
+        _check_input(x, layers[0]["kernel"].shape[0])
+        return mlp(layers, x, self.activation)
 
 
 # --8<-- [end:nnx]
-
-
-# ---------------------------------------------------------------------------------------
-# The experiment: a hidden layer solves what a linear model cannot.
-# ---------------------------------------------------------------------------------------
-# --8<-- [start:experiment]
-def loss_fn(params, batch, key):
-    """Mean cross-entropy of the MLP on a batch ``{"x": [b, d_in], "y": int[b]}``; ``key`` unused."""
-    del key  # a deterministic model: no dropout
-    logits = mlp(params, batch["x"])
-    return cross_entropy(logits, batch["y"]), {"accuracy": accuracy(logits, batch["y"])}
-
-
-OPTIMIZER = sgd(learning_rate=0.1, momentum=0.9)  # eq. 9; built once so fits share one compile
-
-
-def fit(key, x, y, sizes: Sequence[int], *, steps: int):
-    """Train an MLP of ``sizes`` on ``(x, y)``, full batch, with hand-written SGD + momentum."""
-    k_init, k_train = jax.random.split(key)
-    params = init_mlp(k_init, sizes)
-    return train(loss_fn, params, OPTIMIZER, {"x": x, "y": y}, key=k_train, steps=steps, progress=False)
-
-
-# --8<-- [end:experiment]
-
-
-def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 3000) -> Report:
-    """Linear model vs one-hidden-layer MLP on XOR and two spirals; backprop vs ``jax.grad``.
-
-    Returns a `impl.report.Report` whose metrics hold test accuracies of each model on
-    each task and the largest relative difference between hand-written and automatic gradients.
-    """
-    checks.non_negative_int("seed", seed)
-    checks.positive_int("steps", steps)
-    start = time.perf_counter()
-    key = jax.random.key(seed)
-    k_data, k_models, k_grad = jax.random.split(key, 3)
-    tasks = {
-        "XOR": lambda k, n: data.xor(k, n, noise=0.25),
-        "two spirals": lambda k, n: data.two_spirals(k, n, noise=0.04, turns=1.5),
-    }
-    models = {"linear": [2, 2], "hidden layer (64 tanh)": [2, 64, 2]}
-    metrics, runs = {}, {}
-    tick = _Ticker(len(tasks) * len(models), progress)
-    for t, (task, make) in enumerate(tasks.items()):
-        k_train, k_test = jax.random.split(jax.random.fold_in(k_data, t))
-        x, y = make(k_train, 400)
-        x_test, y_test = make(k_test, 400)
-        for m, (model, sizes) in enumerate(models.items()):
-            result = fit(jax.random.fold_in(k_models, 10 * t + m), x, y, sizes, steps=steps)
-            test_acc = float(accuracy(mlp(result.params, x_test), y_test))
-            slug = f"{'linear' if len(sizes) == 2 else 'mlp'}_{task.replace(' ', '_').lower()}"
-            metrics[f"{slug}_test_accuracy"] = test_acc
-            runs[(task, model)] = (result, x, y, test_acc)
-            tick()
-    tick.close()
-
-    # Hand-written backprop vs jax.grad on a deeper net and a random batch.
-    k_p, k_x, k_y = jax.random.split(k_grad, 3)
-    params = init_mlp(k_p, [2, 16, 16, 3])
-    xb, yb = jax.random.normal(k_x, (64, 2)), jax.random.randint(k_y, (64,), 0, 3)
-    _, by_hand = backprop(params, xb, yb)
-    by_jax = jax.grad(lambda p: cross_entropy(mlp(p, xb), yb))(params)
-    metrics["backprop_max_rel_diff"] = max_relative_difference(by_hand, by_jax)
-
-    lines = [f"{'task':<12} {'model':<24} {'train loss':>10} {'test acc':>9}"]
-    for (task, model), (result, *_, test_acc) in runs.items():
-        lines.append(f"{task:<12} {model:<24} {result.history['loss'][-1]:>10.4f} {test_acc:>9.1%}")
-    lines.append(f"hand-written backprop vs jax.grad: max relative difference {metrics['backprop_max_rel_diff']:.1e}")
-    fig = _figure(runs, tasks)
-    return Report("1.1 DNN — linear model vs one hidden layer", metrics, lines, fig, time.perf_counter() - start)
 
 
 def max_relative_difference(a, b) -> float:
@@ -286,41 +198,11 @@ def max_relative_difference(a, b) -> float:
     return float(max(jax.tree.leaves(diffs)))
 
 
-class _Ticker:
-    """Progress over whole runs (each run is already one fast compiled loop)."""
+class NnxLayer(nnx.Module):  # TRANSITIONAL: removed once every twin uses impl.twins
+    def __init__(self, d_in: int, d_out: int, *, rngs: nnx.Rngs):
+        layer = init_layer(rngs.params(), d_in, d_out)
+        self.kernel = nnx.Param(layer["kernel"])  # [d_in, d_out]
+        self.bias = nnx.Param(layer["bias"])  # [d_out]
 
-    def __init__(self, total: int, progress: bool | None):
-        from impl.training import Progress, progress_enabled
-
-        self.bar = Progress(total, "1.1 dnn", progress_enabled(progress))
-        self.done = 0
-
-    def __call__(self):
-        self.done += 1
-        self.bar.update(self.done)
-
-    def close(self):
-        self.bar.close()
-
-
-def _figure(runs, tasks):
-    fig, axes = plotting.figure(3, 2, width=9.0, height=5.6)
-    grid = np.linspace(-1.6, 1.6, 160, dtype=np.float32)
-    gx, gy = np.meshgrid(grid, grid)
-    points = np.stack([gx.ravel(), gy.ravel()], axis=1)
-    for row, task in enumerate(tasks):
-        for col, model in enumerate(["linear", "hidden layer (64 tanh)"]):
-            result, x, y, test_acc = runs[(task, model)]
-            ax = axes[row, col]
-            pred = np.asarray(jnp.argmax(mlp(result.params, points), axis=-1)).reshape(gx.shape)
-            ax.contourf(gx, gy, pred, levels=[-0.5, 0.5, 1.5], colors=plotting.PALETTE[:2], alpha=0.25)
-            ax.scatter(*np.asarray(x).T, c=[plotting.PALETTE[int(c)] for c in np.asarray(y)], s=6)
-            ax.set(title=f"{task}: {model}\ntest accuracy {test_acc:.0%}", xticks=[], yticks=[])
-            ax.set_aspect("equal")
-            ax.grid(False)
-        ax = axes[row, 2]
-        for model in ["linear", "hidden layer (64 tanh)"]:
-            ax.plot(runs[(task, model)][0].history["loss"], label=model.split(" (")[0])
-        ax.set(title=f"{task}: training loss", xlabel="step", yscale="log")
-        ax.legend()
-    return fig
+    def read(self) -> Layer:
+        return {"kernel": self.kernel[...], "bias": self.bias[...]}

@@ -4,7 +4,9 @@ import jax.numpy as jnp
 import pytest
 from flax import nnx
 
-from impl.deep_networks import dnn
+from impl.deep_networks import dnn, dnn_experiment
+
+from twin_checks import assert_twins_agree
 
 
 def _batch(seed=0, n=32, d=2, classes=3):
@@ -45,33 +47,25 @@ def test_cross_entropy_matches_optax():
     chex.assert_trees_all_close(dnn.cross_entropy(logits, labels), ref, rtol=1e-6)
 
 
-def _twins(sizes, activation="tanh"):
-    x, _ = _batch(0, n=6, d=sizes[0])
-    linen = dnn.LinenMLP(features=sizes[1:], activation=activation)
-    variables = linen.init(jax.random.key(0), x)
-    nnx_model = dnn.NnxMLP(sizes, activation=activation, rngs=nnx.Rngs(1))
-    for i, layer in enumerate(nnx_model.layers):  # copy the Linen weights into the NNX object
-        layer.kernel[...] = variables["params"][f"layer_{i}"]["kernel"]
-        layer.bias[...] = variables["params"][f"layer_{i}"]["bias"]
-    return x, linen, variables, nnx_model
-
-
 @pytest.mark.parametrize("sizes", [[2, 2], [2, 16, 3], [3, 8, 8, 2]])
 def test_linen_and_nnx_twins_agree(sizes):
-    x, linen, variables, model = _twins(sizes)
-    chex.assert_trees_all_close(linen.apply(variables, x), model(x), rtol=1e-6)
+    x, _ = _batch(0, n=6, d=sizes[0])
     labels = jnp.arange(x.shape[0]) % sizes[-1]
+    assert_twins_agree(
+        dnn.LinenMLP(features=sizes[1:]),
+        dnn.NnxMLP(sizes, rngs=nnx.Rngs(1)),
+        (x,),
+        loss=lambda logits: dnn.cross_entropy(logits, labels),
+    )
 
-    grads_linen = jax.grad(lambda v: dnn.cross_entropy(linen.apply(v, x), labels))(variables)["params"]
-    grads_nnx = nnx.to_pure_dict(nnx.grad(lambda m: dnn.cross_entropy(m(x), labels))(model))
-    as_linen = {f"layer_{i}": layer for i, layer in grads_nnx["layers"].items()}
-    chex.assert_trees_all_close(grads_linen, as_linen, rtol=1e-6)
 
-
-def test_linen_module_matches_the_pure_function():
-    x, linen, variables, _ = _twins([2, 8, 3])
-    params = [variables["params"][f"layer_{i}"] for i in range(2)]
-    chex.assert_trees_all_close(linen.apply(variables, x), dnn.mlp(params, x), rtol=1e-6)
+def test_linen_params_are_the_tree_init_mlp_declares():
+    x, _ = _batch(0, n=6, d=2)
+    variables = dnn.LinenMLP(features=[8, 3]).init(jax.random.key(0), x)
+    chex.assert_trees_all_equal_structs(variables["params"]["layers"], dnn.init_mlp(jax.random.key(0), [2, 8, 3]))
+    chex.assert_trees_all_close(
+        dnn.LinenMLP(features=[8, 3]).apply(variables, x), dnn.mlp(variables["params"]["layers"], x)
+    )
 
 
 def test_dense_matches_flax_dense():
@@ -101,7 +95,7 @@ def test_dense_matches_flax_dense():
             ValueError,
             "activation",
         ),
-        (lambda: dnn.experiment(seed=-1), ValueError, "seed"),
+        (lambda: dnn_experiment.experiment(seed=-1), ValueError, "seed"),
     ],
 )
 def test_bad_input_is_rejected_before_compute(build, error, message):
@@ -111,7 +105,7 @@ def test_bad_input_is_rejected_before_compute(build, error, message):
 
 @pytest.mark.claim
 def test_claim_hidden_layer_solves_what_a_linear_model_cannot(seed):
-    report = dnn.experiment(seed=seed)
+    report = dnn_experiment.experiment(seed=seed)
     m = report.metrics
     assert m["backprop_max_rel_diff"] < 1e-5
     # XOR: the linear model is near chance, the hidden layer near perfect.
