@@ -13,7 +13,9 @@ assert_twins_agree(
 
 It initialises the Linen module, loads its variables into the NNX model with
 `impl.twins.load_linen` (no hand-written name mapping: the trees match key for key), then
-compares the outputs, and the gradients of ``loss(output)`` with respect to the parameters.
+compares the outputs, and the gradients of ``loss(output)`` with respect to the parameters
+(when the twins have any) and to the first input (when it is a float array). Twins without
+parameters (an activation, dropout) are checked the same way.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 
 import chex
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from impl import twins
@@ -34,7 +37,7 @@ def load_twins(linen, nnx_model, inputs: tuple, *, key: jax.Array | None = None,
     variables = linen.init(key, *inputs, **(init_kwargs or {}))
     variables = {k: v for k, v in variables.items() if k in twins.COLLECTIONS}
     twins.load_linen(nnx_model, variables)
-    chex.assert_trees_all_equal_structs(twins.variables(nnx_model)["params"], twins._plain(variables["params"]))
+    chex.assert_trees_all_equal_structs(twins.variables(nnx_model), twins._plain(variables))
     return variables
 
 
@@ -72,7 +75,9 @@ def assert_twins_agree(
     out_linen = linen_apply(variables, *inputs)
     out_nnx = nnx_apply(nnx_model, *inputs)
     chex.assert_trees_all_close(out_linen, out_nnx, rtol=rtol, atol=atol)
-    if loss is not None:
+    if loss is None:
+        return variables, out_linen, out_nnx
+    if "params" in variables:  # gradients with respect to every parameter
         others = {k: v for k, v in variables.items() if k != "params"}
 
         def linen_loss(params):
@@ -82,4 +87,9 @@ def assert_twins_agree(
         grads_nnx = nnx.grad(lambda m: loss(nnx_apply(m, *inputs)))(nnx_model)
         grads_nnx = twins._lists_back(nnx.to_pure_dict(grads_nnx))
         chex.assert_trees_all_close(twins._plain(grads_linen), grads_nnx, rtol=rtol, atol=atol)
+    if jnp.issubdtype(jnp.asarray(inputs[0]).dtype, jnp.inexact):  # and with respect to the first input
+        rest = inputs[1:]
+        dx_linen = jax.grad(lambda x: loss(linen_apply(variables, x, *rest)))(inputs[0])
+        dx_nnx = nnx.grad(lambda m, x: loss(nnx_apply(m, x, *rest)), argnums=1)(nnx_model, inputs[0])
+        chex.assert_trees_all_close(dx_linen, dx_nnx, rtol=rtol, atol=atol)
     return variables, out_linen, out_nnx

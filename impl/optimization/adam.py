@@ -36,14 +36,12 @@ import optax
 
 from impl.checks import hyperparameter
 from impl.optimization.weight_decay import add_decayed_weights
-from impl.report import Report
 
 __all__ = [
     "ScalarOrSchedule",
     "adagrad",
     "adam",
     "adamw",
-    "experiment",
     "rmsprop",
     "scale_by_adam",
     "scale_by_learning_rate",
@@ -343,10 +341,3 @@ def adamw(
 
 
 # --8<-- [end:adam]
-
-
-def experiment(seed: int = 0, *, progress: bool | None = None) -> Report:
-    """The page's experiment; see :func:`impl.optimization.adam_experiment.experiment`."""
-    from impl.optimization import adam_experiment  # imported late: it trains with this module
-
-    return adam_experiment.experiment(seed, progress=progress)

@@ -30,7 +30,7 @@ from impl import checks, plotting
 from impl.deep_networks import dnn
 from impl.optimization.adam import adam, rmsprop, scale_by_adam, scale_by_learning_rate, sgd
 from impl.report import Report
-from impl.training import train
+from impl.training import Progress, progress_enabled, train
 
 __all__ = ["CURVATURE", "experiment", "linen_step", "nnx_step", "valley"]
 
@@ -209,8 +209,6 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 100)
 
 
 def _progress(total, progress):
-    from impl.training import Progress, progress_enabled
-
     return Progress(total, "2.8 adam", progress_enabled(progress))
 
 

@@ -10,8 +10,9 @@ layers only have to learn the residual ``F``; driving ``F`` to zero recovers the
 
 Layout: pure functions hold the math — `residual_block` (eq. 1 and 2 of the paper), its
 plain counterpart `plain_block`, and `network`, a stack of either kind run with
-``lax.scan``; `LinenResidualBlock` and `NnxResidualBlock` hold one block's
-parameters and call `residual_block`. Later topics import the block from here.
+``lax.scan``; `LinenResidualBlock` and `NnxResidualBlock` hold the tree `init_block`
+declares for one block and call `residual_block`. Later topics import the block from here. The
+experiment (the degradation problem on the digits) lives in `impl.optimization.residuals_experiment`.
 
 Shapes: ``x`` is ``float32[..., d_in]`` (any leading axes, e.g. ``[batch, d]`` or
 ``[batch, seq, d]``); a block maps it to ``[..., d_out]``. Block parameters are
@@ -21,25 +22,19 @@ Shapes: ``x`` is ``float32[..., d_in]`` (any leading axes, e.g. ``[batch, d]`` o
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import flax.linen as nn
 import jax
-import numpy as np
 from flax import nnx
 
-from impl import checks, plotting
-from impl.deep_networks.dnn import NnxLayer, accuracy, cross_entropy, dense, init_layer
-from impl.optimization.adam import sgd
-from impl.optimization.relu import ACTIVATIONS, INITS, activation, digits_standardized, init_scaled_layer
-from impl.report import Report
-from impl.training import train
+from impl import checks, twins
+from impl.deep_networks.dnn import dense, init_layer
+from impl.optimization.relu import ACTIVATIONS, activation, init_scaled_layer
 
 __all__ = [
     "LinenResidualBlock",
     "NnxResidualBlock",
-    "experiment",
     "init_block",
     "init_branch_end",
     "init_network",
@@ -168,7 +163,8 @@ def _check_block(params: Block, x: jax.Array, *, need_shortcut: bool = True) -> 
 class LinenResidualBlock(nn.Module):
     """Functional twin of one block. ``features`` = ``d_out`` (default: the input's width).
 
-    Parameters: ``{"params": {"dense_0", "dense_1"[, "shortcut"]}}``, each ``{"kernel", "bias"}``.
+    Parameters: ``{"params": {"block": init_block(key, ...)}}``, that is
+    ``{"dense_0", "dense_1"[, "shortcut"]}``, each ``{"kernel", "bias"}`` — the tree `residual_block` takes.
     """
 
     features: int | None = None
@@ -180,13 +176,8 @@ class LinenResidualBlock(nn.Module):
         _check_input(x)
         d_in, d_out = _check_widths(x.shape[-1], self.features, self.branch_scale, "features")
         checks.one_of("activation", self.activation, ACTIVATIONS)
-        params = {
-            "dense_0": self.param("dense_0", init_scaled_layer, d_in, d_out, "he"),
-            "dense_1": self.param("dense_1", init_branch_end, d_out, self.branch_scale),
-        }
-        if d_out != d_in:
-            params["shortcut"] = self.param("shortcut", init_layer, d_in, d_out)  # eq. 2
-        return residual_block(params, x, activation_name=self.activation)
+        block = self.param("block", init_block, d_in, d_out, branch_scale=self.branch_scale)
+        return residual_block(block, x, activation_name=self.activation)
 
 
 # --8<-- [end:linen]
@@ -194,7 +185,7 @@ class LinenResidualBlock(nn.Module):
 
 # --8<-- [start:nnx]
 class NnxResidualBlock(nnx.Module):
-    """Object-oriented twin of one block, built from topic 1.1's ``NnxLayer`` (LeCun) rescaled to He."""
+    """Object-oriented twin of one block: ``self.block`` holds the tree `init_block` declares, as NNX objects."""
 
     def __init__(
         self,
@@ -205,97 +196,13 @@ class NnxResidualBlock(nnx.Module):
         branch_scale: float = 0.0,
         rngs: nnx.Rngs,
     ):
-        d_in, d_out = _check_widths(d_in, d_out, branch_scale)
         checks.one_of("activation", activation, ACTIVATIONS)
         self.activation = activation
-        he = INITS["he"](d_in, d_out)  # gain over LeCun
-        self.dense_0 = NnxLayer(d_in, d_out, rngs=rngs)
-        self.dense_0.kernel[...] = self.dense_0.kernel[...] * he
-        self.dense_1 = NnxLayer(d_out, d_out, rngs=rngs)
-        self.dense_1.kernel[...] = self.dense_1.kernel[...] * he * branch_scale
-        self.shortcut = NnxLayer(d_in, d_out, rngs=rngs) if d_out != d_in else None  # eq. 2
+        self.block = twins.to_nnx(init_block(rngs.params(), d_in, d_out, branch_scale=branch_scale))
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        layers = {"dense_0": self.dense_0, "dense_1": self.dense_1, "shortcut": self.shortcut}
-        params = {n: m.read() for n, m in layers.items() if m is not None}
-        return residual_block(params, x, activation_name=self.activation)
+        block = twins.pure(self.block)  # {"dense_0", "dense_1"[, "shortcut"]}, as `residual_block` takes
+        return residual_block(block, x, activation_name=self.activation)
 
 
 # --8<-- [end:nnx]
-
-
-# ---------------------------------------------------------------------------------------
-# The experiment: the degradation problem, and residual learning's answer to it.
-# ---------------------------------------------------------------------------------------
-# --8<-- [start:experiment]
-# name -> (blocks, residual?); a block is two layers, plus an input and an output layer.
-MODELS = {
-    "shallow plain (10 layers)": (4, False),
-    "deep plain (42 layers)": (20, False),
-    "deep residual (42 layers)": (20, True),
-}
-WIDTH = 64
-
-
-def make_loss(residual: bool):
-    """``loss_fn(params, batch, key)`` for `impl.training.train`: cross-entropy of `network`."""
-
-    def loss_fn(params, batch, key):
-        del key  # deterministic model
-        logits = network(params, batch["x"], residual=residual)
-        return cross_entropy(logits, batch["y"]), {"accuracy": accuracy(logits, batch["y"])}
-
-    return loss_fn
-
-
-LOSSES = {False: make_loss(False), True: make_loss(True)}  # built once: one compile per kind and depth
-OPTIMIZER = sgd(learning_rate=0.003, momentum=0.9)  # the same optimizer and budget for all three
-
-
-# --8<-- [end:experiment]
-
-
-def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 1000) -> Report:
-    """Shallow plain, deep plain and deep residual nets trained alike on the digits.
-
-    Metrics, for ``<m>`` in ``shallow_plain``, ``deep_plain``, ``deep_residual``:
-    ``<m>_train_loss`` (cross-entropy on the whole training set after training) and
-    ``<m>_test_accuracy``.
-    """
-    checks.non_negative_int("seed", seed)
-    checks.positive_int("steps", steps)
-    start = time.perf_counter()
-    x, y, x_test, y_test = digits_standardized()
-    metrics, histories = {}, {}
-    for i, (name, (n_blocks, residual)) in enumerate(MODELS.items()):
-        k_init, k_train = jax.random.split(jax.random.fold_in(jax.random.key(seed), i))
-        params = init_network(k_init, x.shape[1], WIDTH, n_blocks, 10, residual=residual)
-        result = train(
-            LOSSES[residual],
-            params,
-            OPTIMIZER,
-            {"x": x, "y": y},
-            key=k_train,
-            steps=steps,
-            batch_size=128,
-            progress=progress,
-            label=f"2.3 residuals: {name.split(' (')[0]}",
-        )
-        slug = "_".join(name.split(" (")[0].split())
-        histories[name] = result.history["loss"]
-        metrics[f"{slug}_train_loss"] = float(cross_entropy(network(result.params, x, residual=residual), y))
-        metrics[f"{slug}_test_accuracy"] = float(accuracy(network(result.params, x_test, residual=residual), y_test))
-
-    lines = [
-        f"fully connected, width {WIDTH}, ReLU; SGD + momentum, {steps} steps of 128 digits",
-        f"{'model':<28} {'train loss':>11} {'test acc':>9}",
-    ]
-    for name in MODELS:
-        slug = "_".join(name.split(" (")[0].split())
-        lines.append(f"{name:<28} {metrics[f'{slug}_train_loss']:>11.2e} {metrics[f'{slug}_test_accuracy']:>9.1%}")
-    fig, ax = plotting.figure(1, 1, width=6.4, height=3.6)
-    for name, history in histories.items():
-        ax.plot(np.convolve(history, np.ones(20) / 20, mode="valid"), label=name)
-    ax.set(title="training loss (moving average of 20 steps)", xlabel="step", yscale="log")
-    ax.legend()
-    return Report("2.3 Residuals — the degradation problem", metrics, lines, fig, time.perf_counter() - start)

@@ -13,6 +13,8 @@ Two ways to write the same wish, and they agree only for plain gradient descent:
 
 Both are ``optax.GradientTransformation``s over parameter pytrees of any shape; ``mask`` (a
 pytree of bools, or a function ``params -> pytree of bools``) picks which leaves decay.
+The experiment (the U-shaped test error, L2 inside Adam vs AdamW) lives in
+:mod:`impl.optimization.weight_decay_experiment`.
 """
 
 from __future__ import annotations
@@ -25,12 +27,10 @@ import jax.numpy as jnp
 import optax
 
 from impl.checks import hyperparameter
-from impl.report import Report
 
 __all__ = [
     "add_decayed_weights",
     "add_l2_to_gradient",
-    "experiment",
     "full_mask",
     "l2_penalty",
     "matrices_only",
@@ -134,10 +134,3 @@ def add_l2_to_gradient(weight_decay: ScalarOrSchedule = 0.0, mask: Mask = None) 
 
 
 # --8<-- [end:core]
-
-
-def experiment(seed: int = 0, *, progress: bool | None = None) -> Report:
-    """The page's experiment; see :func:`impl.optimization.weight_decay_experiment.experiment`."""
-    from impl.optimization import weight_decay_experiment  # imported late: it trains with adam.py
-
-    return weight_decay_experiment.experiment(seed, progress=progress)

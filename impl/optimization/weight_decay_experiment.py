@@ -24,9 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import nnx
 
-from impl import checks, plotting
+from impl import checks, plotting, twins
 from impl.deep_networks import dnn
 from impl.optimization.adam import adamw, scale_by_adam, scale_by_learning_rate, sgd
 from impl.optimization.weight_decay import add_l2_to_gradient, l2_penalty, matrices_only
@@ -50,7 +49,7 @@ def linen_loss(model, variables, x, y, weight_decay: float):
 def nnx_loss(model, x, y, weight_decay: float):
     """The same objective for an NNX model: the penalty reads the model's ``nnx.Param`` state."""
     prediction = model(x)[:, 0]  # [batch]
-    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))  # nested dict of arrays
+    params = twins.pure(model)  # the model's nnx.Params as a plain tree: {"layers": [...]}, as in Linen
     return jnp.mean((prediction - y) ** 2) + l2_penalty(params, weight_decay, mask=matrices_only)
 
 

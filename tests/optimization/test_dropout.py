@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from impl.deep_networks import dnn
 from impl.optimization import dropout as dr
+from impl.optimization import dropout_experiment
 
 
 def _x(shape=(64, 32), seed=0):
@@ -126,7 +128,7 @@ def test_dropout_rejects_a_non_array_and_a_missing_key():
 
 
 def test_mlp_with_dropout_is_deterministic_in_eval_mode():
-    params = dr.init_mlp(jax.random.key(0), dr.SIZES)
+    params = dnn.init_mlp(jax.random.key(0), dropout_experiment.SIZES)
     x = _x((10, 2))
     a = dr.mlp_with_dropout(params, x, jax.random.key(1), 0.5, deterministic=True)
     b = dr.mlp_with_dropout(params, x, jax.random.key(2), 0.5, deterministic=True)
@@ -136,7 +138,7 @@ def test_mlp_with_dropout_is_deterministic_in_eval_mode():
 
 @pytest.mark.claim
 def test_claim_dropout_narrows_the_train_test_gap(seed):
-    m = dr.experiment(seed=seed).metrics
+    m = dropout_experiment.experiment(seed=seed).metrics
     assert m["plain_train_accuracy"] >= 0.98  # the plain net memorises the noisy training set
     assert m["dropout_accuracy_gap"] < m["plain_accuracy_gap"] - 0.03
     assert m["dropout_loss_gap"] < 0.5 * m["plain_loss_gap"]

@@ -4,9 +4,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 
+from impl import twins
 from impl.optimization import layer_norm as ln
+from impl.optimization import layer_norm_experiment
+
+from twin_checks import assert_twins_agree
 
 
 def _x(shape=(64, 16), seed=0):
@@ -48,17 +51,14 @@ def test_layer_norm_matches_flax_linen_layernorm(shape, axis):
 
 def test_linen_and_nnx_twins_agree_on_outputs_and_gradients():
     x = _x((6, 3, 16))
-    linen = ln.LinenLayerNorm()
-    variables = linen.init(jax.random.key(0), x)
+    target = jnp.sin(x)
+    linen, model = ln.LinenLayerNorm(), ln.NnxLayerNorm(16)
+    assert_twins_agree(linen, model, (x,), loss=lambda y: jnp.mean((y - target) ** 2))
+    # with a learned gain and bias, and through the input as well
     scale, bias = _params(16)
     variables = {"params": {"scale": scale, "bias": bias}}
-    model = ln.NnxLayerNorm(16)
-    model.scale[...], model.bias[...] = scale, bias
+    twins.load_linen(model, variables)
     chex.assert_trees_all_close(linen.apply(variables, x), model(x), rtol=1e-6)
-    target = jnp.sin(x)
-    g_linen = jax.grad(lambda v: jnp.mean((linen.apply(v, x) - target) ** 2))(variables)["params"]
-    g_nnx = nnx.grad(lambda m: jnp.mean((m(x) - target) ** 2))(model)
-    chex.assert_trees_all_close(g_linen, {"scale": g_nnx.scale[...], "bias": g_nnx.bias[...]}, rtol=1e-5)
     g_x_linen = jax.grad(lambda v: jnp.sum(linen.apply(variables, v) * target))(x)
     g_x_nnx = jax.grad(lambda v: jnp.sum(model(v) * target))(x)
     chex.assert_trees_all_close(g_x_linen, g_x_nnx, rtol=1e-5, atol=1e-6)
@@ -133,11 +133,11 @@ def test_layer_norm_rejects_a_feature_size_that_does_not_match_the_parameters():
 
 @pytest.mark.claim
 def test_claim_layer_norm_is_batch_independent_scale_invariant_and_stabilises_an_rnn(seed):
-    m = ln.experiment(seed=seed).metrics
+    m = layer_norm_experiment.experiment(seed=seed).metrics
     assert m["ln_batch1_vs_64"] < 1e-6
     assert m["bn_batch1_vs_64"] > 0.5  # batch norm in training mode depends on the batch
     assert m["ln_rescale_x10"] < 1e-5 and m["ln_rescale_x0.1"] < 1e-4
-    for gain in ln.GAINS:  # with layer norm the RNN learns the task from every initial scale
+    for gain in layer_norm_experiment.GAINS:  # with layer norm the RNN learns the task from every initial scale
         assert m[f"ln_accuracy_gain_{gain:g}"] > 0.99
     assert m["plain_accuracy_gain_1"] > 0.99  # the plain RNN learns it too from a standard scale...
     assert m["plain_accuracy_gain_4"] < 0.6  # ...but not from a large one

@@ -5,8 +5,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from impl import twins
 from impl.deep_networks import dnn
-from impl.optimization import relu
+from impl.optimization import relu, relu_experiment
+
+from twin_checks import assert_twins_agree
 
 POINTS = jnp.array([-50.0, -3.0, -1.0, -1e-3, -0.0, 0.0, 1e-3, 0.5, 2.0, 50.0])
 
@@ -99,34 +102,29 @@ def test_sigmoid_gradient_shrinks_by_about_a_quarter_per_layer():
 
 
 # --- Linen / NNX twins -------------------------------------------------------------------
-def _twins(name="relu", init_scheme="he", depth=3):
-    x, y = _batch(0, n=6, d=4)
-    linen = relu.LinenDeepMLP(width=8, depth=depth, n_out=3, activation=name, init_scheme=init_scheme)
-    variables = linen.init(jax.random.key(0), x)
-    model = relu.NnxDeepMLP(4, 8, depth, 3, activation=name, init_scheme=init_scheme, rngs=nnx.Rngs(1))
-    for i, layer in enumerate(model.layers):  # copy the Linen weights into the NNX object
-        layer.kernel[...] = variables["params"][f"layer_{i}"]["kernel"]
-        layer.bias[...] = variables["params"][f"layer_{i}"]["bias"]
-    return x, y, linen, variables, model
-
-
 @pytest.mark.parametrize(("name", "init"), [("relu", "he"), ("tanh", "glorot"), ("sigmoid", "lecun")])
 def test_linen_and_nnx_twins_agree(name, init):
-    x, y, linen, variables, model = _twins(name, init)
-    chex.assert_trees_all_close(linen.apply(variables, x), model(x), rtol=1e-6)
-    grads_linen = jax.grad(lambda v: dnn.cross_entropy(linen.apply(v, x), y))(variables)["params"]
-    grads_nnx = nnx.to_pure_dict(nnx.grad(lambda m: dnn.cross_entropy(m(x), y))(model))
-    as_linen = {f"layer_{i}": layer for i, layer in grads_nnx["layers"].items()}
-    chex.assert_trees_all_close(grads_linen, as_linen, rtol=1e-6)
+    x, y = _batch(0, n=6, d=4)
+    assert_twins_agree(
+        relu.LinenDeepMLP(width=8, depth=3, n_out=3, activation=name, init_scheme=init),
+        relu.NnxDeepMLP(4, 8, 3, 3, activation=name, init_scheme=init, rngs=nnx.Rngs(1)),
+        (x,),
+        loss=lambda logits: dnn.cross_entropy(logits, y),
+    )
 
 
 def test_linen_module_matches_the_pure_function_and_its_init():
-    x, _, linen, variables, _ = _twins(depth=4)
-    params = [variables["params"][f"layer_{i}"] for i in range(5)]
-    chex.assert_trees_all_close(linen.apply(variables, x), relu.deep_mlp(params, x, "relu"), rtol=1e-6)
+    x, _ = _batch(0, n=6, d=4)
+    linen = relu.LinenDeepMLP(width=8, depth=4, n_out=3)
+    variables = linen.init(jax.random.key(0), x)
+    expected = relu.init_deep_mlp(jax.random.key(0), 4, 8, 4, 3, init_scheme="he")
+    chex.assert_trees_all_equal_structs(variables["params"]["layers"], expected)  # the tree init_deep_mlp declares
+    chex.assert_trees_all_close(
+        linen.apply(variables, x), relu.deep_mlp(variables["params"]["layers"], x, "relu"), rtol=1e-6
+    )
     # He init: hidden kernels are sqrt(2) times LeCun's
     model = relu.NnxDeepMLP(64, 256, 2, 3, rngs=nnx.Rngs(0))
-    assert float(jnp.var(model.layers[1].kernel[...])) == pytest.approx(2 / 256, rel=0.05)
+    assert float(jnp.var(twins.pure(model.layers)[1]["kernel"])) == pytest.approx(2 / 256, rel=0.05)
 
 
 # --- bad input ---------------------------------------------------------------------------
@@ -172,8 +170,8 @@ def test_linen_module_matches_the_pure_function_and_its_init():
             ValueError,
             "x: expected shape",
         ),
-        (lambda: relu.experiment(seed=-1), ValueError, "seed"),
-        (lambda: relu.experiment(seed=0, steps=0), ValueError, "steps"),
+        (lambda: relu_experiment.experiment(seed=-1), ValueError, "seed"),
+        (lambda: relu_experiment.experiment(seed=0, steps=0), ValueError, "steps"),
     ],
 )
 def test_bad_input_is_rejected_before_compute(build, error, message):
@@ -184,7 +182,7 @@ def test_bad_input_is_rejected_before_compute(build, error, message):
 # --- the claim -----------------------------------------------------------------------------
 @pytest.mark.claim
 def test_claim_sigmoid_gradients_vanish_relu_gradients_do_not_relu_is_sparse(seed):
-    report = relu.experiment(seed=seed)
+    report = relu_experiment.experiment(seed=seed)
     m = report.metrics
     # At initialisation, |grad W_1| / |grad W_20| in a 20-layer stack:
     assert m["sigmoid_grad_ratio"] < 1e-9  # sigmoid: vanished (about 1e-12)

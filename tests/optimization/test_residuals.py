@@ -6,7 +6,9 @@ import pytest
 from flax import nnx
 
 from impl.deep_networks import dnn
-from impl.optimization import relu, residuals
+from impl.optimization import relu, residuals, residuals_experiment
+
+from twin_checks import assert_twins_agree
 
 
 def _x(shape=(6, 8), seed=0):
@@ -74,40 +76,31 @@ def test_plain_blocks_are_he_initialised_and_residual_branches_start_at_zero():
 
 
 # --- Linen / NNX twins -------------------------------------------------------------------
-def _twins(d_in=8, d_out=None, activation="relu"):
-    x = _x((5, d_in))
-    linen = residuals.LinenResidualBlock(features=d_out, activation=activation, branch_scale=1.0)
-    variables = linen.init(jax.random.key(0), x)
-    model = residuals.NnxResidualBlock(d_in, d_out, activation=activation, branch_scale=1.0, rngs=nnx.Rngs(1))
-    for name, layer in variables["params"].items():  # copy the Linen weights into the NNX object
-        getattr(model, name).kernel[...] = layer["kernel"]
-        getattr(model, name).bias[...] = layer["bias"]
-    return x, linen, variables, model
-
-
 @pytest.mark.parametrize(("d_out", "activation"), [(None, "relu"), (12, "relu"), (None, "tanh"), (4, "leaky_relu")])
 def test_linen_and_nnx_twins_agree(d_out, activation):
-    x, linen, variables, model = _twins(8, d_out, activation)
-    assert set(variables["params"]) == ({"dense_0", "dense_1"} | ({"shortcut"} if d_out else set()))
-    chex.assert_trees_all_close(linen.apply(variables, x), model(x), rtol=1e-6)
+    x = _x((5, 8))
+    linen = residuals.LinenResidualBlock(features=d_out, activation=activation, branch_scale=1.0)
+    model = residuals.NnxResidualBlock(8, d_out, activation=activation, branch_scale=1.0, rngs=nnx.Rngs(1))
     target = jnp.cos(jnp.arange(x.shape[0] * (d_out or 8), dtype=jnp.float32)).reshape(x.shape[0], -1)
 
     def loss(y):
         return jnp.mean((y - target) ** 2)
 
-    grads_linen = jax.grad(lambda v: loss(linen.apply(v, x)))(variables)["params"]
-    grads_nnx = nnx.to_pure_dict(nnx.grad(lambda m: loss(m(x)))(model))
-    grads_nnx = {k: v for k, v in grads_nnx.items() if k in grads_linen}
-    chex.assert_trees_all_close(grads_linen, grads_nnx, rtol=1e-5, atol=1e-7)
+    variables, _, _ = assert_twins_agree(linen, model, (x,), loss=loss)
+    assert set(variables["params"]["block"]) == ({"dense_0", "dense_1"} | ({"shortcut"} if d_out else set()))
     # and the input gradient, which later topics back-propagate through the block
     chex.assert_trees_all_close(
         jax.grad(lambda z: loss(linen.apply(variables, z)))(x), jax.grad(lambda z: loss(model(z)))(x), rtol=1e-5
     )
 
 
-def test_linen_module_matches_the_pure_function():
-    x, linen, variables, _ = _twins(8, 12)
-    chex.assert_trees_all_close(linen.apply(variables, x), residuals.residual_block(variables["params"], x), rtol=1e-6)
+def test_linen_module_matches_the_pure_function_and_its_init():
+    x = _x((5, 8))
+    linen = residuals.LinenResidualBlock(features=12, branch_scale=1.0)
+    variables = linen.init(jax.random.key(0), x)
+    block = variables["params"]["block"]
+    chex.assert_trees_all_equal_structs(block, residuals.init_block(jax.random.key(0), 8, 12, branch_scale=1.0))
+    chex.assert_trees_all_close(linen.apply(variables, x), residuals.residual_block(block, x), rtol=1e-6)
 
 
 def test_default_modules_start_as_the_identity():
@@ -170,7 +163,7 @@ def _without_shortcut():
             ValueError,
             "activation",
         ),
-        (lambda: residuals.experiment(seed=-1), ValueError, "seed"),
+        (lambda: residuals_experiment.experiment(seed=-1), ValueError, "seed"),
     ],
 )
 def test_bad_input_is_rejected_before_compute(build, error, message):
@@ -181,7 +174,7 @@ def test_bad_input_is_rejected_before_compute(build, error, message):
 # --- the claim -----------------------------------------------------------------------------
 @pytest.mark.claim
 def test_claim_deep_plain_net_trains_worse_than_shallow_its_residual_twin_does_not(seed):
-    report = residuals.experiment(seed=seed)
+    report = residuals_experiment.experiment(seed=seed)
     m = report.metrics
     # Degradation: 42 plain layers end with a far higher training loss than 10 plain layers.
     assert m["deep_plain_train_loss"] > 0.1
