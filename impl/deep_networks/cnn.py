@@ -13,11 +13,16 @@ dense layer, and an output that moves when the input moves (translation *equivar
 Pooling (the 1998 paper's "sub-sampling") then trades precise position for robustness. Stacks
 of the two, ending in a dense classifier, are the LeNet family.
 
-This module is the one home of :func:`conv2d`, :func:`max_pool` and :func:`avg_pool`: topics
-1.3 (AlexNet) and 1.4 (U-Net) import them from here.
+This module is the one home of :func:`conv2d`, :func:`max_pool`, :func:`avg_pool` and
+:func:`init_conv`: topics 1.3 (AlexNet) and 1.4 (U-Net) import them from here.
 
-Layout: images are NHWC, ``float32[batch, height, width, channels]``; kernels are HWIO,
-``float32[kh, kw, c_in, c_out]``; logits ``float32[batch, n_classes]``.
+Layout: pure functions hold the math; `LinenCNN` (functional) and `NnxCNN` (object-oriented)
+hold the tree that `init_cnn` declares and call the same `cnn`. The experiment (digits, the
+MLPs it is compared with, optimizer, figure) lives in `impl.deep_networks.cnn_experiment`.
+
+Shapes: images are NHWC, ``float32[batch, height, width, channels]``; kernels are HWIO,
+``float32[kh, kw, c_in, c_out]``; logits ``float32[batch, n_classes]``. Parameters:
+``{"convs": [{"kernel": [k, k, c_in, c_out], "bias": [c_out]}, ...], "hidden": dense, "out": dense}``.
 """
 
 from __future__ import annotations
@@ -30,8 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from impl import checks
-from impl.deep_networks.dnn import NnxLayer, dense, init_layer
+from impl import checks, twins
+from impl.deep_networks.dnn import dense, init_layer
 
 __all__ = [
     "PADDINGS",
@@ -42,14 +47,13 @@ __all__ = [
     "cnn",
     "conv2d",
     "count_params",
-    "experiment",
     "init_cnn",
     "init_conv",
     "max_pool",
     "patches",
 ]
 
-Layer = dict[str, jax.Array]
+Layer = dict[str, jax.Array]  # {"kernel": ..., "bias": ...}
 PADDINGS = ("SAME", "VALID", "CIRCULAR")
 _NHWC = "[batch, height, width, channels]"
 
@@ -201,29 +205,32 @@ def init_cnn(
     n_classes: int = 10,
     *,
     kernel_size: int = 3,
-) -> dict[str, Layer]:
+) -> dict:
     """Parameters of :func:`cnn` for images ``[height, width, c_in]``: one conv layer per entry
-    of ``channels``, then a hidden dense layer and the output layer."""
+    of ``channels``, then a hidden dense layer and the output layer.
+
+    ``{"convs": [conv, ...], "hidden": dense, "out": dense}``, each layer ``{"kernel", "bias"}``.
+    """
     h, w, c_in = image_shape
     keys = jax.random.split(key, len(channels) + 2)
-    params = {}
-    for i, c_out in enumerate(channels):
-        params[f"conv_{i}"] = init_conv(keys[i], kernel_size, c_in, c_out)
+    convs = []
+    for k, c_out in zip(keys, channels):
+        convs.append(init_conv(k, kernel_size, c_in, c_out))
         c_in, h, w = c_out, h // 2, w // 2  # each block ends in a 2x2 pool
-    params["hidden"] = init_layer(keys[-2], h * w * c_in, hidden)
-    params["out"] = init_layer(keys[-1], hidden, n_classes)
-    return params
+    return {
+        "convs": convs,
+        "hidden": init_layer(keys[-2], h * w * c_in, hidden),
+        "out": init_layer(keys[-1], hidden, n_classes),
+    }
 
 
-def cnn(params: dict[str, Layer], x: jax.Array) -> jax.Array:
+def cnn(params: dict, x: jax.Array) -> jax.Array:
     """LeNet-style forward pass: ``conv 3x3 -> tanh -> 2x2 max pool`` per conv layer, then
     flatten, a tanh dense layer and a linear output.
 
     ``x [batch, h, w, c] -> logits [batch, n_classes]``; each pool halves ``h`` and ``w``.
     """
-    n_conv = sum(name.startswith("conv_") for name in params)
-    for i in range(n_conv):
-        layer = params[f"conv_{i}"]
+    for layer in params["convs"]:
         x = jnp.tanh(conv2d(x, layer["kernel"], layer["bias"], padding="SAME"))  # [b, h, w, c_i]
         x = max_pool(x, 2)  # sub-sampling: [b, h/2, w/2, c_i]
     x = x.reshape(x.shape[0], -1)  # [b, h' * w' * c_last]
@@ -264,9 +271,10 @@ def _check_geometry(height: int, width: int, n_conv: int, kernel_size: int) -> N
 
 # --8<-- [start:linen]
 class LinenCNN(nn.Module):
-    """Functional twin: ``init`` returns ``{"params": {"conv_0", ..., "hidden", "out"}}``.
+    """Functional twin: ``init`` returns ``{"params": {"layers": init_cnn(key, ...)}}`` — the tree `cnn` takes.
 
-    ``in_channels`` is stated, not guessed, so a channels-first batch is caught at once.
+    ``in_channels`` is stated, not guessed, so a channels-first batch is caught at once; the
+    image's height and width are read from ``x`` at ``init``.
     """
 
     channels: Sequence[int] = (16, 32)
@@ -280,31 +288,20 @@ class LinenCNN(nn.Module):
         _check_config(self.channels, self.hidden, self.n_classes, self.kernel_size, self.in_channels)
         check_images("x", x, self.in_channels)
         _check_geometry(x.shape[1], x.shape[2], len(self.channels), self.kernel_size)
-        c_in, h, w = self.in_channels, x.shape[1], x.shape[2]
-        params = {}
-        for i, c_out in enumerate(self.channels):
-            params[f"conv_{i}"] = self.param(f"conv_{i}", init_conv, self.kernel_size, c_in, c_out)
-            c_in, h, w = c_out, h // 2, w // 2
-        params["hidden"] = self.param("hidden", init_layer, h * w * c_in, self.hidden)
-        params["out"] = self.param("out", init_layer, self.hidden, self.n_classes)
-        return cnn(params, x)
+        image_shape = (x.shape[1], x.shape[2], self.in_channels)
+        layers = self.param(
+            "layers", init_cnn, image_shape, self.channels, self.hidden, self.n_classes, kernel_size=self.kernel_size
+        )  # {"convs": [{"kernel", "bias"}, ...], "hidden": {...}, "out": {...}}
+        return cnn(layers, x)
 
 
 # --8<-- [end:linen]
 
 
 # --8<-- [start:nnx]
-class NnxConv(NnxLayer):
-    """A conv layer's ``kernel [k, k, c_in, c_out]`` and ``bias [c_out]``; ``read()`` as for a dense layer."""
-
-    def __init__(self, kernel_size: int, c_in: int, c_out: int, *, gain: float = 1.0, rngs: nnx.Rngs):
-        layer = init_conv(rngs.params(), kernel_size, c_in, c_out, gain=gain)
-        self.kernel = nnx.Param(layer["kernel"])  # [k, k, c_in, c_out]
-        self.bias = nnx.Param(layer["bias"])  # [c_out]
-
-
 class NnxCNN(nnx.Module):
-    """Object-oriented twin: the conv and dense layers are attributes, updated in place.
+    """Object-oriented twin: ``self.layers`` holds the same tree as Linen's ``params["layers"]``,
+    as NNX objects (`impl.twins.to_nnx`), updated in place by training.
 
     ``image_shape = (height, width, in_channels)`` fixes the size of the first dense layer.
     """
@@ -323,29 +320,16 @@ class NnxCNN(nnx.Module):
         _check_config(channels, hidden, n_classes, kernel_size, c_in)
         _check_geometry(h, w, len(channels), kernel_size)
         self.image_shape = tuple(image_shape)
-        self.convs = nnx.List([])
-        for c_out in channels:
-            self.convs.append(NnxConv(kernel_size, c_in, c_out, rngs=rngs))
-            c_in, h, w = c_out, h // 2, w // 2
-        self.hidden = NnxLayer(h * w * c_in, hidden, rngs=rngs)
-        self.out = NnxLayer(hidden, n_classes, rngs=rngs)
+        self.layers = twins.to_nnx(
+            init_cnn(rngs.params(), image_shape, channels, hidden, n_classes, kernel_size=kernel_size)
+        )
 
     def __call__(self, x: jax.Array) -> jax.Array:
         check_images("x", x, self.image_shape[2])
         checks.array_shape(
             "x", x, ("batch", *self.image_shape), dims=f"[batch, {', '.join(map(str, self.image_shape))}]"
         )
-        params = {f"conv_{i}": conv.read() for i, conv in enumerate(self.convs)}
-        params |= {"hidden": self.hidden.read(), "out": self.out.read()}
-        return cnn(params, x)
+        return cnn(twins.pure(self.layers), x)  # the {"convs", "hidden", "out"} tree `cnn` takes
 
 
 # --8<-- [end:nnx]
-
-
-def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 600):
-    """The topic's experiment, a CNN against two MLPs on held-out digits: see
-    :func:`impl.deep_networks.cnn_experiment.experiment`."""
-    from impl.deep_networks import cnn_experiment  # imported here: that module imports this one
-
-    return cnn_experiment.experiment(seed, progress=progress, steps=steps)

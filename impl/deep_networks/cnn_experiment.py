@@ -1,11 +1,11 @@
-"""1.2 CNN — the experiment: a small CNN against MLPs of similar and four times its size.
-
-Split out of :mod:`impl.deep_networks.cnn` to keep each file readable in one sitting;
-``cnn.experiment`` calls :func:`experiment` here.
+"""1.2 CNN, the experiment: a small CNN against MLPs of similar and four times its size.
 
 Scikit-learn's digits are split in half (899 to train, 898 held out). The CNN and two MLPs
 train side by side on the same mini-batches; the report holds their test accuracies and
 parameter counts, and checks convolution's translation equivariance with trained kernels.
+The model and the math live in `impl.deep_networks.cnn`.
+
+Run it: ``python -m impl 1.2`` (or ``experiment(seed=0)`` from Python).
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 600)
         metrics[f"{slug}_params"] = count_params(params)
 
     # Equivariance with the trained first-layer kernels: shifting the digit shifts the feature maps.
-    kernel = result.params["CNN"]["conv_0"]["kernel"]  # [3, 3, 1, 16]
+    kernel = result.params["CNN"]["convs"][0]["kernel"]  # [3, 3, 1, 16]
     x = jnp.asarray(digits.x_test[:1])  # [1, 8, 8, 1]
     shift = lambda a: jnp.roll(a, (1, 2), axis=(1, 2))  # noqa: E731  one row down, two columns right
     maps, maps_of_shifted = conv2d(x, kernel, padding="CIRCULAR"), conv2d(shift(x), kernel, padding="CIRCULAR")

@@ -14,49 +14,106 @@ copied, not reconstructed from the bottleneck.
 Departures from the paper: "SAME" padding, so the output has the input's size and nothing needs
 cropping (the paper used unpadded convolutions and cropped the skipped features, section 2);
 two levels of pooling and (in the experiment) 4 to 16 channels instead of four levels and 64 to
-1,024; a sigmoid
-per pixel for one foreground class instead of a softmax with a weighted loss (eq. 1-2).
+1,024; a sigmoid per pixel for one foreground class instead of a softmax with a weighted loss
+(eq. 1-2).
 
 Convolution and max-pooling come from :mod:`impl.deep_networks.cnn`, ReLU from
 :mod:`impl.optimization.relu`.
 
+Reusable blocks: :func:`conv_block` (conv-ReLU, twice), :func:`down_path` (which returns the
+skip tensors) and :func:`up_path` (which takes them, explicitly), with their ``init_*``
+functions, are what later U-Nets — diffusion's denoiser (topic 5.3), ControlNet (5.4) — import.
+:func:`unet` is built from them.
+
+Layout: pure functions hold the math; `LinenUNet` and `NnxUNet` hold the tree that `init_unet`
+declares and call the same `unet`. The experiment (shapes, with vs without skips, optimizer,
+figure) lives in `impl.deep_networks.unet_experiment`.
+
 Shapes: images ``float32[batch, height, width, in_channels]`` (NHWC), ``height`` and ``width``
-divisible by ``2**depth``; logits ``float32[batch, height, width, out_channels]``.
+divisible by ``2**depth``; logits ``float32[batch, height, width, out_channels]``. Parameters:
+``{"down": [block per level], "bottom": block, "up": [{"up": up-conv, "convs": block} per level,
+deepest first], "out": 1x1 conv}``, a block being two conv layers ``[{"kernel", "bias"}, {...}]``.
 """
 
 from __future__ import annotations
 
-import time
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
-from impl import checks, data, plotting
-from impl.deep_networks.cnn import NnxConv, check_images, conv2d, init_conv, max_pool
-from impl.optimization.adam import adam
+from impl import checks, twins
+from impl.deep_networks.cnn import check_images, conv2d, init_conv, max_pool
 from impl.optimization.relu import relu
-from impl.report import Report
-from impl.training import train
 
 __all__ = [
     "LinenUNet",
     "NnxUNet",
     "binary_cross_entropy",
     "check_unet_input",
-    "experiment",
+    "conv_block",
+    "down_path",
+    "init_conv_block",
+    "init_down_path",
     "init_unet",
+    "init_up_conv",
+    "init_up_path",
     "iou",
     "unet",
     "up_conv",
+    "up_path",
 ]
 
-Layer = dict[str, jax.Array]
+Layer = dict[str, jax.Array]  # {"kernel": [k, k, c_in, c_out], "bias": [c_out]}
+Block = list[Layer]  # two 3x3 conv layers
 
 
-# --8<-- [start:core]
+# --8<-- [start:blocks]
+def init_conv_block(keys: jax.Array, c_in: int, c_out: int) -> Block:
+    """Two 3x3 conv layers, ``c_in -> c_out -> c_out``, He-initialised (``gain=2``, for ReLU).
+
+    ``keys``: ``[2]`` PRNG keys, one per conv (e.g. ``jax.random.split(key)``).
+    """
+    _check_keys(keys, 2)
+    return [init_conv(keys[0], 3, c_in, c_out, gain=2.0), init_conv(keys[1], 3, c_out, c_out, gain=2.0)]
+
+
+def conv_block(params: Block, x: jax.Array) -> jax.Array:
+    """conv 3x3 -> ReLU -> conv 3x3 -> ReLU, "SAME" padding: ``[b, h, w, c_in] -> [b, h, w, c_out]``."""
+    x = relu(conv2d(x, **params[0]))  # [b, h, w, c_out]
+    return relu(conv2d(x, **params[1]))  # [b, h, w, c_out]
+
+
+def init_down_path(keys: jax.Array, in_channels: int, widths: Sequence[int]) -> list[Block]:
+    """The contracting path: one :func:`init_conv_block` per level, ``widths[level]`` channels out.
+
+    ``keys``: ``[2 * len(widths)]`` PRNG keys, two per level.
+    """
+    _check_keys(keys, 2 * len(widths))
+    blocks, c_in = [], in_channels
+    for level, c in enumerate(widths):
+        blocks.append(init_conv_block(keys[2 * level : 2 * level + 2], c_in, c))
+        c_in = c
+    return blocks
+
+
+def down_path(params: Sequence[Block], x: jax.Array) -> tuple[jax.Array, list[jax.Array]]:
+    """The contracting path: at each level a :func:`conv_block`, then a 2x2 max-pool.
+
+    ``x [b, H, W, c_in] -> (h, skips)``: ``h [b, H / 2**depth, W / 2**depth, widths[-1]]`` is
+    what the bottleneck sees; ``skips`` holds each level's block output before pooling,
+    ``[b, H / 2**level, W / 2**level, widths[level]]``, finest first — one per level.
+    """
+    skips = []
+    for block in params:
+        x = conv_block(block, x)  # [b, H / 2**level, W / 2**level, widths[level]]
+        skips.append(x)  # the fine features the expanding path will copy
+        x = max_pool(x, 2)  # halve the resolution
+    return x, skips
+
+
 def init_up_conv(key: jax.Array, c_in: int, c_out: int) -> Layer:
     """A 2x2 up-convolution: ``kernel [2, 2, c_in, c_out] ~ N(0, 2 / c_in)``, zero ``bias [c_out]``."""
     return {"kernel": jax.random.normal(key, (2, 2, c_in, c_out)) * jnp.sqrt(2.0 / c_in), "bias": jnp.zeros((c_out,))}
@@ -73,52 +130,80 @@ def up_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
     return blocks.reshape(b, 2 * h, 2 * w, -1) + bias.reshape(1, 1, 1, -1)
 
 
+def init_up_path(keys: jax.Array, widths: Sequence[int], in_channels: int, *, skips: bool = True) -> list[dict]:
+    """The expanding path, deepest level first: per level an up-convolution to ``widths[level]``
+    channels and a :func:`init_conv_block` — whose first conv takes ``2 * widths[level]``
+    channels with ``skips`` (the skipped ``widths[level]`` + the up-sampled ``widths[level]``),
+    ``widths[level]`` without.
+
+    ``widths`` are the contracting path's, finest first; ``in_channels`` is the bottleneck's.
+    ``keys``: ``[3 * len(widths)]`` PRNG keys, three per level (up-conv, conv, conv).
+    Returns ``[{"up": up-conv, "convs": block}, ...]``, deepest first.
+    """
+    _check_keys(keys, 3 * len(widths))
+    stages, c_in = [], in_channels
+    for j, c in enumerate(reversed(widths)):
+        up = init_up_conv(keys[3 * j], c_in, c)  # [2, 2, c_in, c]
+        stages.append({"up": up, "convs": init_conv_block(keys[3 * j + 1 : 3 * j + 3], 2 * c if skips else c, c)})
+        c_in = c
+    return stages
+
+
+def up_path(params: Sequence[dict], h: jax.Array, skips: Sequence[jax.Array] | None) -> jax.Array:
+    """The expanding path: at each level (deepest first) :func:`up_conv` doubles the resolution,
+    the skip tensor of that level is concatenated in front of the channels, and a
+    :func:`conv_block` follows.
+
+    ``h [b, H / 2**depth, W / 2**depth, c]`` -> ``[b, H, W, widths[0]]``. ``skips`` is what
+    :func:`down_path` returned (finest first, one per level), or ``None`` for a U-Net without
+    skip connections; level ``j`` of ``params`` (deepest first) takes ``skips[-1 - j]``.
+    """
+    if skips is not None and len(skips) != len(params):
+        raise ValueError(f"skips: expected one tensor per level ({len(params)}), got {len(skips)}")
+    for j, stage in enumerate(params):
+        h = up_conv(h, **stage["up"])  # double the resolution: [b, 2h, 2w, widths[level]]
+        if skips is not None:
+            _check_skip(j, skips[-1 - j], h, stage["convs"])
+            h = jnp.concatenate([skips[-1 - j], h], axis=-1)  # the skip: copy the fine features
+        h = conv_block(stage["convs"], h)  # [b, 2h, 2w, widths[level]]
+    return h
+
+
+# --8<-- [end:blocks]
+
+
+# --8<-- [start:core]
 def init_unet(
     key: jax.Array, in_channels: int = 3, out_channels: int = 1, *, base: int = 8, depth: int = 2, skips: bool = True
 ) -> dict:
     """Parameters of :func:`unet`: ``base * 2**level`` channels at each level of the "U".
 
-    ``{"down": [[conv, conv] per level], "bottom": [conv, conv],
-    "up": [{"up": up-conv, "convs": [conv, conv]} per level, deepest first], "out": 1x1 conv}``.
-    Without ``skips`` the expanding path's first conv sees only the up-sampled channels.
+    ``{"down": init_down_path(...), "bottom": init_conv_block(...), "up": init_up_path(...),
+    "out": 1x1 conv}``. Without ``skips`` the expanding path's first convs see only the
+    up-sampled channels.
     """
-    keys = iter(jax.random.split(key, 6 * depth + 3))
-    pair = lambda c_in, c_out: [init_conv(next(keys), 3, c_in, c_out, gain=2.0),  # noqa: E731
-                                init_conv(next(keys), 3, c_out, c_out, gain=2.0)]  # fmt: skip
-    params: dict = {"down": [], "up": []}
-    c_in = in_channels
-    for level in range(depth):
-        params["down"].append(pair(c_in, base * 2**level))
-        c_in = base * 2**level
-    params["bottom"] = pair(c_in, base * 2**depth)
-    for level in reversed(range(depth)):
-        c = base * 2**level  # channels at this level
-        up = init_up_conv(next(keys), 2 * c, c)
-        params["up"].append({"up": up, "convs": pair(2 * c if skips else c, c)})
-    params["out"] = init_conv(next(keys), 1, base, out_channels)
-    return params
+    widths = [base * 2**level for level in range(depth)]  # the contracting path's, finest first
+    bottom = base * 2**depth
+    keys = jax.random.split(key, 6 * depth + 3)  # only 5 * depth + 3 are used; the split is kept as first written
+    return {
+        "down": init_down_path(keys[: 2 * depth], in_channels, widths),
+        "bottom": init_conv_block(keys[2 * depth : 2 * depth + 2], widths[-1], bottom),
+        "up": init_up_path(keys[2 * depth + 2 : 5 * depth + 2], widths, bottom, skips=skips),
+        "out": init_conv(keys[5 * depth + 2], 1, base, out_channels),
+    }
 
 
-def unet(params: dict, x: jax.Array) -> jax.Array:
+def unet(params: dict, x: jax.Array, *, skips: bool = True) -> jax.Array:
     """Forward pass, ``x [batch, h, w, c_in] -> logits [batch, h, w, c_out]``.
 
-    Skip connections are used when the parameters were made with ``skips=True`` (the first
-    conv of each expanding level then expects twice the channels).
+    ``skips`` says whether the expanding path receives the contracting path's features; it
+    must match the ``skips`` the parameters were made with (their first expanding convs expect
+    twice the channels with skips).
     """
     check_unet_input(x, params["down"][0][0]["kernel"].shape[2], len(params["down"]))
-    block = lambda convs, h: relu(conv2d(relu(conv2d(h, **convs[0])), **convs[1]))  # noqa: E731  conv-ReLU, twice
-    features = []  # the contracting path's output at each level, for the skips
-    h = x
-    for convs in params["down"]:
-        h = block(convs, h)  # [b, H / 2**level, W / 2**level, base * 2**level]
-        features.append(h)
-        h = max_pool(h, 2)  # halve the resolution
-    h = block(params["bottom"], h)  # [b, H / 2**depth, W / 2**depth, base * 2**depth]
-    for level, stage in zip(reversed(range(len(features))), params["up"]):
-        h = up_conv(h, **stage["up"])  # double the resolution, halve the channels
-        if stage["convs"][0]["kernel"].shape[2] == 2 * h.shape[-1]:  # built with skips
-            h = jnp.concatenate([features[level], h], axis=-1)  # the skip: copy the fine features
-        h = block(stage["convs"], h)  # [b, H / 2**level, W / 2**level, base * 2**level]
+    h, features = down_path(params["down"], x)  # features: one per level, finest first
+    h = conv_block(params["bottom"], h)  # [b, H / 2**depth, W / 2**depth, base * 2**depth]
+    h = up_path(params["up"], h, features if skips else None)  # [b, H, W, base]
     return conv2d(h, **params["out"])  # 1x1 conv: a logit per pixel and class
 
 
@@ -137,6 +222,28 @@ def iou(logits: jax.Array, masks: jax.Array) -> jax.Array:
 
 
 # --8<-- [end:core]
+
+
+def _check_keys(keys, n: int) -> None:
+    """``keys`` must hold ``n`` PRNG keys: typed ``key<impl>[n]`` or raw ``uint32[n, 2]``."""
+    shape = tuple(getattr(keys, "shape", ()))
+    typed = hasattr(keys, "dtype") and jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key)
+    count = shape[0] if (typed and len(shape) == 1) or (not typed and len(shape) == 2 and shape[1] == 2) else None
+    if count != n:
+        single = (typed and shape == ()) or (not typed and shape == (2,))
+        got = "a single key" if single else f"shape {shape}"
+        raise ValueError(f"keys: expected {n} PRNG keys (e.g. jax.random.split(key, {n})), got {got}")
+
+
+def _check_skip(j: int, skip, h, block: Block) -> None:
+    """The skip tensor of expanding level ``j`` must match ``h`` in size, and the two together the block's input."""
+    expected = block[0]["kernel"].shape[2]
+    if skip.shape[:3] != h.shape[:3] or skip.shape[-1] + h.shape[-1] != expected:
+        raise ValueError(
+            f"skips[{-1 - j}]: expected [batch, height, width] = {list(h.shape[:3])} and "
+            f"{expected - h.shape[-1]} channels (the level's first conv takes {expected} = skipped + "
+            f"{h.shape[-1]} up-sampled), got shape {tuple(skip.shape)}; were the parameters made with skips=False?"
+        )
 
 
 def check_unet_input(x, in_channels: int, depth: int) -> None:
@@ -165,7 +272,7 @@ def _check_config(in_channels: int, out_channels: int, base: int, depth: int) ->
 
 # --8<-- [start:linen]
 class LinenUNet(nn.Module):
-    """Functional twin: ``init`` returns ``{"params": {"down": ..., "bottom": ..., "up": ..., "out": ...}}``."""
+    """Functional twin: ``init`` returns ``{"params": {"layers": init_unet(key, ...)}}`` — the tree `unet` takes."""
 
     in_channels: int = 3
     out_channels: int = 1
@@ -177,39 +284,19 @@ class LinenUNet(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         _check_config(self.in_channels, self.out_channels, self.base, self.depth)
         check_unet_input(x, self.in_channels, self.depth)
-        init = lambda key: init_unet(  # noqa: E731
-            key, self.in_channels, self.out_channels, base=self.base, depth=self.depth, skips=self.skips
-        )
-        params = {
-            name: self.param(name, lambda key, name=name: init(key)[name]) for name in ("down", "bottom", "up", "out")
-        }
-        return unet(params, x)
+        layers = self.param(
+            "layers", init_unet, self.in_channels, self.out_channels, base=self.base, depth=self.depth, skips=self.skips
+        )  # {"down": [...], "bottom": [...], "up": [...], "out": {...}}
+        return unet(layers, x, skips=self.skips)
 
 
 # --8<-- [end:linen]
 
 
 # --8<-- [start:nnx]
-class NnxBlock(nnx.Module):
-    """Two 3x3 conv layers (each followed by ReLU in :func:`unet`)."""
-
-    def __init__(self, c_in: int, c_out: int, *, rngs: nnx.Rngs):
-        self.convs = nnx.List(
-            [NnxConv(3, c_in, c_out, gain=2.0, rngs=rngs), NnxConv(3, c_out, c_out, gain=2.0, rngs=rngs)]
-        )
-
-
-class NnxUp(nnx.Module):
-    """One expanding level: a 2x2 up-convolution, then a block."""
-
-    def __init__(self, c: int, skips: bool, *, rngs: nnx.Rngs):
-        up = init_up_conv(rngs.params(), 2 * c, c)
-        self.kernel, self.bias = nnx.Param(up["kernel"]), nnx.Param(up["bias"])  # [2, 2, 2c, c], [c]
-        self.block = NnxBlock(2 * c if skips else c, c, rngs=rngs)
-
-
 class NnxUNet(nnx.Module):
-    """Object-oriented twin: the levels of the "U" are attributes."""
+    """Object-oriented twin: ``self.layers`` holds the same tree as Linen's ``params["layers"]``,
+    as NNX objects (`impl.twins.to_nnx`)."""
 
     def __init__(
         self,
@@ -222,121 +309,14 @@ class NnxUNet(nnx.Module):
         rngs: nnx.Rngs,
     ):
         _check_config(in_channels, out_channels, base, depth)
-        self.in_channels, self.depth = in_channels, depth
-        widths = [base * 2**level for level in range(depth + 1)]
-        self.down = nnx.List([NnxBlock(c_in, c, rngs=rngs) for c_in, c in zip([in_channels, *widths], widths[:-1])])
-        self.bottom = NnxBlock(widths[-2], widths[-1], rngs=rngs)
-        self.up = nnx.List([NnxUp(c, skips, rngs=rngs) for c in reversed(widths[:-1])])
-        self.out = NnxConv(1, base, out_channels, rngs=rngs)
+        self.in_channels, self.depth, self.skips = in_channels, depth, skips
+        self.layers = twins.to_nnx(
+            init_unet(rngs.params(), in_channels, out_channels, base=base, depth=depth, skips=skips)
+        )
 
     def __call__(self, x: jax.Array) -> jax.Array:
         check_unet_input(x, self.in_channels, self.depth)
-        block = lambda b: [conv.read() for conv in b.convs]  # noqa: E731
-        params = {
-            "down": [block(b) for b in self.down],
-            "bottom": block(self.bottom),
-            "up": [{"up": {"kernel": u.kernel[...], "bias": u.bias[...]}, "convs": block(u.block)} for u in self.up],
-            "out": self.out.read(),
-        }
-        return unet(params, x)
+        return unet(twins.pure(self.layers), x, skips=self.skips)  # the {"down", "bottom", "up", "out"} tree
 
 
 # --8<-- [end:nnx]
-
-
-# ---------------------------------------------------------------------------------------
-# The experiment: the same U-Net with and without its skip connections.
-# ---------------------------------------------------------------------------------------
-# --8<-- [start:experiment]
-RUNS = {"with skips": True, "without skips": False}
-
-
-def loss_fn(params, batch, key):
-    """Both networks side by side (``params = {run name: network}``): independent weights, the
-    same mini-batches; the summed loss's gradient for each network is its own. Metrics: each
-    network's per-pixel binary cross-entropy."""
-    del key
-    losses = {name: binary_cross_entropy(unet(params[name], batch["x"]), batch["y"]) for name in RUNS}
-    return sum(losses.values()), losses
-
-
-OPTIMIZER = adam(learning_rate=3e-3)
-
-
-def fit(key, shapes, *, steps: int = 400, batch_size: int = 16, base: int = 4, **kwargs):
-    """Train both networks on ``shapes.images -> shapes.masks`` with the project's hand-written Adam."""
-    k_init, k_train = jax.random.split(key)
-    params = {name: init_unet(k_init, base=base, skips=skips) for name, skips in RUNS.items()}
-    batches = {"x": shapes.images, "y": shapes.masks}
-    return train(
-        loss_fn, params, OPTIMIZER, batches, key=k_train, steps=steps, batch_size=batch_size, chunk=steps, **kwargs
-    )
-
-
-# --8<-- [end:experiment]
-
-
-_predict = jax.jit(unet)
-
-
-def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 400, size: int = 16) -> Report:
-    """Segment generated shapes with and without skip connections; IoU on held-out shapes.
-
-    ``seed`` draws the training and test shapes and the (shared) initial weights.
-    """
-    checks.non_negative_int("seed", seed)
-    checks.positive_int("steps", steps)
-    checks.positive_int("size", size)
-    if size % 4 or size < 12:
-        raise ValueError(f"size: expected a multiple of 4 (two 2x2 pools), at least 12; got {size}")
-    start = time.perf_counter()
-    key = jax.random.key(seed, impl="rbg")  # see cnn.experiment: far quicker to compile on CPU than threefry
-    k_train, k_test, k_fit = jax.random.split(key, 3)
-    train_set = data.make_shapes(k_train, 512, size=size)
-    test_set = data.make_shapes(k_test, 256, size=size)
-    result = fit(k_fit, train_set, steps=steps, progress=progress, label="1.4 unet")
-    metrics, predictions = {}, {}
-    for name in RUNS:
-        slug = name.replace(" ", "_")
-        predictions[name] = _predict(result.params[name], test_set.images)  # [256, size, size, 1]
-        metrics[f"iou_{slug}"] = float(iou(predictions[name], test_set.masks))
-        metrics[f"train_loss_{slug}"] = float(np.mean(result.history[name][-25:]))
-        metrics[f"params_{slug}"] = int(sum(leaf.size for leaf in jax.tree.leaves(result.params[name])))
-    lines = [f"{'U-Net':<15} {'parameters':>10} {'train loss':>11} {'test IoU':>9}"]
-    for name in RUNS:
-        slug = name.replace(" ", "_")
-        m = metrics[f"params_{slug}"], metrics[f"train_loss_{slug}"], metrics[f"iou_{slug}"]
-        lines.append(f"{name:<15} {m[0]:>10,} {m[1]:>11.4f} {m[2]:>9.3f}")
-    lines.append(f"{size}x{size} shapes, 512 to train, 256 to test; {steps} steps of Adam, batch 16, for each net")
-    fig = _figure(result.history, metrics, test_set, predictions)
-    return Report("1.4 U-Net — with and without skip connections", metrics, lines, fig, time.perf_counter() - start)
-
-
-def _figure(history, metrics, test_set, predictions, n_shown: int = 5):
-    fig, axes = plotting.figure(3, width=10.5, height=3.6, gridspec_kw={"width_ratios": [1.0, 0.7, 1.5]})
-    ax = axes[0]
-    for name in RUNS:
-        smooth = np.convolve(history[name], np.ones(20) / 20, mode="valid")
-        ax.plot(np.arange(len(smooth)) + 20, smooth, label=name)
-    ax.set(title="training loss (20-step mean)", xlabel="step", yscale="log")
-    ax.legend(fontsize=8)
-    ax = axes[1]
-    values = [metrics[f"iou_{name.replace(' ', '_')}"] for name in RUNS]
-    bars = ax.bar(range(len(RUNS)), values, color=plotting.PALETTE[: len(RUNS)])
-    ax.bar_label(bars, [f"{v:.3f}" for v in values], padding=2)
-    ax.set(xticks=range(len(RUNS)), ylim=(0, 1.08), title="test IoU")
-    ax.set_xticklabels([name.replace(" ", "\n") for name in RUNS])
-    # Montage: one column per test image; rows = image, true mask, the two predictions.
-    grey = lambda m: np.repeat(np.asarray(m, dtype=np.float32), 3, axis=-1)  # noqa: E731  [s, s, 1] -> [s, s, 3]
-    rows = [np.asarray(test_set.images[:n_shown]), grey(test_set.masks[:n_shown])]
-    rows += [grey(predictions[name][:n_shown] > 0) for name in RUNS]
-    s = test_set.images.shape[1]
-    canvas = np.ones((len(rows) * (s + 1) - 1, n_shown * (s + 1) - 1, 3), dtype=np.float32)
-    for r, row in enumerate(rows):
-        for c in range(n_shown):
-            canvas[r * (s + 1) : r * (s + 1) + s, c * (s + 1) : c * (s + 1) + s] = row[c]
-    axes[2].imshow(canvas)
-    axes[2].set(xticks=[], yticks=[(s + 1) * r + s / 2 - 0.5 for r in range(len(rows))], title="held-out shapes")
-    axes[2].set_yticklabels(["image", "truth", *RUNS])
-    axes[2].grid(False)
-    return fig

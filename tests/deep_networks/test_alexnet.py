@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from impl.deep_networks import alexnet
+from impl.deep_networks import alexnet, alexnet_experiment
 from impl.deep_networks.dnn import cross_entropy
+
+from twin_checks import assert_twins_agree
 
 
 def _normal(seed, shape):
@@ -106,38 +108,31 @@ def test_dropout_is_used_only_when_a_key_is_given():
 # ---------------------------------------------------------------------------------------
 # Linen / NNX twins
 # ---------------------------------------------------------------------------------------
-def _twins(activation="relu"):
-    x = jax.random.uniform(jax.random.key(0), (6, 8, 8, 1))
-    channels = (4, 8, 8)
-    linen = alexnet.LinenAlexNet(channels=channels, hidden=16, activation=activation)
-    variables = linen.init(jax.random.key(0), x)
-    model = alexnet.NnxAlexNet((8, 8, 1), channels, hidden=16, activation=activation, rngs=nnx.Rngs(1))
-    p = variables["params"]
-    for i, conv in enumerate(model.convs):  # copy the Linen weights into the NNX object
-        conv.kernel[...], conv.bias[...] = p[f"conv_{i}"]["kernel"], p[f"conv_{i}"]["bias"]
-    for i, fc in enumerate(model.fcs):
-        fc.kernel[...], fc.bias[...] = p[f"fc_{i}"]["kernel"], p[f"fc_{i}"]["bias"]
-    return x, linen, variables, model
-
-
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
 @pytest.mark.parametrize("key", [None, 3], ids=["eval", "train"])
 def test_linen_and_nnx_twins_agree(activation, key):
-    x, linen, variables, model = _twins(activation)
+    x = jax.random.uniform(jax.random.key(0), (6, 8, 8, 1))
+    channels = (4, 8, 8)
     key = None if key is None else jax.random.key(key)  # the same dropout masks for both
-    chex.assert_trees_all_close(linen.apply(variables, x, key=key), model(x, key=key), rtol=1e-5)
     labels = jnp.arange(x.shape[0]) % 10
-    grads_linen = jax.grad(lambda v: cross_entropy(linen.apply(v, x, key=key), labels))(variables)["params"]
-    grads_nnx = nnx.to_pure_dict(nnx.grad(lambda m: cross_entropy(m(x, key=key), labels))(model))
-    as_linen = {f"conv_{i}": g for i, g in grads_nnx["convs"].items()}
-    as_linen |= {f"fc_{i}": g for i, g in grads_nnx["fcs"].items()}
-    chex.assert_trees_all_close(grads_linen, as_linen, rtol=1e-4, atol=1e-6)
+    linen = alexnet.LinenAlexNet(channels=channels, hidden=16, activation=activation)
+    assert_twins_agree(
+        linen,
+        alexnet.NnxAlexNet((8, 8, 1), channels, hidden=16, activation=activation, rngs=nnx.Rngs(1)),
+        (x,),
+        loss=lambda logits: cross_entropy(logits, labels),
+        linen_apply=lambda variables, x: linen.apply(variables, x, key=key),
+        nnx_apply=lambda model, x: model(x, key=key),
+    )
 
 
-def test_linen_module_matches_the_pure_function():
-    x, linen, variables, _ = _twins()
-    ours = alexnet.alexnet(variables["params"], x)
-    chex.assert_trees_all_close(linen.apply(variables, x), ours, rtol=1e-6)
+def test_linen_params_are_the_tree_init_alexnet_declares():
+    x = jax.random.uniform(jax.random.key(0), (6, 8, 8, 1))
+    linen = alexnet.LinenAlexNet(channels=(4, 8, 8), hidden=16)
+    variables = linen.init(jax.random.key(0), x)
+    layers = variables["params"]["layers"]
+    chex.assert_trees_all_equal_structs(layers, alexnet.init_alexnet(jax.random.key(0), (8, 8, 1), (4, 8, 8), 16))
+    chex.assert_trees_all_close(linen.apply(variables, x), alexnet.alexnet(layers, x), rtol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------
@@ -166,7 +161,7 @@ def test_linen_module_matches_the_pure_function():
         (lambda: alexnet.local_response_norm(jnp.ones((1, 4, 4, 3)), n=0), ValueError, "n: expected a positive"),
         (lambda: alexnet.random_shift(jax.random.key(0), jnp.ones((1, 4, 4, 1)), -1), ValueError, "max_shift"),
         (lambda: alexnet.random_shift(jax.random.key(0), jnp.ones((4, 4, 1)), 1), ValueError, "x: expected shape"),
-        (lambda: alexnet.experiment(seed=-1), ValueError, "seed"),
+        (lambda: alexnet_experiment.experiment(seed=-1), ValueError, "seed"),
     ],
 )
 def test_bad_input_is_rejected_before_compute(build, error, message):
@@ -177,8 +172,8 @@ def test_bad_input_is_rejected_before_compute(build, error, message):
 def test_steps_to_reads_the_smoothed_curve():
     loss = np.concatenate([np.ones(100), np.full(100, 0.01)])
     # The mean of steps 97..106 is (4 * 1 + 6 * 0.01) / 10 < 0.5; that of steps 96..105 is not.
-    assert alexnet.steps_to(loss, 0.5, window=10) == 106
-    assert alexnet.steps_to(loss, 0.001) == 201  # never: one past the end
+    assert alexnet_experiment.steps_to(loss, 0.5, window=10) == 106
+    assert alexnet_experiment.steps_to(loss, 0.001) == 201  # never: one past the end
 
 
 # ---------------------------------------------------------------------------------------
@@ -186,7 +181,7 @@ def test_steps_to_reads_the_smoothed_curve():
 # ---------------------------------------------------------------------------------------
 @pytest.mark.claim
 def test_claim_augmentation_and_dropout_shrink_the_loss_gap_and_relu_speedup_does_not_reproduce(seed):
-    m = alexnet.experiment(seed=seed).metrics
+    m = alexnet_experiment.experiment(seed=seed).metrics
     # Section 4: shifts + dropout shrink the train/test gap, measured on the loss (test - train);
     # over seeds 0-7 the ratio ranged from 0.19 to 0.88, so only the direction is asserted.
     assert m["relu_regularised_loss_gap"] < m["relu_loss_gap"]

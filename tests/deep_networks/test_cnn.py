@@ -7,8 +7,10 @@ from flax import nnx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from impl.deep_networks import cnn
+from impl.deep_networks import cnn, cnn_experiment
 from impl.deep_networks.dnn import cross_entropy
+
+from twin_checks import assert_twins_agree
 
 
 def _normal(seed, shape):
@@ -156,35 +158,25 @@ def test_same_padding_breaks_equivariance_at_the_border():
 # ---------------------------------------------------------------------------------------
 # Linen / NNX twins
 # ---------------------------------------------------------------------------------------
-def _twins(channels=(4, 8)):
-    x = _normal(0, (6, 8, 8, 1))
-    linen = cnn.LinenCNN(channels=channels, hidden=16)
-    variables = linen.init(jax.random.key(0), x)
-    model = cnn.NnxCNN((8, 8, 1), channels, hidden=16, rngs=nnx.Rngs(1))
-    p = variables["params"]
-    for i, conv in enumerate(model.convs):  # copy the Linen weights into the NNX object
-        conv.kernel[...], conv.bias[...] = p[f"conv_{i}"]["kernel"], p[f"conv_{i}"]["bias"]
-    for name in ("hidden", "out"):
-        layer = getattr(model, name)
-        layer.kernel[...], layer.bias[...] = p[name]["kernel"], p[name]["bias"]
-    return x, linen, variables, model
-
-
 @pytest.mark.parametrize("channels", [(4,), (4, 8)])
 def test_linen_and_nnx_twins_agree(channels):
-    x, linen, variables, model = _twins(channels)
-    chex.assert_trees_all_close(linen.apply(variables, x), model(x), rtol=1e-6)
+    x = _normal(0, (6, 8, 8, 1))
     labels = jnp.arange(x.shape[0]) % 10
-    grads_linen = jax.grad(lambda v: cross_entropy(linen.apply(v, x), labels))(variables)["params"]
-    grads_nnx = nnx.to_pure_dict(nnx.grad(lambda m: cross_entropy(m(x), labels))(model))
-    as_linen = {f"conv_{i}": g for i, g in grads_nnx["convs"].items()}
-    as_linen |= {"hidden": grads_nnx["hidden"], "out": grads_nnx["out"]}
-    chex.assert_trees_all_close(grads_linen, as_linen, rtol=1e-5)
+    assert_twins_agree(
+        cnn.LinenCNN(channels=channels, hidden=16),
+        cnn.NnxCNN((8, 8, 1), channels, hidden=16, rngs=nnx.Rngs(1)),
+        (x,),
+        loss=lambda logits: cross_entropy(logits, labels),
+    )
 
 
-def test_linen_module_matches_the_pure_function():
-    x, linen, variables, _ = _twins()
-    chex.assert_trees_all_close(linen.apply(variables, x), cnn.cnn(variables["params"], x), rtol=1e-6)
+def test_linen_params_are_the_tree_init_cnn_declares():
+    x = _normal(0, (6, 8, 8, 1))
+    linen = cnn.LinenCNN(channels=(4, 8), hidden=16)
+    variables = linen.init(jax.random.key(0), x)
+    layers = variables["params"]["layers"]
+    chex.assert_trees_all_equal_structs(layers, cnn.init_cnn(jax.random.key(0), (8, 8, 1), (4, 8), 16))
+    chex.assert_trees_all_close(linen.apply(variables, x), cnn.cnn(layers, x), rtol=1e-6)
     assert cnn.count_params(variables) == cnn.count_params(cnn.init_cnn(jax.random.key(0), (8, 8, 1), (4, 8), 16))
 
 
@@ -215,7 +207,7 @@ def test_linen_module_matches_the_pure_function():
         (lambda: cnn.NnxCNN(channels=(), rngs=nnx.Rngs(0)), ValueError, "channels"),
         (lambda: cnn.NnxCNN(hidden=0, rngs=nnx.Rngs(0)), ValueError, "hidden"),
         (lambda: cnn.NnxCNN(rngs=nnx.Rngs(0))(jnp.ones((2, 16, 16, 1))), ValueError, r"x: expected shape \[batch, 8"),
-        (lambda: cnn.experiment(seed=-1), ValueError, "seed"),
+        (lambda: cnn_experiment.experiment(seed=-1), ValueError, "seed"),
     ],
 )
 def test_bad_input_is_rejected_before_compute(build, error, message):
@@ -228,7 +220,7 @@ def test_bad_input_is_rejected_before_compute(build, error, message):
 # ---------------------------------------------------------------------------------------
 @pytest.mark.claim
 def test_claim_cnn_beats_mlps_of_similar_and_larger_size(seed):
-    m = cnn.experiment(seed=seed).metrics
+    m = cnn_experiment.experiment(seed=seed).metrics
     assert m["cnn_params"] < m["mlp_128_params"] < m["mlp_512_params"]
     # Held-out accuracy: the CNN beats both MLPs by at least half a point (>= 3 of 450 digits).
     assert m["cnn_test_accuracy"] > m["mlp_128_test_accuracy"] + 0.005

@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from impl.deep_networks import unet
+from impl.deep_networks import cnn, unet, unet_experiment
+from impl.optimization.relu import relu
+
+from twin_checks import assert_twins_agree
 
 
 def _normal(seed, shape):
@@ -20,7 +23,7 @@ def _normal(seed, shape):
 @pytest.mark.parametrize(("depth", "size"), [(1, 6), (2, 16), (3, 24)])
 def test_unet_shapes_and_dtypes(skips, depth, size):
     params = unet.init_unet(jax.random.key(0), 3, 2, base=4, depth=depth, skips=skips)
-    logits = unet.unet(params, _normal(1, (2, size, size, 3)))
+    logits = unet.unet(params, _normal(1, (2, size, size, 3)), skips=skips)
     chex.assert_shape(logits, (2, size, size, 2))
     chex.assert_type(logits, jnp.float32)
     chex.assert_tree_all_finite(logits)
@@ -40,6 +43,105 @@ def test_skip_connections_carry_fine_detail_to_the_output():
     x = _normal(1, (1, 16, 16, 3))
     jac = jax.grad(lambda x: unet.unet(params, x)[0, 5, 5, 0])(x)  # d logit(5, 5) / d pixels
     assert float(jnp.abs(jac[0, 5, 5]).sum()) > 0
+
+
+# ---------------------------------------------------------------------------------------
+# The reusable blocks: shapes, explicit skips, and the U-Net they build
+# ---------------------------------------------------------------------------------------
+def test_conv_block_keeps_the_size_and_sets_the_channels():
+    block = unet.init_conv_block(jax.random.split(jax.random.key(0)), 3, 5)
+    assert [layer["kernel"].shape for layer in block] == [(3, 3, 3, 5), (3, 3, 5, 5)]
+    h = unet.conv_block(block, _normal(1, (2, 7, 6, 3)))
+    chex.assert_shape(h, (2, 7, 6, 5))
+    chex.assert_type(h, jnp.float32)
+    assert float(jnp.min(h)) >= 0.0  # ends in a ReLU
+
+
+@pytest.mark.parametrize("widths", [(4,), (4, 8), (3, 6, 12)])
+def test_down_path_returns_the_pooled_features_and_one_skip_per_level(widths):
+    depth = len(widths)
+    params = unet.init_down_path(jax.random.split(jax.random.key(0), 2 * depth), 2, widths)
+    size = 3 * 2**depth
+    h, skips = unet.down_path(params, _normal(1, (2, size, size, 2)))
+    chex.assert_shape(h, (2, 3, 3, widths[-1]))
+    assert len(skips) == depth
+    for level, (skip, c) in enumerate(zip(skips, widths)):
+        chex.assert_shape(skip, (2, size >> level, size >> level, c))
+
+
+@pytest.mark.parametrize("skips", [True, False])
+@pytest.mark.parametrize("widths", [(4,), (4, 8), (3, 6, 12)])
+def test_up_path_takes_the_skips_explicitly_and_restores_the_size(widths, skips):
+    depth, bottom = len(widths), 2 * widths[-1]
+    k_down, k_bottom, k_up = jax.random.split(jax.random.key(0), 3)
+    down = unet.init_down_path(jax.random.split(k_down, 2 * depth), 2, widths)
+    middle = unet.init_conv_block(jax.random.split(k_bottom), widths[-1], bottom)
+    up = unet.init_up_path(jax.random.split(k_up, 3 * depth), widths, bottom, skips=skips)
+    assert [stage["up"]["kernel"].shape for stage in up] == [
+        (2, 2, c_in, c) for c_in, c in zip([bottom, *widths[::-1]], widths[::-1])
+    ]
+    size = 3 * 2**depth
+    h, features = unet.down_path(down, _normal(1, (2, size, size, 2)))
+    out = unet.up_path(up, unet.conv_block(middle, h), features if skips else None)
+    chex.assert_shape(out, (2, size, size, widths[0]))
+
+
+def test_up_path_uses_each_skip_at_its_own_level():
+    """Perturbing only the finest skip tensor changes the output; the bottleneck input is zero."""
+    widths = (4, 8)
+    up = unet.init_up_path(jax.random.split(jax.random.key(0), 6), widths, 16)
+    skips = [_normal(1, (1, 12, 12, 4)), _normal(2, (1, 6, 6, 8))]
+    h = jnp.zeros((1, 3, 3, 16))
+    base = unet.up_path(up, h, skips)
+    moved = unet.up_path(up, h, [skips[0].at[0, 5, 5].add(3.0), skips[1]])
+    assert float(jnp.max(jnp.abs(moved - base))) > 0
+    with pytest.raises(ValueError, match=r"skips\[-1\]: expected \[batch, height, width\] = \[1, 6, 6\]"):
+        unet.up_path(up, h, skips[::-1])  # the finest skip where the deepest belongs
+
+
+def _init_unet_by_hand(key, in_channels, out_channels, base, depth, skips):
+    """``init_unet`` as one loop drawing keys in order — the order the experiment's numbers depend on."""
+    keys = iter(jax.random.split(key, 6 * depth + 3))
+    conv = lambda c_in, c_out: cnn.init_conv(next(keys), 3, c_in, c_out, gain=2.0)  # noqa: E731
+    pair = lambda c_in, c_out: [conv(c_in, c_out), conv(c_out, c_out)]  # noqa: E731
+    params, c_in = {"down": [], "up": []}, in_channels
+    for level in range(depth):
+        params["down"].append(pair(c_in, base * 2**level))
+        c_in = base * 2**level
+    params["bottom"] = pair(c_in, base * 2**depth)
+    for level in reversed(range(depth)):
+        c = base * 2**level
+        up = unet.init_up_conv(next(keys), 2 * c, c)
+        params["up"].append({"up": up, "convs": pair(2 * c if skips else c, c)})
+    params["out"] = cnn.init_conv(next(keys), 1, base, out_channels)
+    return params
+
+
+def _unet_by_hand(params, x, skips):
+    """The forward pass as one function, without the blocks."""
+    block = lambda convs, h: relu(cnn.conv2d(relu(cnn.conv2d(h, **convs[0])), **convs[1]))  # noqa: E731
+    features, h = [], x
+    for convs in params["down"]:
+        h = block(convs, h)
+        features.append(h)
+        h = cnn.max_pool(h, 2)
+    h = block(params["bottom"], h)
+    for level, stage in zip(reversed(range(len(features))), params["up"]):
+        h = unet.up_conv(h, **stage["up"])
+        if skips:
+            h = jnp.concatenate([features[level], h], axis=-1)
+        h = block(stage["convs"], h)
+    return cnn.conv2d(h, **params["out"])
+
+
+@pytest.mark.parametrize("skips", [True, False])
+@pytest.mark.parametrize(("depth", "size", "impl"), [(1, 6, "threefry2x32"), (2, 16, "rbg"), (3, 24, "threefry2x32")])
+def test_unet_built_from_the_blocks_equals_the_one_piece_network(depth, size, impl, skips):
+    key = jax.random.key(3, impl=impl)  # the experiment uses "rbg" keys
+    params = unet.init_unet(key, 3, 2, base=4, depth=depth, skips=skips)
+    chex.assert_trees_all_equal(params, _init_unet_by_hand(key, 3, 2, 4, depth, skips))
+    x = _normal(1, (2, size, size, 3))
+    chex.assert_trees_all_equal(unet.unet(params, x, skips=skips), _unet_by_hand(params, x, skips))
 
 
 # ---------------------------------------------------------------------------------------
@@ -88,55 +190,25 @@ def test_iou_on_hand_made_masks():
 # ---------------------------------------------------------------------------------------
 # Linen / NNX twins
 # ---------------------------------------------------------------------------------------
-def _copy_into_nnx(p, model):
-    def put(conv, layer):
-        conv.kernel[...], conv.bias[...] = layer["kernel"], layer["bias"]
-
-    for block, convs in zip(model.down, p["down"]):
-        for conv, layer in zip(block.convs, convs):
-            put(conv, layer)
-    for conv, layer in zip(model.bottom.convs, p["bottom"]):
-        put(conv, layer)
-    for up, stage in zip(model.up, p["up"]):
-        put(up, stage["up"])
-        for conv, layer in zip(up.block.convs, stage["convs"]):
-            put(conv, layer)
-    put(model.out, p["out"])
-
-
-def _as_linen(g):
-    """NNX gradients (``nnx.to_pure_dict``) in the Linen parameters' layout."""
-    listed = lambda d: [d[i] for i in sorted(d)]  # noqa: E731
-    return {
-        "down": [listed(b["convs"]) for b in listed(g["down"])],
-        "bottom": listed(g["bottom"]["convs"]),
-        "up": [
-            {"up": {"kernel": u["kernel"], "bias": u["bias"]}, "convs": listed(u["block"]["convs"])}
-            for u in listed(g["up"])
-        ],
-        "out": g["out"],
-    }
-
-
 @pytest.mark.parametrize("skips", [True, False])
 def test_linen_and_nnx_twins_agree(skips):
     x = _normal(0, (2, 12, 12, 3))
     masks = (jax.random.uniform(jax.random.key(1), (2, 12, 12, 1)) > 0.7).astype(jnp.float32)
-    linen = unet.LinenUNet(base=4, skips=skips)
-    variables = linen.init(jax.random.key(0), x)
-    model = unet.NnxUNet(base=4, skips=skips, rngs=nnx.Rngs(1))
-    _copy_into_nnx(variables["params"], model)
-    chex.assert_trees_all_close(linen.apply(variables, x), model(x), rtol=1e-5, atol=1e-6)
-    grads_linen = jax.grad(lambda v: unet.binary_cross_entropy(linen.apply(v, x), masks))(variables)["params"]
-    grads_nnx = nnx.to_pure_dict(nnx.grad(lambda m: unet.binary_cross_entropy(m(x), masks))(model))
-    chex.assert_trees_all_close(grads_linen, _as_linen(grads_nnx), rtol=1e-4, atol=1e-6)
+    assert_twins_agree(
+        unet.LinenUNet(base=4, skips=skips),
+        unet.NnxUNet(base=4, skips=skips, rngs=nnx.Rngs(1)),
+        (x,),
+        loss=lambda logits: unet.binary_cross_entropy(logits, masks),
+    )
 
 
-def test_linen_module_matches_the_pure_function():
+def test_linen_params_are_the_tree_init_unet_declares():
     x = _normal(0, (1, 12, 12, 3))
     linen = unet.LinenUNet(base=4)
     variables = linen.init(jax.random.key(0), x)
-    chex.assert_trees_all_close(linen.apply(variables, x), unet.unet(variables["params"], x), rtol=1e-6)
+    layers = variables["params"]["layers"]
+    chex.assert_trees_all_equal_structs(layers, unet.init_unet(jax.random.key(0), base=4))
+    chex.assert_trees_all_close(linen.apply(variables, x), unet.unet(layers, x), rtol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------
@@ -174,8 +246,28 @@ def test_linen_module_matches_the_pure_function():
         (lambda: unet.NnxUNet(depth=0, rngs=nnx.Rngs(0)), ValueError, "depth"),
         (lambda: unet.NnxUNet(base=-2, rngs=nnx.Rngs(0)), ValueError, "base"),
         (lambda: unet.LinenUNet(in_channels=0).init(jax.random.key(0), jnp.ones((1, 8, 8, 3))), ValueError, "in_"),
-        (lambda: unet.experiment(size=18), ValueError, "size: expected a multiple of 4"),
-        (lambda: unet.experiment(seed=-1), ValueError, "seed"),
+        (
+            lambda: unet.unet(unet.init_unet(jax.random.key(0), base=4, skips=False), jnp.ones((1, 16, 16, 3))),
+            ValueError,
+            r"skips\[-1\]: .* were the parameters made with skips=False",
+        ),
+        (
+            lambda: unet.up_path(
+                unet.init_up_path(jax.random.split(jax.random.key(0), 6), (4, 8), 16),
+                jnp.ones((1, 3, 3, 16)),
+                [jnp.ones((1, 12, 12, 4))],
+            ),
+            ValueError,
+            r"skips: expected one tensor per level \(2\), got 1",
+        ),
+        (lambda: unet.init_conv_block(jax.random.key(0), 3, 4), ValueError, r"keys: expected 2 PRNG keys"),
+        (
+            lambda: unet.init_down_path(jax.random.split(jax.random.key(0), 3), 3, (4, 8)),
+            ValueError,
+            "keys: expected 4",
+        ),
+        (lambda: unet_experiment.experiment(size=18), ValueError, "size: expected a multiple of 4"),
+        (lambda: unet_experiment.experiment(seed=-1), ValueError, "seed"),
     ],
 )
 def test_bad_input_is_rejected_before_compute(build, error, message):
@@ -188,7 +280,7 @@ def test_bad_input_is_rejected_before_compute(build, error, message):
 # ---------------------------------------------------------------------------------------
 @pytest.mark.claim
 def test_claim_skip_connections_clearly_raise_iou(seed):
-    m = unet.experiment(seed=seed).metrics
+    m = unet_experiment.experiment(seed=seed).metrics
     assert m["iou_with_skips"] > 0.9
     assert m["iou_with_skips"] > m["iou_without_skips"] + 0.1
     assert m["train_loss_with_skips"] < m["train_loss_without_skips"]
