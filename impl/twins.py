@@ -3,8 +3,9 @@
 Every topic declares its parameter tree once, in an ``init_*`` function that returns plain
 dicts and lists of arrays — the tree its pure functions take. Both twins derive from it:
 
-* the **Linen** module stores each top-level entry with ``self.param(name, init_fn, ...)``, so
-  ``variables["params"]`` *is* that tree;
+* the **Linen** module stores each top-level entry with ``self.param(name, ...)`` — for a tree
+  of several entries, :func:`declare` does it in one call — so ``variables["params"]`` *is* that
+  tree;
 * the **NNX** module stores the same entries as attributes named like the tree's keys, built
   with :func:`to_nnx` (dicts become ``nnx.Dict``, lists ``nnx.List``, arrays ``nnx.Param``),
   and reads them back with :func:`pure`.
@@ -24,12 +25,14 @@ load_linen(model, linen_variables)            # copy Linen's weights into the NN
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import flax.linen as nn
 import jax
 from flax import nnx
 
-__all__ = ["COLLECTIONS", "load_linen", "pure", "to_nnx", "variables"]
+__all__ = ["COLLECTIONS", "declare", "load_linen", "pure", "to_nnx", "variables"]
 
 PyTree = Any
 
@@ -48,6 +51,21 @@ def to_nnx(tree: PyTree, kind: type[nnx.Variable] = nnx.Param) -> Any:
     if isinstance(tree, jax.Array) or hasattr(tree, "shape"):
         return kind(tree)
     raise TypeError(f"tree: expected dicts, lists and arrays, got a leaf of type {type(tree).__name__}")
+
+
+def declare(module: nn.Module, init_fn: Callable[..., dict], *args, **kwargs) -> dict:
+    """Inside a Linen ``@nn.compact`` method: register ``init_fn(key, *args, **kwargs)``'s tree as
+    parameters, one ``module.param`` per top-level key, and return it.
+
+    So ``variables["params"]`` has exactly the keys of the tree the pure functions take, and the
+    NNX twin, which holds ``twins.to_nnx(init_fn(...))`` under attributes of the same names,
+    matches it key for key. The keys are found with ``jax.eval_shape`` (nothing is computed);
+    each entry is drawn from its own Linen parameter key.
+    """
+    shapes = jax.eval_shape(lambda key: init_fn(key, *args, **kwargs), jax.random.key(0))
+    if not isinstance(shapes, dict):
+        raise TypeError(f"init_fn: expected a function returning a dict of entries, got {type(shapes).__name__}")
+    return {name: module.param(name, lambda key, name=name: init_fn(key, *args, **kwargs)[name]) for name in shapes}
 
 
 def _lists_back(tree: PyTree) -> PyTree:
@@ -92,7 +110,8 @@ def load_linen(model: nnx.Module, linen_variables: dict[str, PyTree]) -> nnx.Mod
     """
     for collection, tree in linen_variables.items():
         if collection not in COLLECTIONS:
-            raise ValueError(f"linen_variables: unknown collection {collection!r}; expected one of {sorted(COLLECTIONS)}")
+            expected = sorted(COLLECTIONS)
+            raise ValueError(f"linen_variables: unknown collection {collection!r}; expected one of {expected}")
         kind = COLLECTIONS[collection]
         current = pure(model, kind)
         tree = jax.tree.map(lambda a: a, tree)  # plain dicts (Linen may hand over FrozenDicts)

@@ -63,3 +63,28 @@ def test_pure_works_under_nnx_grad():
     grads = nnx.grad(lambda m: jnp.sum(twins.pure(m.layers)[0]["kernel"] ** 2))(model)
     grads = twins._lists_back(nnx.to_pure_dict(grads))
     chex.assert_trees_all_close(grads["layers"][0]["kernel"], 2 * _tree()["layers"][0]["kernel"])
+
+
+def test_declare_registers_one_linen_param_per_entry_of_the_init_tree():
+    import flax.linen as nn
+
+    def init(key, d):
+        k1, k2 = jax.random.split(key)
+        return {"w": jax.random.normal(k1, (d, 2)), "layers": [{"b": jnp.zeros(2)}], "s": jax.random.normal(k2, (1,))}
+
+    class Model(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            params = twins.declare(self, init, x.shape[-1])
+            return x @ params["w"] + params["layers"][0]["b"].reshape(1, 2) + params["s"].reshape(1, 1)
+
+    variables = Model().init(jax.random.key(0), jnp.ones((3, 4)))
+    chex.assert_trees_all_equal_structs(twins._plain(variables["params"]), init(jax.random.key(0), 4))
+    with pytest.raises(TypeError, match="init_fn: expected a function returning a dict"):
+
+        class Bad(nn.Module):
+            @nn.compact
+            def __call__(self, x):
+                return twins.declare(self, lambda key: jnp.zeros(2))
+
+        Bad().init(jax.random.key(0), jnp.ones(2))

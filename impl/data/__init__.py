@@ -4,6 +4,8 @@
 * `impl.data.points` — 2-D classification sets: XOR, two spirals, moons, Gaussian mixtures.
 * `impl.data.shapes` — coloured circles, squares and triangles with masks, edges and captions.
 * `impl.data.sequences` — copy, reverse, sort, addition, delayed recall and a small grammar.
+* `impl.data.translation` — the toy translation task of 3.5–3.7 (and 4.1): a permuted lexicon,
+  reversed phrases, and word accuracy by source length.
 * `impl.data.vocab` — `Vocab`: token strings to ids with reserved PAD, BOS, EOS, SEP, MASK, CLS,
   UNK (ids 0..6), and `Vocab.pad_batch` for variable-length batches with masks.
 * `impl.data.tokenizers` — a character tokenizer and a byte-level BPE tokenizer trained on text.

@@ -18,7 +18,9 @@ must pass through ``c``, whatever the source's length. Cho, van Merriënboer, Ba
 translation quality falling as sentences grow; attention (topic 3.7) removed the bottleneck.
 
 The recurrence runs through :func:`impl.sequence.rnn.scan_over_time` (topic 3.1); the readout
-is 1.1's :func:`~impl.deep_networks.dnn.dense`.
+is 1.1's :func:`~impl.deep_networks.dnn.dense`. `LinenEncoderDecoder` and `NnxEncoderDecoder`
+hold the tree that `init_encoder_decoder` declares. The toy translation task lives in
+`impl.data.translation`, the experiment in `impl.sequence.encoder_decoder_experiment`.
 
 Shapes: token ids ``int32[batch, T]`` with ``PAD = 0`` after the end of each source; the summary
 ``c`` is ``float32[batch, H]``; logits ``float32[batch, T_out, vocab]``.
@@ -26,49 +28,38 @@ Shapes: token ids ``int32[batch, T]`` with ``PAD = 0`` after the end of each sou
 
 from __future__ import annotations
 
-import time
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
-from impl import checks, plotting
-from impl.data.sequences import BOS, EOS, FIRST_SYMBOL, PAD
-from impl.deep_networks.dnn import NnxLayer, dense, init_layer
-from impl.optimization.adam import adam
-from impl.report import Report
+from impl import checks, twins
+from impl.data.sequences import BOS, FIRST_SYMBOL, PAD
+from impl.deep_networks.dnn import dense, init_layer
 from impl.sequence.rnn import scan_over_time
-from impl.training import even_chunk, train
 
 __all__ = [
     "GRU_KEYS",
-    "MAX_LEN",
-    "MIN_LEN",
-    "N_WORDS",
-    "VOCAB",
     "LinenEncoderDecoder",
     "NnxEncoderDecoder",
-    "NnxGRU",
     "check_pair",
     "check_sizes",
     "check_tokens",
     "encode",
     "encoder_decoder",
-    "experiment",
+    "encoder_tick",
     "greedy_decode",
     "gru_inputs",
     "gru_step",
     "gru_update",
     "init_encoder_decoder",
     "init_gru",
-    "score_by_length",
+    "sequence_loss",
     "token_loss",
-    "translation_task",
 ]
 
-GRU_KEYS = ("w_r", "u_r", "b_r", "w_z", "u_z", "b_z", "w_n", "u_n", "b_n")
+GRU_KEYS = ("w_r", "u_r", "b_r", "w_z", "u_z", "b_z", "w_n", "u_n", "b_n")  # the entries of `init_gru`'s tree
+# The entries of `init_encoder_decoder`'s tree.
 
 
 # --8<-- [start:core]
@@ -231,119 +222,7 @@ def check_pair(src, tgt_in, vocab: int) -> None:
         raise ValueError(f"tgt_in: expected batch {src.shape[0]} (as src), got shape {tuple(tgt_in.shape)}")
 
 
-# --8<-- [start:linen]
-class LinenEncoderDecoder(nn.Module):
-    """Functional twin: ``apply(variables, src, tgt_in) -> logits [b, T_out, vocab]``."""
-
-    vocab: int
-    d_embed: int = 16
-    d_hidden: int = 64
-
-    @nn.compact
-    def __call__(self, src: jax.Array, tgt_in: jax.Array) -> jax.Array:
-        check_sizes(self.vocab, self.d_embed, self.d_hidden)
-        check_pair(src, tgt_in, self.vocab)
-        e, h, v = self.d_embed, self.d_hidden, self.vocab
-        params = {
-            "src_embed": self.param("src_embed", lambda k: jax.random.normal(k, (v, e))),
-            "tgt_embed": self.param("tgt_embed", lambda k: jax.random.normal(k, (v, e))),
-            "encoder": self.param("encoder", init_gru, e, h),
-            "summary": self.param("summary", init_layer, h, h),
-            "init": self.param("init", init_layer, h, h),
-            "decoder": self.param("decoder", init_gru, e + h, h),
-            "readout": self.param("readout", init_layer, 2 * h + e, v),
-        }
-        return encoder_decoder(params, src, tgt_in)
-
-
-# --8<-- [end:linen]
-
-
-# --8<-- [start:nnx]
-class NnxGRU(nnx.Module):
-    """A GRU's nine parameters as attributes ``w_r, u_r, b_r, ...``."""
-
-    def __init__(self, d_in: int, d_hidden: int, *, rngs: nnx.Rngs):
-        for name, value in init_gru(rngs.params(), d_in, d_hidden).items():
-            setattr(self, name, nnx.Param(value))
-
-    def read(self) -> dict:
-        return {name: getattr(self, name)[...] for name in GRU_KEYS}
-
-
-class NnxEncoderDecoder(nnx.Module):
-    """Object-oriented twin: ``model(src, tgt_in) -> logits [b, T_out, vocab]``."""
-
-    def __init__(self, vocab: int, d_embed: int = 16, d_hidden: int = 64, *, rngs: nnx.Rngs):
-        check_sizes(vocab, d_embed, d_hidden)
-        self.vocab = vocab
-        self.src_embed = nnx.Param(jax.random.normal(rngs.params(), (vocab, d_embed)))
-        self.tgt_embed = nnx.Param(jax.random.normal(rngs.params(), (vocab, d_embed)))
-        self.encoder = NnxGRU(d_embed, d_hidden, rngs=rngs)
-        self.summary = NnxLayer(d_hidden, d_hidden, rngs=rngs)
-        self.init = NnxLayer(d_hidden, d_hidden, rngs=rngs)
-        self.decoder = NnxGRU(d_embed + d_hidden, d_hidden, rngs=rngs)
-        self.readout = NnxLayer(2 * d_hidden + d_embed, vocab, rngs=rngs)
-
-    def params(self) -> dict:
-        """The same dict the pure functions take."""
-        return {
-            "src_embed": self.src_embed[...],
-            "tgt_embed": self.tgt_embed[...],
-            "encoder": self.encoder.read(),
-            "summary": self.summary.read(),
-            "init": self.init.read(),
-            "decoder": self.decoder.read(),
-            "readout": self.readout.read(),
-        }
-
-    def __call__(self, src: jax.Array, tgt_in: jax.Array) -> jax.Array:
-        check_pair(src, tgt_in, self.vocab)
-        return encoder_decoder(self.params(), src, tgt_in)
-
-
-# --8<-- [end:nnx]
-
-
-# ---------------------------------------------------------------------------------------
-# The experiment: a toy translation, and accuracy against source length.
-# ---------------------------------------------------------------------------------------
-N_WORDS = 12  # the toy languages' vocabulary, ids FIRST_SYMBOL .. FIRST_SYMBOL + N_WORDS - 1
-VOCAB = FIRST_SYMBOL + N_WORDS
-# The "lexicon": source word i translates to target word LEXICON[i] (a fixed permutation).
-LEXICON = np.concatenate([np.arange(FIRST_SYMBOL), FIRST_SYMBOL + np.random.default_rng(0).permutation(N_WORDS)])
-
-
-def translation_task(key: jax.Array, n: int, *, min_len: int, max_len: int) -> dict:
-    """Sentences of ``min_len..max_len`` random words and their word-by-word translations.
-
-    Returns ``{"src": int[n, max_len]`` (``PAD`` after the end), ``"tgt_in": int[n, max_len + 1]``
-    (``BOS`` + target), ``"tgt_out": int[n, max_len + 1]`` (target + ``EOS``, then ``PAD``),
-    ``"length": int[n]}``.
-    """
-    checks.positive_int("n", n)
-    checks.positive_int("min_len", min_len)
-    checks.positive_int("max_len", max_len)
-    if min_len > max_len:
-        raise ValueError(f"min_len: expected at most max_len={max_len}, got {min_len}")
-    k_len, k_words = jax.random.split(key)
-    length = jax.random.randint(k_len, (n,), min_len, max_len + 1)  # [n]
-    words = jax.random.randint(k_words, (n, max_len), FIRST_SYMBOL, VOCAB)  # [n, max_len]
-    pos = jnp.arange(max_len + 1).reshape(1, -1)  # [1, max_len + 1]
-    inside = pos[:, :max_len] < length[:, None]
-    src = jnp.where(inside, words, PAD)
-    translated = jnp.where(inside, jnp.asarray(LEXICON)[words], PAD)  # [n, max_len]
-    tgt = jnp.concatenate([translated, jnp.full((n, 1), PAD)], axis=1)  # [n, max_len + 1]
-    tgt_out = jnp.where(pos == length[:, None], EOS, tgt)
-    tgt_in = jnp.concatenate([jnp.full((n, 1), BOS), tgt_out[:, :-1]], axis=1)
-    return {"src": src, "tgt_in": tgt_in.astype(jnp.int32), "tgt_out": tgt_out.astype(jnp.int32), "length": length}
-
-
-# --8<-- [start:experiment]
-HIDDEN_SIZES = (32, 96)  # two sizes of the fixed vector c, trained side by side
-MIN_LEN, MAX_LEN = 2, 16
-
-
+# --8<-- [start:loss]
 def token_loss(logits: jax.Array, batch: dict) -> jax.Array:
     """Mean cross-entropy of every target token and the final ``EOS`` (eq. 4), padding masked out.
 
@@ -354,116 +233,53 @@ def token_loss(logits: jax.Array, batch: dict) -> jax.Array:
     return -jnp.sum(logp * mask) / jnp.sum(mask)
 
 
-def sequence_loss(params, batch) -> jax.Array:
-    """:func:`token_loss` of the encoder–decoder, teacher-forced."""
+def sequence_loss(params: dict, batch: dict) -> jax.Array:
+    """:func:`token_loss` of the encoder–decoder, teacher-forced: minus eq. 4's ``log p(y | x)`` per token."""
     return token_loss(encoder_decoder(params, batch["src"], batch["tgt_in"]), batch)
 
 
-def loss_fn(params, batch, key):
-    """Both models side by side (``params = {"H=32": ..., "H=96": ...}``): one compiled loop."""
-    del key
-    losses = {name: sequence_loss(p, batch) for name, p in params.items()}
-    return sum(losses.values()), losses
+# --8<-- [end:loss]
 
 
-OPTIMIZER = adam(learning_rate=3e-3)
+# --8<-- [start:linen]
+class LinenEncoderDecoder(nn.Module):
+    """Functional twin: ``apply(variables, src, tgt_in) -> logits [b, T_out, vocab]``.
 
-
-def fit(key: jax.Array, *, steps: int, n_train: int = 20_000, progress=None):
-    k_data, k_init, k_train = jax.random.split(key, 3)
-    data = translation_task(k_data, n_train, min_len=MIN_LEN, max_len=MAX_LEN)
-    params = {f"H={h}": init_encoder_decoder(jax.random.fold_in(k_init, h), VOCAB, 16, h) for h in HIDDEN_SIZES}
-    return train(
-        loss_fn, params, OPTIMIZER, data, key=k_train, steps=steps, batch_size=64,
-        chunk=even_chunk(steps, 500), progress=progress, label="3.5 encoder-decoder",
-    )  # fmt: skip
-
-
-# --8<-- [end:experiment]
-
-
-def score_by_length(out, test: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Score translations ``out int[n, MAX_LEN + 1]`` of ``test`` per source length ``MIN_LEN..MAX_LEN``.
-
-    Returns ``(word accuracy, sentence accuracy)``, each ``[n_lengths]``: the fraction of
-    target words right, and of sentences right word for word *and* ended by ``EOS`` on time.
-    Any model's translations can be scored (topic 3.7 scores its own with it).
+    ``variables["params"]`` is `init_encoder_decoder`'s tree, entry for entry.
     """
-    out, truth, length = np.asarray(out), np.asarray(test["tgt_out"]), np.asarray(test["length"])
-    inside = np.arange(truth.shape[1])[None, :] < length[:, None]
-    right = (out == truth) & inside
-    ended = out[np.arange(len(length)), length] == EOS
-    sentence_ok = (right.sum(1) == length) & ended
-    lengths = np.arange(MIN_LEN, MAX_LEN + 1)
-    words = np.array([right[length == n].sum() / inside[length == n].sum() for n in lengths])
-    sentences = np.array([sentence_ok[length == n].mean() for n in lengths])
-    return words, sentences
+
+    vocab: int
+    d_embed: int = 16
+    d_hidden: int = 64
+
+    @nn.compact
+    def __call__(self, src: jax.Array, tgt_in: jax.Array) -> jax.Array:
+        check_sizes(self.vocab, self.d_embed, self.d_hidden)
+        check_pair(src, tgt_in, self.vocab)
+        params = twins.declare(self, init_encoder_decoder, self.vocab, self.d_embed, self.d_hidden)
+        return encoder_decoder(params, src, tgt_in)
 
 
-def accuracy_by_length(params, test: dict) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`score_by_length` of this model's greedy translations."""
-    return score_by_length(_greedy(params, test["src"]), test)
+# --8<-- [end:linen]
 
 
-_greedy = jax.jit(lambda params, src: greedy_decode(params, src, MAX_LEN + 1))
+# --8<-- [start:nnx]
+class NnxEncoderDecoder(nnx.Module):
+    """Object-oriented twin: ``model(src, tgt_in) -> logits [b, T_out, vocab]``.
 
-
-def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 1200) -> Report:
-    """Train two encoder–decoders (vectors of 32 and 96 units) on a toy translation; score
-    their greedy translations by source length.
-
-    Metrics: ``{model}_word_acc_len{n}`` and ``{model}_sentence_acc_len{n}`` for every length,
-    and summaries over short (2–5) and long (13–16) sources.
+    One attribute per entry of `init_encoder_decoder`'s tree (``src_embed``, ``encoder``, ...),
+    held as NNX objects by `impl.twins.to_nnx`.
     """
-    checks.non_negative_int("seed", seed)
-    checks.positive_int("steps", steps)
-    start = time.perf_counter()
-    key = jax.random.key(seed, impl="rbg")  # quicker to compile on CPU than threefry
-    k_fit, k_test = jax.random.split(key)
-    result = fit(k_fit, steps=steps, progress=progress)
-    n_lengths = MAX_LEN - MIN_LEN + 1
-    test = translation_task(k_test, 200 * n_lengths, min_len=MIN_LEN, max_len=MAX_LEN)
-    metrics, curves = {}, {}
-    lengths = np.arange(MIN_LEN, MAX_LEN + 1)
-    short, long = lengths <= 5, lengths >= 13
-    for name in (f"H={h}" for h in HIDDEN_SIZES):  # smallest vector first
-        words, sentences = accuracy_by_length(result.params[name], test)
-        curves[name] = (words, sentences)
-        slug = name.replace("=", "").lower()  # "h32"
-        for n, w, s in zip(lengths, words, sentences):
-            metrics[f"{slug}_word_acc_len{n}"] = float(w)
-            metrics[f"{slug}_sentence_acc_len{n}"] = float(s)
-        metrics[f"{slug}_word_acc_short"] = float(words[short].mean())
-        metrics[f"{slug}_word_acc_long"] = float(words[long].mean())
-        metrics[f"{slug}_sentence_acc_short"] = float(sentences[short].mean())
-        metrics[f"{slug}_sentence_acc_long"] = float(sentences[long].mean())
-        metrics[f"{slug}_final_loss"] = float(np.mean(result.history[name][-50:]))
 
-    lines = [f"{'source length':>13} " + " ".join(f"{n:>5}" for n in lengths[::2])]
-    for name, (words, sentences) in curves.items():
-        lines.append(f"{name + ' words':>13} " + " ".join(f"{w:>5.0%}" for w in words[::2]))
-        lines.append(f"{name + ' sentences':>13} " + " ".join(f"{s:>5.0%}" for s in sentences[::2]))
-    lines.append(f"chance per word: {1 / N_WORDS:.0%}; 200 test sentences per length, greedy decoding")
-    lines.append(f"{steps} steps of Adam, batch 64, sources of {MIN_LEN}-{MAX_LEN} words from {N_WORDS}")
-    fig = _figure(result.history, curves, lengths)
-    return Report(
-        "3.5 Encoder-decoder — one vector for the whole sentence", metrics, lines, fig, time.perf_counter() - start
-    )
+    def __init__(self, vocab: int, d_embed: int = 16, d_hidden: int = 64, *, rngs: nnx.Rngs):
+        check_sizes(vocab, d_embed, d_hidden)
+        self.vocab = vocab
+        for name, entry in init_encoder_decoder(rngs.params(), vocab, d_embed, d_hidden).items():
+            setattr(self, name, twins.to_nnx(entry))
+
+    def __call__(self, src: jax.Array, tgt_in: jax.Array) -> jax.Array:
+        check_pair(src, tgt_in, self.vocab)
+        return encoder_decoder(twins.pure(self), src, tgt_in)  # the tree the pure function takes
 
 
-def _figure(history, curves, lengths):
-    fig, axes = plotting.figure(3, width=10.5, height=3.3)
-    for i, (name, (words, sentences)) in enumerate(curves.items()):
-        color = plotting.PALETTE[i]
-        axes[0].plot(lengths, 100 * words, "o-", color=color, label=f"{name}")
-        axes[1].plot(lengths, 100 * sentences, "o-", color=color, label=f"{name}")
-        loss = np.asarray(history[name])
-        smooth = np.convolve(loss, np.ones(25) / 25, mode="valid")
-        axes[2].plot(np.arange(len(smooth)) + 25, smooth, color=color, label=name)
-    axes[0].axhline(100 / N_WORDS, color="gray", lw=1, ls=":", label="chance")
-    axes[0].set(title="words translated right", xlabel="source length (words)", ylabel="%", ylim=(0, 102))
-    axes[1].set(title="whole sentences right", xlabel="source length (words)", ylim=(0, 102))
-    axes[2].set(title="training loss (25-step mean)", xlabel="step", yscale="log")
-    for ax in axes:
-        ax.legend(fontsize=8)
-    return fig
+# --8<-- [end:nnx]

@@ -14,8 +14,9 @@ number of tokens it receives (*load*, via the normal CDF of the gate noise).
 
 Layout: pure functions hold the math — `noisy_top_k_gating` (eqs. 3–5), `balancing_losses`
 (eqs. 6–11), `dispatch` and `moe` (eq. 1 with sparse dispatch) and `moe_dense` (eq. 1 computed
-for every expert, the reference). `LinenMoE` and `NnxMoE` hold the parameters and call `moe`.
-The experts are the MLPs of topic 1.1 (`init_mlp`, `mlp`), stacked on a leading expert axis.
+for every expert, the reference). `LinenMoE` and `NnxMoE` hold the tree that `init_moe` declares
+and call `moe`. The experts are the MLPs of topic 1.1 (`init_mlp`, `mlp`), stacked on a leading
+expert axis. The experiment lives in :mod:`impl.sequence.mixture_of_experts_experiment`.
 
 Dispatch: static shapes need a fixed buffer per expert, so each expert gets ``capacity`` rows
 (GShard's expert capacity; the 2017 paper had none) and assignments beyond it are dropped.
@@ -41,8 +42,8 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.scipy.stats import norm
 
-from impl import checks
-from impl.deep_networks.dnn import NnxLayer, init_mlp, mlp
+from impl import checks, twins
+from impl.deep_networks.dnn import init_mlp, mlp
 
 __all__ = [
     "LinenMoE",
@@ -52,7 +53,6 @@ __all__ = [
     "capacity",
     "cv_squared",
     "dispatch",
-    "experiment",
     "experts_forward",
     "init_experts",
     "init_gate",
@@ -240,7 +240,8 @@ def _check_call(x, d_in: int, n_experts: int, k: int, capacity_factor) -> None:
 
 # --8<-- [start:linen]
 class LinenMoE(nn.Module):
-    """Functional twin: ``{"params": {"gate": {"w_gate", "w_noise"}, "experts": [layers]}}``.
+    """Functional twin: ``variables["params"]`` is `init_moe`'s tree, ``{"gate": {"w_gate", "w_noise"},
+    "experts": [layers]}``.
 
     ``apply(variables, x)`` evaluates (no noise); ``apply(variables, x, key=k)`` trains.
     """
@@ -257,11 +258,7 @@ class LinenMoE(nn.Module):
     def __call__(self, x: jax.Array, *, key: jax.Array | None = None):
         _check_config(self.n_experts, self.k, self.hidden, self.d_out, self.capacity_factor)
         checks.array_shape("x", x, ("tokens", "d_in"), dims="[tokens, d_in]")
-        sizes = [x.shape[-1], *self.hidden, self.d_out]
-        params = {
-            "gate": self.param("gate", lambda _: init_gate(x.shape[-1], self.n_experts)),
-            "experts": self.param("experts", init_experts, self.n_experts, sizes),
-        }
+        params = twins.declare(self, init_moe, x.shape[-1], self.n_experts, self.hidden, self.d_out)
         return moe(params, x, k=self.k, key=key, capacity_factor=self.capacity_factor,
                    w_importance=self.w_importance, w_load=self.w_load)  # fmt: skip
 
@@ -270,16 +267,12 @@ class LinenMoE(nn.Module):
 
 
 # --8<-- [start:nnx]
-class NnxExpertLayer(NnxLayer):
-    """One layer of all experts at once: ``kernel [n, a, b]``, ``bias [n, b]``."""
-
-    def __init__(self, layer: dict[str, jax.Array]):
-        self.kernel = nnx.Param(layer["kernel"])
-        self.bias = nnx.Param(layer["bias"])
-
-
 class NnxMoE(nnx.Module):
-    """Object-oriented twin; ``model(x)`` evaluates, ``model(x, key=k)`` trains."""
+    """Object-oriented twin; ``model(x)`` evaluates, ``model(x, key=k)`` trains.
+
+    ``self.gate`` and ``self.experts`` hold `init_moe`'s two entries as NNX objects (`impl.twins.to_nnx`):
+    the gate's ``w_gate``, ``w_noise`` ``[d_in, n]``, and the stacked expert MLPs of topic 1.1.
+    """
 
     def __init__(
         self,
@@ -298,27 +291,12 @@ class NnxMoE(nnx.Module):
         _check_config(n_experts, k, hidden, d_out, capacity_factor)
         self.k, self.capacity_factor = k, capacity_factor
         self.w_importance, self.w_load = w_importance, w_load
-        gate = init_gate(d_in, n_experts)
-        self.w_gate = nnx.Param(gate["w_gate"])  # [d_in, n]
-        self.w_noise = nnx.Param(gate["w_noise"])  # [d_in, n]
-        experts = init_experts(rngs.params(), n_experts, [d_in, *hidden, d_out])
-        self.experts = nnx.List([NnxExpertLayer(layer) for layer in experts])
+        for name, entry in init_moe(rngs.params(), d_in, n_experts, hidden, d_out).items():
+            setattr(self, name, twins.to_nnx(entry))
 
     def __call__(self, x: jax.Array, *, key: jax.Array | None = None):
-        params = {
-            "gate": {"w_gate": self.w_gate[...], "w_noise": self.w_noise[...]},
-            "experts": [e.read() for e in self.experts],
-        }
-        return moe(params, x, k=self.k, key=key, capacity_factor=self.capacity_factor,
+        return moe(twins.pure(self), x, k=self.k, key=key, capacity_factor=self.capacity_factor,
                    w_importance=self.w_importance, w_load=self.w_load)  # fmt: skip
 
 
 # --8<-- [end:nnx]
-
-
-def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 1500):
-    """The topic's experiment (load balance, capacity at constant compute): see
-    :func:`impl.sequence.mixture_of_experts_experiment.experiment`."""
-    from impl.sequence import mixture_of_experts_experiment  # imported here: it imports this module
-
-    return mixture_of_experts_experiment.experiment(seed, progress=progress, steps=steps)

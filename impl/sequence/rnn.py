@@ -14,9 +14,10 @@ against ``jax.grad``. The backward recursion also shows why plain RNNs forget: e
 multiplies the error signal by ``W_hh^T diag(1 - h_t^2)``, so it shrinks exponentially when
 that matrix is contractive — the problem the LSTM (topic 3.2) was built to fix.
 
-Layout: pure functions hold the math; `LinenRNN` and `NnxRNN` hold the three weight arrays
-and call `rnn`. `scan_over_time` is the generic recurrence that later topics (the LSTM,
-the GRU) reuse with their own step functions.
+Layout: pure functions hold the math; `LinenRNN` and `NnxRNN` hold the tree that `init_rnn`
+declares and call `rnn`. `scan_over_time` is the generic recurrence that later topics (the LSTM,
+the GRU) reuse with their own step functions. The experiment (delayed recall, the gradient
+measurement, the figure) lives in `impl.sequence.rnn_experiment`.
 
 Shapes: inputs ``xs`` are batch-major ``float32[batch, T, d_in]``; hidden states
 ``hs [batch, T, H]``; parameters ``{"w_xh": [d_in, H], "w_hh": [H, H], "b_h": [H]}``.
@@ -24,7 +25,6 @@ Shapes: inputs ``xs`` are batch-major ``float32[batch, T, d_in]``; hidden states
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -34,11 +34,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from impl import checks, data, plotting
-from impl.deep_networks.dnn import accuracy, cross_entropy, dense, init_layer, max_relative_difference
-from impl.optimization.adam import adam
-from impl.report import Report
-from impl.training import train
+from impl import checks, twins
+from impl.deep_networks.dnn import cross_entropy, dense, init_layer
 
 __all__ = [
     "DecayFit",
@@ -49,11 +46,9 @@ __all__ = [
     "check_inputs",
     "classify",
     "decay_factor",
-    "experiment",
     "init_classifier",
     "init_rnn",
     "input_jacobian_norms",
-    "recall_data",
     "rnn",
     "rnn_step",
     "rtrl",
@@ -244,7 +239,7 @@ def _check_hidden(name: str, hidden: int, gain: float) -> None:
 
 # --8<-- [start:linen]
 class LinenRNN(nn.Module):
-    """Functional twin: ``{"params": {"w_xh": [d_in, H], "w_hh": [H, H], "b_h": [H]}}``.
+    """Functional twin: ``variables["params"]`` is `init_rnn`'s tree, ``{"w_xh", "w_hh", "b_h"}``.
 
     ``__call__(xs [b, T, d_in], h0=None) -> hs [b, T, H]``; ``d_in`` is read from ``xs`` at ``init``.
     """
@@ -255,9 +250,8 @@ class LinenRNN(nn.Module):
     @nn.compact
     def __call__(self, xs: jax.Array, h0: jax.Array | None = None) -> jax.Array:
         _check_hidden("hidden", self.hidden, self.gain)
-        checks.array_shape("xs", xs, ("batch", "time", "d_in"))
-        init = lambda name: lambda key: init_rnn(key, xs.shape[-1], self.hidden, gain=self.gain)[name]  # noqa: E731
-        params = {name: self.param(name, init(name)) for name in ("w_xh", "w_hh", "b_h")}
+        checks.array_shape("xs", xs, ("batch", "time", "d_in"), dims="[batch, time, d_in] (batch-major)")
+        params = twins.declare(self, init_rnn, xs.shape[-1], self.hidden, gain=self.gain)
         return rnn(params, xs, h0)
 
 
@@ -266,27 +260,24 @@ class LinenRNN(nn.Module):
 
 # --8<-- [start:nnx]
 class NnxRNN(nnx.Module):
-    """Object-oriented twin: the three weight arrays are ``nnx.Param``s. ``(xs, h0=None) -> hs``."""
+    """Object-oriented twin: `init_rnn`'s three arrays as attributes ``w_xh``, ``w_hh``, ``b_h``.
+
+    ``model(xs, h0=None) -> hs``.
+    """
 
     def __init__(self, d_in: int, hidden: int, *, gain: float = 1.0, rngs: nnx.Rngs):
         checks.positive_int("d_in", d_in)
         _check_hidden("hidden", hidden, gain)
-        params = init_rnn(rngs.params(), d_in, hidden, gain=gain)
-        self.w_xh = nnx.Param(params["w_xh"])  # [d_in, H]
-        self.w_hh = nnx.Param(params["w_hh"])  # [H, H]
-        self.b_h = nnx.Param(params["b_h"])  # [H]
+        for name, value in init_rnn(rngs.params(), d_in, hidden, gain=gain).items():
+            setattr(self, name, twins.to_nnx(value))  # nnx.Param [d_in, H], [H, H], [H]
 
     def __call__(self, xs: jax.Array, h0: jax.Array | None = None) -> jax.Array:
-        params = {"w_xh": self.w_xh[...], "w_hh": self.w_hh[...], "b_h": self.b_h[...]}
-        return rnn(params, xs, h0)
+        return rnn(twins.pure(self), xs, h0)  # {"w_xh", "w_hh", "b_h"}: the tree `rnn` takes
 
 
 # --8<-- [end:nnx]
 
 
-# ---------------------------------------------------------------------------------------
-# The experiment: learn to recall a symbol a few steps back; watch the gradient fade.
-# ---------------------------------------------------------------------------------------
 # --8<-- [start:measure]
 def input_jacobian_norms(params: dict, xs: jax.Array) -> jax.Array:
     """``||dh_T / dx_t||_F`` for every ``t``, averaged over the batch: ``[b, T, d_in] -> [T]``.
@@ -333,144 +324,3 @@ def decay_factor(by_distance: np.ndarray, first: int = 1, last: int | None = Non
 
 
 # --8<-- [end:measure]
-
-
-# --8<-- [start:experiment]
-DELAYS = (2, 5, 10)  # the task: recall the first of 1 + delay tokens
-GAINS = (0.5, 1.0, 2.0)  # recurrent weight scales at initialisation, for the gradient measurement
-HIDDEN, N_SYMBOLS, N_DISTRACTORS = 32, 4, 4
-VOCAB = data.sequences.FIRST_SYMBOL + N_SYMBOLS + N_DISTRACTORS  # one-hot input size (reserved ids included)
-PROBE_LENGTH = 40  # gradients are measured on sequences of 1 + PROBE_LENGTH tokens
-FIT = (1, 30)  # distances over which the per-step decay factor is fitted
-
-
-def recall_data(key: jax.Array, n: int, delay: int) -> tuple[jax.Array, jax.Array]:
-    """Delayed recall as one-hot inputs ``[n, 1 + delay, VOCAB]`` and classes ``int[n]`` in ``0..N_SYMBOLS-1``."""
-    task = data.delayed_recall(key, n, delay=delay, n_symbols=N_SYMBOLS, n_distractors=N_DISTRACTORS)
-    return jax.nn.one_hot(task.inputs, VOCAB), task.targets - data.sequences.FIRST_SYMBOL
-
-
-def loss_fn(models, batch, key):
-    """One RNN per delay, trained side by side: the summed loss of independent models."""
-    del key  # deterministic models
-    losses = {d: cross_entropy(classify(models[d], batch[f"x{d}"]), batch[f"y{d}"]) for d in DELAYS}
-    return sum(losses.values()), {f"loss_delay_{d}": loss for d, loss in losses.items()}
-
-
-OPTIMIZER = adam(learning_rate=3e-3)
-
-
-# --8<-- [end:experiment]
-
-
-@jax.jit
-def _setup(key):
-    """Train/test sets per delay, the probe sequences, the models (one start for all) and the untrained nets."""
-    k_data, k_probe, k_model = jax.random.split(key, 3)
-    train_set, test_set = {}, {}
-    for d in DELAYS:
-        x, y = recall_data(jax.random.fold_in(k_data, d), 2048 + 512, d)
-        train_set[f"x{d}"], train_set[f"y{d}"] = x[:2048], y[:2048]
-        test_set[d] = (x[2048:], y[2048:])
-    probe, _ = recall_data(k_probe, 256, PROBE_LENGTH)
-    models = {d: init_classifier(k_model, VOCAB, HIDDEN, N_SYMBOLS) for d in DELAYS}
-    untrained = {f"init_gain_{g:g}": init_rnn(k_model, VOCAB, HIDDEN, gain=g) for g in GAINS}
-    return train_set, test_set, probe, models, untrained
-
-
-@jax.jit
-def _measure(models, test_set, probe, untrained):
-    """Test accuracy per delay, and ``||dh_T/dx_t||`` per distance (index 0 = the last input) for every net."""
-    accuracies = {d: accuracy(classify(models[d], x), y) for d, (x, y) in test_set.items()}
-    nets = untrained | {f"trained_delay_{d}": models[d]["rnn"] for d in DELAYS}
-    return accuracies, {name: input_jacobian_norms(p, probe)[::-1] for name, p in nets.items()}
-
-
-@jax.jit
-def _gradients_three_ways(key, xs, ys):
-    """On a small net: hand-written BPTT and ``jax.grad``; RTRL and ``jax.vjp`` for random output errors."""
-    small = init_classifier(key, VOCAB, 8, N_SYMBOLS)
-    _, by_hand = bptt(small, xs, ys)
-    by_jax = jax.grad(lambda m: cross_entropy(classify(m, xs), ys))(small)
-    hs, vjp = jax.vjp(lambda p: rnn(p, xs), small["rnn"])
-    dhs = jax.random.normal(key, hs.shape)
-    return (by_hand, by_jax), (rtrl(small["rnn"], xs, dhs), vjp(dhs)[0])
-
-
-def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 400) -> Report:
-    """Train RNNs on delayed recall; measure how ``||dh_T/dx_t||`` falls with the distance ``T - t``.
-
-    Metrics: test accuracy per delay (and chance); for each initial gain and each trained
-    net, the fitted per-step decay factor ``rho`` of the input-gradient norm with its R^2 and
-    the recurrent matrix's spectral radius; the largest relative differences of hand-written
-    BPTT and of RTRL from ``jax.grad``.
-    """
-    checks.non_negative_int("seed", seed)
-    checks.positive_int("steps", steps)
-    start = time.perf_counter()
-    key = jax.random.key(seed, impl="rbg")  # compiles faster than the default on CPU
-    k_setup, k_train, k_check = jax.random.split(key, 3)
-    train_set, test_set, probe, models, untrained = _setup(k_setup)
-    result = train(
-        loss_fn, models, OPTIMIZER, train_set, key=k_train, steps=steps, batch_size=128, chunk=steps,
-        progress=progress, label="3.1 rnn",
-    )  # fmt: skip
-    accuracies, curves = jax.device_get(_measure(result.params, test_set, probe, untrained))
-    metrics = {"chance": 1.0 / N_SYMBOLS} | {f"accuracy_delay_{d}": float(a) for d, a in accuracies.items()}
-    nets = untrained | {f"trained_delay_{d}": result.params[d]["rnn"] for d in DELAYS}
-    fits = {}
-    for name, p in nets.items():
-        fit = decay_factor(curves[name], *FIT)
-        metrics[f"rho_{name}"], metrics[f"r2_{name}"] = fit.rho, fit.r2
-        metrics[f"shrink_{FIT[1]}_vs_{FIT[0]}_{name}"] = float(curves[name][FIT[1]] / curves[name][FIT[0]])
-        fits[name] = fit
-        metrics[f"spectral_radius_{name}"] = float(np.max(np.abs(np.linalg.eigvals(np.asarray(p["w_hh"])))))
-    xs, ys = test_set[DELAYS[0]]
-    bptt_pair, rtrl_pair = jax.device_get(_gradients_three_ways(k_check, xs[:16], ys[:16]))
-    metrics["bptt_max_rel_diff"] = max_relative_difference(*bptt_pair)
-    metrics["rtrl_max_rel_diff"] = max_relative_difference(*rtrl_pair)
-
-    lines = [f"delayed recall, {N_SYMBOLS} symbols (chance {metrics['chance']:.0%}), tanh RNN with {HIDDEN} units:"]
-    lines += [f"  delay {d:>2}: test accuracy {metrics[f'accuracy_delay_{d}']:.1%}" for d in DELAYS]
-    lines.append(f"||dh_T/dx_t|| vs distance T - t, fitted as C rho^(T-t) over distances {FIT[0]}-{FIT[1]}:")
-    lines.append(f"  {'network':<20} {'rho':>6} {'R^2':>6} {'spectral radius of W_hh':>24}")
-    for name in nets:
-        lines.append(f"  {name.replace('_', ' '):<20} {metrics[f'rho_{name}']:>6.3f} {metrics[f'r2_{name}']:>6.3f}"
-                     f" {metrics[f'spectral_radius_{name}']:>24.2f}")  # fmt: skip
-    lines.append(f"hand-written BPTT vs jax.grad: max relative difference {metrics['bptt_max_rel_diff']:.1e}")
-    lines.append(f"RTRL (forward in time) vs jax.vjp: max relative difference {metrics['rtrl_max_rel_diff']:.1e}")
-    fig = _figure(result, fits, curves)
-    return Report("3.1 RNN — delayed recall, and gradients that fade with distance", metrics, lines, fig,
-                  time.perf_counter() - start, extra={"curves": curves})  # fmt: skip
-
-
-def _figure(result, fits, curves):
-    fig, axes = plotting.figure(3, 1, width=11.0, height=3.5)
-    ax = axes[0]
-    for i, d in enumerate(DELAYS):
-        ax.plot(result.history[f"loss_delay_{d}"], color=plotting.PALETTE[i], lw=1.2, label=f"delay {d}")
-    ax.axhline(np.log(N_SYMBOLS), ls=":", color=plotting.PALETTE[3], label="chance (log 4)")
-    ax.set(yscale="log", xlabel="step", title="training loss")
-    ax.legend(fontsize=8)
-    ax = axes[1]
-    distance = np.arange(PROBE_LENGTH + 1)
-    k = np.arange(FIT[0], FIT[1] + 1)
-    for i, g in enumerate(GAINS):
-        name = f"init_gain_{g:g}"
-        ax.semilogy(distance, curves[name], color=plotting.PALETTE[i], label=f"init, gain {g:g}")
-        fit = fits[name].scale * fits[name].rho ** k
-        ax.semilogy(k, fit, ":", color="0.5", lw=1.2)
-        ax.annotate(
-            f"ρ = {fits[name].rho:.2f}", (k[-1], fit[-1]), fontsize=8, xytext=(3, -10), textcoords="offset points"
-        )
-    ax.set(xlabel="distance T − t (steps)", ylabel="‖∂h_T / ∂x_t‖", title="at initialisation (dotted: fit C ρ^k)")
-    ax.legend(fontsize=8)
-    ax = axes[2]
-    for i, d in enumerate(DELAYS):
-        ax.semilogy(
-            distance, curves[f"trained_delay_{d}"], "--", color=plotting.PALETTE[i], label=f"trained, delay {d}"
-        )
-    ax.semilogy(distance, curves["init_gain_1"], color=plotting.PALETTE[4], alpha=0.5, label="init, gain 1")
-    ax.set(xlabel="distance T − t (steps)", title="after training")
-    ax.legend(fontsize=8)
-    return fig

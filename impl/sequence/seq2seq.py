@@ -14,52 +14,39 @@ committing to the single best next word.
 
 The paper used four layers of 1000 cells; the experiment here uses two small layers. The cell is
 the LSTM with a forget gate of topic 3.3 (`forget_step`); the recurrences run through 3.1's
-`scan_over_time`; the toy translation task, its loss and its scoring come from topic 3.5.
+`scan_over_time`; the argument checks and the loss come from topic 3.5. `LinenSeq2Seq` and
+`NnxSeq2Seq` hold the tree that `init_seq2seq` declares. The experiment (3.5's toy translation,
+source in order vs reversed, greedy vs beam) lives in `impl.sequence.seq2seq_experiment`.
 
 Shapes: token ids ``int32[batch, T]`` with ``PAD = 0`` after each sentence; the state of an
-``L``-layer LSTM is a tuple of ``L`` pairs ``(c, h)``, each ``[batch, H]``; logits
+``L``-layer LSTM is a tuple of ``L`` pairs ``(c, h)``, each ``[batch, H]``; its parameters a list
+of ``L`` trees of 3.3's `init_forget_lstm`; logits
 ``[batch, T_out, vocab]``; decoded sequences ``int32[batch, T_out]`` with their log-probabilities
 ``[batch]``.
 """
 
 from __future__ import annotations
 
-import time
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
-from impl import checks, plotting
+from impl import checks, twins
 from impl.data.sequences import BOS, EOS, PAD
-from impl.deep_networks.dnn import NnxLayer, dense, init_layer
-from impl.optimization.adam import adam
-from impl.report import Report
-from impl.sequence.encoder_decoder import (
-    MAX_LEN,
-    MIN_LEN,
-    N_WORDS,
-    VOCAB,
-    check_pair,
-    check_sizes,
-    check_tokens,
-    score_by_length,
-    token_loss,
-    translation_task,
-)
-from impl.sequence.forget_gate import NnxForgetLSTM, forget_step, init_forget_lstm
+from impl.deep_networks.dnn import dense, init_layer
+from impl.sequence.encoder_decoder import check_pair, check_sizes, check_tokens
+from impl.sequence.forget_gate import forget_step, init_forget_lstm
 from impl.sequence.rnn import scan_over_time
-from impl.training import even_chunk, first_step, train
 
 __all__ = [
     "LinenSeq2Seq",
     "NnxSeq2Seq",
     "beam_search",
+    "check_decode",
+    "decoder_step",
     "deep_lstm_step",
     "encode",
-    "experiment",
     "greedy_decode",
     "init_deep_lstm",
     "init_seq2seq",
@@ -73,13 +60,11 @@ NEG = -1e9  # the log-probability of an impossible hypothesis (finite, so sums n
 
 
 # --8<-- [start:core]
-def init_deep_lstm(key: jax.Array, d_in: int, d_hidden: int, n_layers: int) -> tuple[dict, ...]:
+def init_deep_lstm(key: jax.Array, d_in: int, d_hidden: int, n_layers: int) -> list[dict]:
     """``n_layers`` forget-gate LSTM layers (topic 3.3); layer 0 reads ``d_in`` inputs, the others ``d_hidden``."""
     checks.positive_int("n_layers", n_layers)
     keys = jax.random.split(key, n_layers)
-    return tuple(
-        init_forget_lstm(k, d_in if i == 0 else d_hidden, d_hidden, in_bias=IN_BIAS) for i, k in enumerate(keys)
-    )
+    return [init_forget_lstm(k, d_in if i == 0 else d_hidden, d_hidden, in_bias=IN_BIAS) for i, k in enumerate(keys)]
 
 
 def deep_lstm_step(layers, carry, x: jax.Array):
@@ -236,7 +221,8 @@ def check_decode(src, length: int, beam_width: int, vocab: int) -> None:
 class LinenSeq2Seq(nn.Module):
     """Functional twin: ``apply(variables, src, tgt_in) -> logits [b, T_out, vocab]``.
 
-    ``method="greedy"`` / ``method="beam"`` decode with the same parameters.
+    ``variables["params"]`` is `init_seq2seq`'s tree; ``method="greedy"`` /
+    ``method="beam"`` decode with the same parameters.
     """
 
     vocab: int
@@ -247,28 +233,19 @@ class LinenSeq2Seq(nn.Module):
     def setup(self):
         check_sizes(self.vocab, self.d_embed, self.d_hidden)
         checks.positive_int("n_layers", self.n_layers)
-        e, h, v, n = self.d_embed, self.d_hidden, self.vocab, self.n_layers
-        self.src_embed = self.param("src_embed", lambda k: jax.random.normal(k, (v, e)))
-        self.tgt_embed = self.param("tgt_embed", lambda k: jax.random.normal(k, (v, e)))
-        self.encoder = self.param("encoder", init_deep_lstm, e, h, n)
-        self.decoder = self.param("decoder", init_deep_lstm, e, h, n)
-        self.readout = self.param("readout", init_layer, h, v)
-
-    def params(self) -> dict:
-        names = ("src_embed", "tgt_embed", "encoder", "decoder", "readout")
-        return {name: getattr(self, name) for name in names}
+        self.tree = twins.declare(self, init_seq2seq, self.vocab, self.d_embed, self.d_hidden, self.n_layers)
 
     def __call__(self, src: jax.Array, tgt_in: jax.Array) -> jax.Array:
         check_pair(src, tgt_in, self.vocab)
-        return seq2seq(self.params(), src, tgt_in)
+        return seq2seq(self.tree, src, tgt_in)
 
     def greedy(self, src: jax.Array, length: int):
         check_decode(src, length, 1, self.vocab)
-        return greedy_decode(self.params(), src, length)
+        return greedy_decode(self.tree, src, length)
 
     def beam(self, src: jax.Array, length: int, beam_width: int):
         check_decode(src, length, beam_width, self.vocab)
-        return beam_search(self.params(), src, length, beam_width)
+        return beam_search(self.tree, src, length, beam_width)
 
 
 # --8<-- [end:linen]
@@ -276,179 +253,27 @@ class LinenSeq2Seq(nn.Module):
 
 # --8<-- [start:nnx]
 class NnxSeq2Seq(nnx.Module):
-    """Object-oriented twin: two stacks of 3.3's `NnxForgetLSTM`, embeddings and a readout."""
+    """Object-oriented twin: one attribute per entry of `init_seq2seq`'s tree — the embeddings, the
+    two stacks of 3.3's forget-gate LSTM layers (``nnx.List``s) and the readout."""
 
     def __init__(self, vocab: int, d_embed: int = 16, d_hidden: int = 64, n_layers: int = 2, *, rngs: nnx.Rngs):
         check_sizes(vocab, d_embed, d_hidden)
         checks.positive_int("n_layers", n_layers)
         self.vocab = vocab
-        self.src_embed = nnx.Param(jax.random.normal(rngs.params(), (vocab, d_embed)))
-        self.tgt_embed = nnx.Param(jax.random.normal(rngs.params(), (vocab, d_embed)))
-        stack = lambda: nnx.List(  # noqa: E731
-            [
-                NnxForgetLSTM(d_embed if i == 0 else d_hidden, d_hidden, in_bias=IN_BIAS, rngs=rngs)
-                for i in range(n_layers)
-            ]
-        )
-        self.encoder, self.decoder = stack(), stack()
-        self.readout = NnxLayer(d_hidden, vocab, rngs=rngs)
-
-    def params(self) -> dict:
-        """The same dict the pure functions take."""
-        return {
-            "src_embed": self.src_embed[...],
-            "tgt_embed": self.tgt_embed[...],
-            "encoder": tuple(layer.params() for layer in self.encoder),
-            "decoder": tuple(layer.params() for layer in self.decoder),
-            "readout": self.readout.read(),
-        }
+        for name, entry in init_seq2seq(rngs.params(), vocab, d_embed, d_hidden, n_layers).items():
+            setattr(self, name, twins.to_nnx(entry))
 
     def __call__(self, src: jax.Array, tgt_in: jax.Array) -> jax.Array:
         check_pair(src, tgt_in, self.vocab)
-        return seq2seq(self.params(), src, tgt_in)
+        return seq2seq(twins.pure(self), src, tgt_in)
 
     def greedy(self, src: jax.Array, length: int):
         check_decode(src, length, 1, self.vocab)
-        return greedy_decode(self.params(), src, length)
+        return greedy_decode(twins.pure(self), src, length)
 
     def beam(self, src: jax.Array, length: int, beam_width: int):
         check_decode(src, length, beam_width, self.vocab)
-        return beam_search(self.params(), src, length, beam_width)
+        return beam_search(twins.pure(self), src, length, beam_width)
 
 
 # --8<-- [end:nnx]
-
-
-# ---------------------------------------------------------------------------------------
-# The experiment: 3.5's toy translation, source in order vs reversed; greedy vs beam.
-# ---------------------------------------------------------------------------------------
-# --8<-- [start:experiment]
-HIDDEN, EMBED, LAYERS, BATCH = 48, 16, 2, 32
-BEAM = 4
-ORDERS = {"in order": lambda src: src, "reversed": reverse_source}
-
-
-def loss_fn(params, batch, key):
-    """Both models side by side, on the same batches; one reads every source backwards.
-
-    The two are stacked and run as one ``vmap``-ed model: half as many small ops for the CPU.
-    """
-    del key
-    stacked = jax.tree.map(lambda *p: jnp.stack(p), *(params[name] for name in ORDERS))  # [2, ...]
-    srcs = jnp.stack([flip(batch["src"]) for flip in ORDERS.values()])  # [2, b, T]
-    logits = jax.vmap(seq2seq, in_axes=(0, 0, None))(stacked, srcs, batch["tgt_in"])  # [2, b, T_out, V]
-    losses = {name: token_loss(logits[i], batch) for i, name in enumerate(ORDERS)}
-    return sum(losses.values()), losses
-
-
-OPTIMIZER = adam(learning_rate=6e-3)
-
-
-def fit(key: jax.Array, *, steps: int, n_train: int = 20_000, progress=None):
-    k_data, k_init, k_train = jax.random.split(key, 3)
-    data = translation_task(k_data, n_train, min_len=MIN_LEN, max_len=MAX_LEN)
-    p0 = init_seq2seq(k_init, VOCAB, EMBED, HIDDEN, LAYERS)  # the same start for both
-    return train(
-        loss_fn, {name: p0 for name in ORDERS}, OPTIMIZER, data, key=k_train, steps=steps, batch_size=BATCH,
-        chunk=even_chunk(steps, 500), progress=progress, label="3.6 seq2seq",
-    )  # fmt: skip
-
-
-# --8<-- [end:experiment]
-
-
-LOSS_MARK = 0.6  # "learned faster": steps until the 50-step mean training loss first falls below this
-
-
-def steps_to(loss: np.ndarray, level: float, window: int = 50) -> float:
-    """The first step at which the ``window``-step mean of ``loss`` is below ``level`` (``len(loss)`` if never)."""
-    reached = first_step(loss, level, window=window)
-    return float(len(loss) if reached is None else reached)
-
-
-@jax.jit
-def _decode_all(params, src):
-    """Greedy and beam translations of ``src`` and their log-probabilities, for one model."""
-    greedy, greedy_lp = greedy_decode(params, src, MAX_LEN + 1)
-    beam, beam_lp = beam_search(params, src, MAX_LEN + 1, BEAM)
-    return greedy, greedy_lp, beam, beam_lp
-
-
-def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 700) -> Report:
-    """Train two 2-layer LSTM seq2seq models (source in order, source reversed) side by side;
-    score greedy and beam-search translations by source length.
-
-    Metrics per model (``inorder``, ``reversed``): ``{m}_loss_auc`` (mean training loss over all
-    steps), ``{m}_final_loss``, ``{m}_{greedy|beam}_{word|sentence}_acc`` (all lengths),
-    ``..._long`` (13–16 words), ``{m}_beam_minus_greedy_logp_min`` and ``..._mean``.
-    """
-    checks.non_negative_int("seed", seed)
-    checks.positive_int("steps", steps)
-    start = time.perf_counter()
-    key = jax.random.key(seed, impl="rbg")  # quicker to compile on CPU than threefry
-    k_fit, k_test = jax.random.split(key)
-    result = fit(k_fit, steps=steps, progress=progress)
-    test = translation_task(k_test, 100 * (MAX_LEN - MIN_LEN + 1), min_len=MIN_LEN, max_len=MAX_LEN)
-    lengths = np.arange(MIN_LEN, MAX_LEN + 1)
-    long = lengths >= 13
-    metrics, curves = {}, {}
-    for name, flip in ORDERS.items():
-        slug = name.replace(" ", "")
-        greedy, greedy_lp, beam, beam_lp = _decode_all(result.params[name], flip(test["src"]))
-        gap = np.asarray(beam_lp - greedy_lp)  # >= 0 when beam search found at least as likely a sentence
-        loss = np.asarray(result.history[name])
-        metrics[f"{slug}_loss_auc"] = float(loss.mean())
-        metrics[f"{slug}_final_loss"] = float(loss[-50:].mean())
-        metrics[f"{slug}_beam_minus_greedy_logp_min"] = float(gap.min())
-        metrics[f"{slug}_beam_minus_greedy_logp_mean"] = float(gap.mean())
-        metrics[f"{slug}_beam_more_likely_frac"] = float(np.mean(gap > 1e-4))
-        metrics[f"{slug}_beam_less_likely_frac"] = float(np.mean(gap < -1e-4))
-        metrics[f"{slug}_steps_to_loss_{LOSS_MARK}"] = steps_to(loss, LOSS_MARK)
-        for how, out in (("greedy", greedy), ("beam", beam)):
-            words, sentences = score_by_length(out, test)
-            curves[name, how] = words, sentences
-            metrics[f"{slug}_{how}_word_acc"] = float(words.mean())
-            metrics[f"{slug}_{how}_sentence_acc"] = float(sentences.mean())
-            metrics[f"{slug}_{how}_word_acc_long"] = float(words[long].mean())
-            metrics[f"{slug}_{how}_sentence_acc_long"] = float(sentences[long].mean())
-    lines = [f"{'':>20} {'steps to loss ' + str(LOSS_MARK):>16} {'words':>6} {'sentences':>9} {'words 13-16':>11}"]
-    for name in ORDERS:
-        slug = name.replace(" ", "")
-        for how in ("greedy", f"beam {BEAM}"):
-            h = how.split()[0]
-            lines.append(
-                f"{name + ', ' + how:>20} {metrics[f'{slug}_steps_to_loss_{LOSS_MARK}']:>16.0f} "
-                f"{metrics[f'{slug}_{h}_word_acc']:>6.1%} {metrics[f'{slug}_{h}_sentence_acc']:>9.1%} "
-                f"{metrics[f'{slug}_{h}_word_acc_long']:>11.1%}"
-            )
-    for name in ORDERS:
-        slug = name.replace(" ", "")
-        lines.append(
-            f"{name}: beam log p - greedy log p: min {metrics[f'{slug}_beam_minus_greedy_logp_min']:+.3f}, "
-            f"mean {metrics[f'{slug}_beam_minus_greedy_logp_mean']:+.3f} nats; beam more likely on "
-            f"{metrics[f'{slug}_beam_more_likely_frac']:.1%}, "
-            f"less likely on {metrics[f'{slug}_beam_less_likely_frac']:.1%}"
-        )
-    lines.append(f"{steps} steps of Adam, batch {BATCH}; {LAYERS} x {HIDDEN} LSTM cells; 100 test sentences per length")
-    fig = _figure(result.history, curves, lengths)
-    return Report("3.6 Seq2Seq — reversed sources, beam search", metrics, lines, fig, time.perf_counter() - start)
-
-
-def _figure(history, curves, lengths):
-    fig, axes = plotting.figure(3, width=10.5, height=3.3)
-    for i, name in enumerate(ORDERS):
-        color = plotting.PALETTE[i]
-        loss = np.asarray(history[name])
-        smooth = np.convolve(loss, np.ones(25) / 25, mode="valid")
-        axes[0].plot(np.arange(len(smooth)) + 25, smooth, color=color, label=f"source {name}")
-        for how, style in (("greedy", "o-"), ("beam", "s--")):
-            words, sentences = curves[name, how]
-            axes[1].plot(lengths, 100 * words, style, color=color, ms=3, label=f"{name}, {how}")
-            axes[2].plot(lengths, 100 * sentences, style, color=color, ms=3, label=f"{name}, {how}")
-    axes[0].set(title="training loss (25-step mean)", xlabel="step", yscale="log")
-    axes[1].axhline(100 / N_WORDS, color="gray", lw=1, ls=":", label="chance")
-    axes[1].set(title="words translated right", xlabel="source length (words)", ylabel="%", ylim=(0, 102))
-    axes[2].set(title="whole sentences right", xlabel="source length (words)", ylim=(0, 102))
-    for ax in axes:
-        ax.legend(fontsize=7)
-    return fig

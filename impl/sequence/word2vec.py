@@ -14,8 +14,9 @@ Words used in similar contexts end up with similar vectors, and relations betwee
 directions: ``vec(paris) - vec(france) + vec(italy)`` lands near ``vec(rome)``.
 
 Layout: pure functions hold the math (subsampling, context pairs, noise distribution, the loss,
-3CosAdd analogies); `LinenSkipGram` and `NnxSkipGram` hold the two embedding tables and call
-them. The corpus with planted relations lives in :mod:`impl.sequence.word2vec_corpus`.
+3CosAdd analogies); `LinenSkipGram` and `NnxSkipGram` hold the two embedding tables that
+`init_tables` declares and call them. The corpus with planted relations lives in
+:mod:`impl.sequence.word2vec_corpus`, the experiment in :mod:`impl.sequence.word2vec_experiment`.
 
 Shapes: sentences ``int32[n_sentences, length]``; pairs ``int32[n_pairs]`` (centre and context
 ids) with ``bool[n_pairs]`` validity; negatives ``int32[n_pairs, k]``; embedding tables
@@ -30,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from impl import checks
+from impl import checks, twins
 
 __all__ = [
     "LinenSkipGram",
@@ -38,7 +39,6 @@ __all__ = [
     "analogy_accuracy",
     "context_pairs",
     "embed",
-    "experiment",
     "init_tables",
     "keep_probability",
     "nearest_neighbours",
@@ -270,8 +270,8 @@ def _check_batch(centres, contexts, negatives, vocab_size: int) -> None:
 class LinenSkipGram(nn.Module):
     """Functional twin: ``apply(variables, centres, contexts, negatives)`` -> loss per pair ``[P]``.
 
-    Parameters: ``{"params": {"w_in": [vocab, dim], "w_out": [vocab, dim]}}`` — the input
-    (word) vectors and the output (context) vectors.
+    ``variables["params"]`` is `init_tables`'s tree, ``{"w_in": [vocab, dim], "w_out": [vocab, dim]}``
+    — the input (word) vectors and the output (context) vectors.
     """
 
     vocab_size: int
@@ -280,8 +280,9 @@ class LinenSkipGram(nn.Module):
     def setup(self):
         checks.positive_int("vocab_size", self.vocab_size)
         checks.positive_int("dim", self.dim)
-        self.w_in = self.param("w_in", lambda k: init_tables(k, self.vocab_size, self.dim)["w_in"])
-        self.w_out = self.param("w_out", lambda k: jnp.zeros((self.vocab_size, self.dim)))
+        tables = lambda key: init_tables(key, self.vocab_size, self.dim)  # noqa: E731
+        self.w_in = self.param("w_in", lambda key: tables(key)["w_in"])
+        self.w_out = self.param("w_out", lambda key: tables(key)["w_out"])
 
     def __call__(self, centres: jax.Array, contexts: jax.Array, negatives: jax.Array) -> jax.Array:
         _check_batch(centres, contexts, negatives, self.vocab_size)
@@ -297,17 +298,17 @@ class LinenSkipGram(nn.Module):
 
 # --8<-- [start:nnx]
 class NnxSkipGram(nnx.Module):
-    """Object-oriented twin: the module holds ``w_in`` and ``w_out`` as ``nnx.Param``s."""
+    """Object-oriented twin: `init_tables`'s ``w_in`` and ``w_out`` as ``nnx.Param`` attributes."""
 
     def __init__(self, vocab_size: int, dim: int, *, rngs: nnx.Rngs):
-        tables = init_tables(rngs.params(), vocab_size, dim)
         self.vocab_size = vocab_size
-        self.w_in = nnx.Param(tables["w_in"])  # [vocab, dim]
-        self.w_out = nnx.Param(tables["w_out"])  # [vocab, dim]
+        for name, table in init_tables(rngs.params(), vocab_size, dim).items():
+            setattr(self, name, twins.to_nnx(table))  # [vocab, dim]
 
     def __call__(self, centres: jax.Array, contexts: jax.Array, negatives: jax.Array) -> jax.Array:
         _check_batch(centres, contexts, negatives, self.vocab_size)
-        return sgns_loss(self.w_in[...], self.w_out[...], centres, contexts, negatives)
+        tables = twins.pure(self)  # {"w_in", "w_out"}
+        return sgns_loss(tables["w_in"], tables["w_out"], centres, contexts, negatives)
 
     def vectors(self) -> jax.Array:
         return self.w_in[...]
@@ -334,11 +335,3 @@ def offset_cosines(vectors: jax.Array, pairs: np.ndarray) -> tuple[float, float]
     family = np.repeat(np.arange(pairs.shape[0]), pairs.shape[1])
     same = (family[:, None] == family[None, :]) & ~np.eye(len(flat), dtype=bool)
     return float(cos[same].mean()), float(cos[family[:, None] != family[None, :]].mean())
-
-
-def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 2000):
-    """The topic's experiment (analogies, neighbours, subsampling): see
-    :func:`impl.sequence.word2vec_experiment.experiment`."""
-    from impl.sequence import word2vec_experiment  # imported here: that module imports this one
-
-    return word2vec_experiment.experiment(seed, progress=progress, steps=steps)

@@ -1,7 +1,11 @@
-"""3.4 Word2Vec — the experiment: word vectors from a corpus with planted relations.
+"""3.4 Word2Vec, the experiment: word vectors from a corpus with planted relations.
 
-Split from :mod:`impl.sequence.word2vec` (the model and its math) to keep each file readable;
-``word2vec.experiment`` runs :func:`experiment` here.
+Skip-gram with negative sampling, with and without subsampling of frequent words, trained side
+by side with the hand-written Adam of topic 2.8 on the corpus of
+:mod:`impl.sequence.word2vec_corpus`; then 3CosAdd analogies, nearest neighbours and offset
+directions. The model and its math live in :mod:`impl.sequence.word2vec`.
+
+Run it: ``python -m impl 3.4`` (or ``experiment(seed=0)`` from Python).
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from impl.sequence.word2vec import (
 )
 from impl.sequence.word2vec_corpus import FAMILIES, Corpus, generate_corpus, word_families
 from impl.training import train
+
+__all__ = ["BATCH", "THRESHOLD", "VARIANTS", "experiment", "fit", "make_loss_fn"]
 
 # ---------------------------------------------------------------------------------------
 # The experiment: word vectors from a corpus with planted relations, with and without

@@ -6,14 +6,16 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from impl.data.sequences import BOS, EOS, FIRST_SYMBOL, PAD
+from impl.data.sequences import BOS
+from impl.data.translation import VOCAB, translation_task
 from impl.sequence import encoder_decoder as ed
+from impl.sequence import encoder_decoder_experiment as ed_exp
 
-VOCAB = ed.VOCAB
+from twin_checks import assert_twins_agree
 
 
 def _batch(seed=0, n=5, min_len=2, max_len=7):
-    return ed.translation_task(jax.random.key(seed), n, min_len=min_len, max_len=max_len)
+    return translation_task(jax.random.key(seed), n, min_len=min_len, max_len=max_len)
 
 
 # ---------------------------------------------------------------------------------------
@@ -64,44 +66,14 @@ def test_gru_reset_gate_open_forgets_the_state():
 
 
 # ---------------------------------------------------------------------------------------
-# Data, encoder, decoder
+# Encoder, decoder, loss
 # ---------------------------------------------------------------------------------------
-def test_translation_task_layout():
-    data = _batch(n=64)
-    src, tgt_in, tgt_out, length = (np.asarray(data[k]) for k in ("src", "tgt_in", "tgt_out", "length"))
-    chex.assert_shape([src, tgt_in, tgt_out], [(64, 7), (64, 8), (64, 8)])
-    assert length.min() >= 2 and length.max() <= 7
-    for s, ti, to, n in zip(src, tgt_in, tgt_out, length):
-        assert np.all(s[:n] >= FIRST_SYMBOL) and np.all(s[n:] == PAD)
-        np.testing.assert_array_equal(to[:n], ed.LEXICON[s[:n]])  # word by word
-        assert to[n] == EOS and np.all(to[n + 1 :] == PAD)
-        assert ti[0] == BOS
-        np.testing.assert_array_equal(ti[1:], to[:-1])  # teacher forcing: the target shifted right
-
-
-def test_lexicon_is_a_permutation_of_the_words():
-    words = ed.LEXICON[FIRST_SYMBOL:]
-    np.testing.assert_array_equal(np.sort(words), np.arange(FIRST_SYMBOL, VOCAB))
-
-
 def test_padding_does_not_change_the_summary():
     """The encoder's vector depends only on the real tokens: more PAD after them changes nothing."""
     params = ed.init_encoder_decoder(jax.random.key(0), VOCAB, 8, 16)
     src = _batch(n=6)["src"]
     padded = jnp.concatenate([src, jnp.zeros((6, 5), jnp.int32)], axis=1)
     chex.assert_trees_all_close(ed.encode(params, src), ed.encode(params, padded), atol=1e-6)
-
-
-def test_score_by_length_counts_perfect_translations_as_perfect():
-    test = ed.translation_task(jax.random.key(1), 300, min_len=ed.MIN_LEN, max_len=ed.MAX_LEN)
-    words, sentences = ed.score_by_length(test["tgt_out"], test)
-    np.testing.assert_array_equal(words, 1.0)
-    np.testing.assert_array_equal(sentences, 1.0)
-    wrong_end = np.asarray(test["tgt_out"]).copy()
-    wrong_end[np.arange(300), np.asarray(test["length"])] = PAD  # every word right, no EOS
-    words, sentences = ed.score_by_length(wrong_end, test)
-    np.testing.assert_array_equal(words, 1.0)
-    np.testing.assert_array_equal(sentences, 0.0)
 
 
 def test_shapes_of_logits_and_greedy_decode():
@@ -128,25 +100,30 @@ def test_greedy_decode_equals_teacher_forcing_on_its_own_output():
 # ---------------------------------------------------------------------------------------
 def test_linen_and_nnx_agree_on_outputs_and_gradients():
     data = _batch()
-    src, tgt_in = data["src"], data["tgt_in"]
-    nnx_model = ed.NnxEncoderDecoder(VOCAB, 8, 16, rngs=nnx.Rngs(0))
-    params = nnx_model.params()
-    linen = ed.LinenEncoderDecoder(VOCAB, 8, 16)
-    variables = {"params": params}
-    chex.assert_trees_all_equal_shapes(variables, linen.init(jax.random.key(0), src, tgt_in))
-    chex.assert_trees_all_close(linen.apply(variables, src, tgt_in), nnx_model(src, tgt_in), rtol=1e-6)
+    assert_twins_agree(
+        ed.LinenEncoderDecoder(VOCAB, 8, 16),
+        ed.NnxEncoderDecoder(VOCAB, 8, 16, rngs=nnx.Rngs(0)),
+        (data["src"], data["tgt_in"]),
+        loss=lambda logits: jnp.mean(logits**2),
+        rtol=1e-5,
+        atol=1e-7,
+    )
 
-    def loss_linen(v):
-        return jnp.mean(linen.apply(v, src, tgt_in) ** 2)
 
-    def loss_nnx(model):
-        return jnp.mean(model(src, tgt_in) ** 2)
+def test_linen_params_are_the_tree_init_encoder_decoder_declares():
+    data = _batch()
+    variables = ed.LinenEncoderDecoder(VOCAB, 8, 16).init(jax.random.key(0), data["src"], data["tgt_in"])
+    chex.assert_trees_all_equal_shapes(variables["params"], ed.init_encoder_decoder(jax.random.key(0), VOCAB, 8, 16))
 
-    g_linen = jax.grad(loss_linen)(variables)["params"]
-    g_nnx = nnx.grad(loss_nnx)(nnx_model)
-    chex.assert_trees_all_close(g_linen["decoder"]["u_n"], g_nnx.decoder.u_n[...], rtol=1e-5, atol=1e-7)
-    chex.assert_trees_all_close(g_linen["src_embed"], g_nnx.src_embed[...], rtol=1e-5, atol=1e-7)
-    chex.assert_trees_all_close(g_linen["readout"]["kernel"], g_nnx.readout.kernel[...], rtol=1e-5, atol=1e-7)
+
+def test_sequence_loss_is_the_masked_mean_cross_entropy():
+    params = ed.init_encoder_decoder(jax.random.key(2), VOCAB, 8, 16)
+    data = _batch(n=7)
+    logits = ed.encoder_decoder(params, data["src"], data["tgt_in"])
+    logp = jax.nn.log_softmax(logits)
+    picked = np.take_along_axis(np.asarray(logp), np.asarray(data["tgt_out"])[..., None], axis=-1)[..., 0]
+    mask = np.asarray(data["tgt_out"]) != 0  # PAD
+    chex.assert_trees_all_close(ed.sequence_loss(params, data), -picked[mask].mean(), rtol=1e-5)
 
 
 def test_nnx_embedding_lookup_matches_nnx_embed():
@@ -184,9 +161,7 @@ def test_bad_input_is_rejected(call, error, message):
         (lambda: ed.NnxEncoderDecoder(VOCAB, 0, rngs=nnx.Rngs(0)), "d_embed"),
         (lambda: ed.init_encoder_decoder(jax.random.key(0), VOCAB, 4, -2), "d_hidden"),
         (lambda: ed.init_gru(jax.random.key(0), 0, 4), "d_in"),
-        (lambda: ed.translation_task(jax.random.key(0), 4, min_len=5, max_len=3), "min_len: expected at most"),
-        (lambda: ed.translation_task(jax.random.key(0), 0, min_len=1, max_len=3), "n"),
-        (lambda: ed.experiment(seed=-1), "seed"),
+        (lambda: ed_exp.experiment(seed=-1), "seed"),
         (
             lambda: ed.LinenEncoderDecoder(VOCAB).init(
                 jax.random.key(0), jnp.ones((2, 3), jnp.int32), jnp.ones((2, 3), jnp.float32)
@@ -205,7 +180,7 @@ def test_bad_settings_are_rejected(call, message):
 # ---------------------------------------------------------------------------------------
 @pytest.mark.claim
 def test_claim_accuracy_falls_with_length(seed):
-    m = ed.experiment(seed=seed, progress=False).metrics
+    m = ed_exp.experiment(seed=seed, progress=False).metrics
     for h in ("h32", "h96"):
         assert m[f"{h}_word_acc_short"] > 0.85  # short sentences are translated
         assert m[f"{h}_word_acc_short"] - m[f"{h}_word_acc_long"] > 0.3  # ... long ones much less well

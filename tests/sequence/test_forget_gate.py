@@ -10,7 +10,10 @@ from flax import nnx
 
 from impl.deep_networks.dnn import dense
 from impl.sequence import forget_gate as fg
+from impl.sequence import forget_gate_experiment as fg_exp
 from impl.sequence import lstm
+
+from twin_checks import assert_twins_agree
 
 
 def _inputs(seed=0, batch=3, time=7, d_in=5):
@@ -108,37 +111,25 @@ def test_forget_cell_equals_flax_nnx_lstm_cell():
     chex.assert_trees_all_close(fg.forget_lstm(params, xs), jnp.stack(outs, axis=1), rtol=1e-5, atol=1e-6)
 
 
-def _twins(d_in=3, hidden=5):
-    xs = _inputs(0, batch=4, time=6, d_in=d_in)
-    linen = fg.LinenForgetLSTM(features=hidden)
-    variables = linen.init(jax.random.key(0), xs)
-    model = fg.NnxForgetLSTM(d_in, hidden, rngs=nnx.Rngs(1))
-    p = variables["params"]
-    for name in lstm.GATES:  # copy the Linen weights into the NNX object
-        getattr(model.lstm, name).kernel[...] = p[name]["kernel"]
-        getattr(model.lstm, name).bias[...] = p[name]["bias"]
-    model.forget_gate.kernel[...] = p["forget_gate"]["kernel"]
-    model.forget_gate.bias[...] = p["forget_gate"]["bias"]
-    return xs, linen, variables, model
-
-
 @pytest.mark.parametrize(("d_in", "hidden"), [(1, 1), (3, 5), (7, 8)])
 def test_linen_and_nnx_twins_agree(d_in, hidden):
-    xs, linen, variables, model = _twins(d_in, hidden)
-    chex.assert_trees_all_close(linen.apply(variables, xs), model(xs), rtol=1e-6)
-
-    def objective(hs):
-        return jnp.mean(jnp.sin(hs))
-
-    grads_linen = jax.grad(lambda v: objective(linen.apply(v, xs)))(variables)["params"]
-    g = nnx.to_pure_dict(nnx.grad(lambda m: objective(m(xs)))(model))
-    grads_nnx = {**g["lstm"], "forget_gate": g["forget_gate"]}
-    chex.assert_trees_all_close(grads_linen, grads_nnx, rtol=1e-5, atol=1e-7)
+    xs = _inputs(0, batch=4, time=6, d_in=d_in)
+    assert_twins_agree(
+        fg.LinenForgetLSTM(features=hidden),
+        fg.NnxForgetLSTM(d_in, hidden, rngs=nnx.Rngs(1)),
+        (xs,),
+        loss=lambda hs: jnp.mean(jnp.sin(hs)),
+        rtol=1e-5,
+        atol=1e-7,
+    )
 
 
 def test_linen_module_matches_the_pure_function_and_its_init():
-    xs, linen, variables, _ = _twins()
+    xs = _inputs(0, batch=4, time=6, d_in=3)
+    linen = fg.LinenForgetLSTM(features=5)
+    variables = linen.init(jax.random.key(0), xs)
     p = variables["params"]
+    chex.assert_trees_all_equal_shapes(p, fg.init_forget_lstm(jax.random.key(0), 3, 5))
     chex.assert_trees_all_close(linen.apply(variables, xs), fg.forget_lstm(p, xs), rtol=1e-6)
     chex.assert_trees_all_close(p["forget_gate"]["bias"], jnp.full((5,), fg.FORGET_BIAS))
     chex.assert_trees_all_close(p["in_gate"]["bias"], jnp.full((5,), lstm.IN_BIAS))
@@ -151,12 +142,12 @@ _EMBEDDED = re.compile(f"B(?:T{_REBER}T|P{_REBER}P)E")
 
 
 def test_continual_reber_streams_are_embedded_reber_strings_back_to_back():
-    stream = fg.continual_reber(jax.random.key(0), 3, 600)
+    stream = fg_exp.continual_reber(jax.random.key(0), 3, 600)
     chex.assert_shape([stream.tokens, stream.repeat, stream.branching], (3, 600))
     chex.assert_type([stream.tokens, stream.repeat, stream.branching], [jnp.int32, bool, bool])
     for row in range(3):
         tokens = np.asarray(stream.tokens[row])
-        text = "".join(fg.SYMBOLS[t] for t in tokens)
+        text = "".join(fg_exp.SYMBOLS[t] for t in tokens)
         position, ends = 0, []
         while (match := _EMBEDDED.match(text, position)) is not None:
             position = match.end()
@@ -171,9 +162,9 @@ def test_continual_reber_streams_are_embedded_reber_strings_back_to_back():
 
 
 def test_continual_reber_is_deterministic_in_its_key():
-    a, b = fg.continual_reber(jax.random.key(3), 2, 100), fg.continual_reber(jax.random.key(3), 2, 100)
+    a, b = fg_exp.continual_reber(jax.random.key(3), 2, 100), fg_exp.continual_reber(jax.random.key(3), 2, 100)
     chex.assert_trees_all_equal(a, b)
-    c = fg.continual_reber(jax.random.key(4), 2, 100)
+    c = fg_exp.continual_reber(jax.random.key(4), 2, 100)
     assert not np.array_equal(np.asarray(a.tokens), np.asarray(c.tokens))
 
 
@@ -187,12 +178,12 @@ def test_continual_reber_is_deterministic_in_its_key():
         (lambda: fg.NnxForgetLSTM(3, 0, rngs=nnx.Rngs(0)), ValueError, "d_hidden"),
         (lambda: fg.LinenForgetLSTM(0).init(jax.random.key(0), jnp.ones((2, 5, 3))), ValueError, "features"),
         (lambda: fg.LinenForgetLSTM(4).init(jax.random.key(0), jnp.ones((5, 3))), ValueError, "xs: expected shape"),
-        (lambda: fg.continual_reber(jax.random.key(0), 0, 10), ValueError, "n_streams"),
-        (lambda: fg.continual_reber(jax.random.key(0), 2, -1), ValueError, "length"),
-        (lambda: fg.continual_reber("seed", 2, 10), TypeError, "key"),
-        (lambda: fg.experiment(seed=-1), ValueError, "seed"),
-        (lambda: fg.experiment(seed=0, steps=0), ValueError, "steps"),
-        (lambda: fg.experiment(seed=0, test_length=0), ValueError, "test_length"),
+        (lambda: fg_exp.continual_reber(jax.random.key(0), 0, 10), ValueError, "n_streams"),
+        (lambda: fg_exp.continual_reber(jax.random.key(0), 2, -1), ValueError, "length"),
+        (lambda: fg_exp.continual_reber("seed", 2, 10), TypeError, "key"),
+        (lambda: fg_exp.experiment(seed=-1), ValueError, "seed"),
+        (lambda: fg_exp.experiment(seed=0, steps=0), ValueError, "steps"),
+        (lambda: fg_exp.experiment(seed=0, test_length=0), ValueError, "test_length"),
     ],
 )
 def test_bad_input_is_rejected_before_compute(build, error, message):
@@ -202,7 +193,7 @@ def test_bad_input_is_rejected_before_compute(build, error, message):
 
 @pytest.mark.claim
 def test_claim_without_a_forget_gate_the_state_grows_and_the_memory_fails(seed):
-    report = fg.experiment(seed=seed)
+    report = fg_exp.experiment(seed=seed)
     m = report.metrics
     # With a forget gate: the remembered T/P is predicted right, to the end of a 4,000-step
     # stream read after 24,000 training steps, and the cell state stays small and level.

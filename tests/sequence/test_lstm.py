@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from impl.sequence import lstm
+from impl.sequence import lstm, lstm_experiment
+
+from twin_checks import assert_twins_agree
 
 
 def _inputs(seed=0, batch=3, time=7, d_in=5):
@@ -89,32 +91,21 @@ def test_the_1997_cell_is_flax_lstm_cell_with_its_forget_gate_held_open():
     chex.assert_trees_all_close(lstm.lstm(params, xs), jnp.stack(ref, axis=1), rtol=1e-5, atol=1e-6)
 
 
-def _twins(d_in=3, hidden=5):
+def _xs_and_twins(d_in=3, hidden=5):
     xs = _inputs(0, batch=4, time=6, d_in=d_in)
-    linen = lstm.LinenLSTM(features=hidden)
-    variables = linen.init(jax.random.key(0), xs)
-    model = lstm.NnxLSTM(d_in, hidden, rngs=nnx.Rngs(1))
-    for name in lstm.GATES:  # copy the Linen weights into the NNX object
-        getattr(model, name).kernel[...] = variables["params"][name]["kernel"]
-        getattr(model, name).bias[...] = variables["params"][name]["bias"]
-    return xs, linen, variables, model
+    return xs, lstm.LinenLSTM(features=hidden), lstm.NnxLSTM(d_in, hidden, rngs=nnx.Rngs(1))
 
 
 @pytest.mark.parametrize(("d_in", "hidden"), [(1, 1), (3, 5), (6, 8)])
 def test_linen_and_nnx_twins_agree(d_in, hidden):
-    xs, linen, variables, model = _twins(d_in, hidden)
-    chex.assert_trees_all_close(linen.apply(variables, xs), model(xs), rtol=1e-6)
-
-    def objective(hs):
-        return jnp.mean(jnp.sin(hs))
-
-    grads_linen = jax.grad(lambda v: objective(linen.apply(v, xs)))(variables)["params"]
-    grads_nnx = nnx.to_pure_dict(nnx.grad(lambda m: objective(m(xs)))(model))
-    chex.assert_trees_all_close(grads_linen, grads_nnx, rtol=1e-5, atol=1e-7)
+    xs, linen, model = _xs_and_twins(d_in, hidden)
+    assert_twins_agree(linen, model, (xs,), loss=lambda hs: jnp.mean(jnp.sin(hs)), rtol=1e-5, atol=1e-7)
 
 
 def test_linen_module_matches_the_pure_function_and_its_init():
-    xs, linen, variables, _ = _twins()
+    xs, linen, _ = _xs_and_twins()
+    variables = linen.init(jax.random.key(0), xs)
+    chex.assert_trees_all_equal_shapes(variables["params"], lstm.init_lstm(jax.random.key(0), 3, 5))
     chex.assert_trees_all_close(linen.apply(variables, xs), lstm.lstm(variables["params"], xs), rtol=1e-6)
     chex.assert_trees_all_close(variables["params"]["in_gate"]["bias"], jnp.full((5,), lstm.IN_BIAS))
     carry = (jnp.ones((4, 5)), jnp.zeros((4, 5)))
@@ -122,10 +113,11 @@ def test_linen_module_matches_the_pure_function_and_its_init():
 
 
 def test_nnx_split_and_merge_round_trip():
-    xs, _, _, model = _twins()
+    xs, _, model = _xs_and_twins()
     graphdef, state = nnx.split(model)
     chex.assert_trees_all_close(nnx.merge(graphdef, state)(xs), model(xs))
     assert set(nnx.to_pure_dict(state)) == set(lstm.GATES)
+    chex.assert_trees_all_close(model.in_gate["bias"][...], jnp.full((5,), lstm.IN_BIAS))
 
 
 @pytest.mark.parametrize(
@@ -148,8 +140,8 @@ def test_nnx_split_and_merge_round_trip():
         (lambda: lstm.NnxLSTM(3, 4, rngs=nnx.Rngs(0))(jnp.ones((2, 5, 4))), ValueError, "xs: expected shape"),
         (lambda: lstm.LinenLSTM(4).init(jax.random.key(0), jnp.ones((5, 3))), ValueError, "xs: expected shape"),
         (lambda: lstm.LinenLSTM(0).init(jax.random.key(0), jnp.ones((2, 5, 3))), ValueError, "features"),
-        (lambda: lstm.experiment(seed=-1), ValueError, "seed"),
-        (lambda: lstm.experiment(seed=0, steps=0), ValueError, "steps"),
+        (lambda: lstm_experiment.experiment(seed=-1), ValueError, "seed"),
+        (lambda: lstm_experiment.experiment(seed=0, steps=0), ValueError, "steps"),
     ],
 )
 def test_bad_input_is_rejected_before_compute(build, error, message):
@@ -159,7 +151,7 @@ def test_bad_input_is_rejected_before_compute(build, error, message):
 
 @pytest.mark.claim
 def test_claim_lstm_bridges_100_steps_where_rnns_of_equal_size_fail(seed):
-    report = lstm.experiment(seed=seed)
+    report = lstm_experiment.experiment(seed=seed)
     m = report.metrics
     steps = 600  # the experiment's default; "solved at" is steps + 1 when never solved
     # Equal size: the wider RNN has at least as many parameters as the LSTM (readouts aside).

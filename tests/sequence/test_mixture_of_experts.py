@@ -7,8 +7,11 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from impl import twins
 from impl.sequence import mixture_of_experts as moe_lib
 from impl.sequence import mixture_of_experts_experiment as moe_exp
+
+from twin_checks import assert_twins_agree
 
 
 def _gate(seed, d_in, n, scale=1.0):
@@ -230,45 +233,42 @@ def test_compute_per_token_does_not_grow_with_the_experts_except_the_gate():
 # ---------------------------------------------------------------------------------------
 # Linen and NNX twins
 # ---------------------------------------------------------------------------------------
-def _twins(n=6, k=2, hidden=(7,), d_in=5, d_out=3):
-    x = _x(d_in=d_in)
-    linen = moe_lib.LinenMoE(n_experts=n, k=k, hidden=hidden, d_out=d_out)
-    variables = linen.init(jax.random.key(0), x)
-    variables = {"params": {**variables["params"], "gate": _gate(9, d_in, n)}}  # a gate that is not zero
-    model = moe_lib.NnxMoE(d_in, n, k, hidden, d_out, rngs=nnx.Rngs(1))
-    model.w_gate[...] = variables["params"]["gate"]["w_gate"]
-    model.w_noise[...] = variables["params"]["gate"]["w_noise"]
-    for layer, weights in zip(model.experts, variables["params"]["experts"]):
-        layer.kernel[...] = weights["kernel"]
-        layer.bias[...] = weights["bias"]
-    return x, linen, variables, model
+def _objective(out):
+    y, aux = out
+    return jnp.mean(y**2) + aux["loss"]
 
 
 @pytest.mark.parametrize("noisy", [False, True])
 def test_linen_and_nnx_twins_agree(noisy):
-    x, linen, variables, model = _twins()
-    key = jax.random.key(5) if noisy else None
-    y_linen, aux_linen = linen.apply(variables, x, key=key)
-    y_nnx, aux_nnx = model(x, key=key)
-    chex.assert_trees_all_close((y_linen, aux_linen), (y_nnx, aux_nnx), rtol=1e-6)
-
-    def objective(out):
-        y, aux = out
-        return jnp.mean(y**2) + aux["loss"]
-
-    grads_linen = jax.grad(lambda v: objective(linen.apply(v, x, key=key)))(variables)["params"]
-    grads_nnx = nnx.to_pure_dict(nnx.grad(lambda m: objective(m(x, key=key)))(model))
-    as_linen = {
-        "gate": {"w_gate": grads_nnx["w_gate"], "w_noise": grads_nnx["w_noise"]},
-        "experts": [grads_nnx["experts"][i] for i in range(len(grads_nnx["experts"]))],
-    }
-    chex.assert_trees_all_close(grads_linen, as_linen, rtol=1e-5, atol=1e-7)
+    x, key = _x(), jax.random.key(5) if noisy else None
+    linen = moe_lib.LinenMoE(n_experts=6, k=2, hidden=(7,), d_out=3)
+    model = moe_lib.NnxMoE(5, 6, 2, (7,), 3, rngs=nnx.Rngs(1))
+    variables, _, _ = assert_twins_agree(
+        linen,
+        model,
+        (x,),
+        loss=_objective,
+        linen_apply=lambda v, x: linen.apply(v, x, key=key),
+        nnx_apply=lambda m, x: m(x, key=key),
+        rtol=1e-5,
+        atol=1e-7,
+    )
+    # The same again with a gate that is not zero, so that routing depends on the token.
+    variables = {"params": {**variables["params"], "gate": _gate(9, 5, 6)}}
+    twins.load_linen(model, variables)
+    chex.assert_trees_all_close(linen.apply(variables, x, key=key), model(x, key=key), rtol=1e-6)
+    grads_linen = jax.grad(lambda v: _objective(linen.apply(v, x, key=key)))(variables)["params"]
+    grads_nnx = twins.pure(nnx.grad(lambda m: _objective(m(x, key=key)))(model))
+    chex.assert_trees_all_close(grads_linen, grads_nnx, rtol=1e-5, atol=1e-7)
     assert float(jnp.abs(grads_linen["gate"]["w_gate"]).max()) > 0  # the gate learns
 
 
 def test_linen_module_matches_the_pure_function():
-    x, linen, variables, _ = _twins()
-    key = jax.random.key(5)
+    x, key = _x(), jax.random.key(5)
+    linen = moe_lib.LinenMoE(n_experts=6, k=2, hidden=(7,), d_out=3)
+    variables = linen.init(jax.random.key(0), x)
+    variables = {"params": {**variables["params"], "gate": _gate(9, 5, 6)}}  # a gate that is not zero
+    chex.assert_trees_all_equal_shapes(variables["params"], moe_lib.init_moe(jax.random.key(0), 5, 6, (7,), 3))
     chex.assert_trees_all_close(linen.apply(variables, x, key=key), moe_lib.moe(variables["params"], x, k=2, key=key))
 
 
@@ -307,8 +307,8 @@ def test_linen_init_has_a_zero_gate():
             ValueError,
             "capacity_factor",
         ),
-        (lambda: moe_lib.experiment(seed=-1), ValueError, "seed"),
-        (lambda: moe_lib.experiment(steps=0), ValueError, "steps"),
+        (lambda: moe_exp.experiment(seed=-1), ValueError, "seed"),
+        (lambda: moe_exp.experiment(steps=0), ValueError, "steps"),
     ],
 )
 def test_bad_input_is_rejected_before_compute(build, error, message):
@@ -321,7 +321,7 @@ def test_bad_input_is_rejected_before_compute(build, error, message):
 # ---------------------------------------------------------------------------------------
 @functools.cache
 def _report(seed):
-    return moe_lib.experiment(seed=seed)
+    return moe_exp.experiment(seed=seed)
 
 
 @pytest.mark.claim

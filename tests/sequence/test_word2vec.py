@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from impl.sequence import word2vec
+from impl import twins
+from impl.sequence import word2vec, word2vec_experiment
 from impl.sequence.word2vec_corpus import (
     FAMILIES,
     FILLERS,
@@ -15,6 +16,8 @@ from impl.sequence.word2vec_corpus import (
     vocabulary,
     word_families,
 )
+
+from twin_checks import assert_twins_agree
 
 V, D = 11, 6  # a small vocabulary and dimension for unit tests
 
@@ -276,20 +279,10 @@ def test_embed_matches_flax_linen_and_nnx_embed():
 # ---------------------------------------------------------------------------------------
 # Linen / NNX twins
 # ---------------------------------------------------------------------------------------
-def _twins():
-    centres, contexts, negatives = _batch()
-    linen = word2vec.LinenSkipGram(vocab_size=V, dim=D)
-    variables = linen.init(jax.random.key(0), centres, contexts, negatives)
-    w_in, w_out = _tables(3)  # non-zero output vectors, so every gradient is non-trivial
-    variables = {"params": {"w_in": w_in, "w_out": w_out}}
-    model = word2vec.NnxSkipGram(V, D, rngs=nnx.Rngs(1))
-    model.w_in[...], model.w_out[...] = w_in, w_out
-    return (centres, contexts, negatives), linen, variables, model
-
-
 def test_linen_init_follows_the_released_tool():
     centres, contexts, negatives = _batch()
     params = word2vec.LinenSkipGram(vocab_size=V, dim=D).init(jax.random.key(0), centres, contexts, negatives)
+    chex.assert_trees_all_equal_shapes(params["params"], word2vec.init_tables(jax.random.key(0), V, D))
     chex.assert_shape(params["params"]["w_in"], (V, D))
     chex.assert_trees_all_equal(params["params"]["w_out"], jnp.zeros((V, D)))
     model = word2vec.NnxSkipGram(V, D, rngs=nnx.Rngs(0))
@@ -297,7 +290,14 @@ def test_linen_init_follows_the_released_tool():
 
 
 def test_linen_and_nnx_twins_agree_on_loss_and_gradients():
-    batch, linen, variables, model = _twins()
+    batch = _batch()
+    linen, model = word2vec.LinenSkipGram(vocab_size=V, dim=D), word2vec.NnxSkipGram(V, D, rngs=nnx.Rngs(1))
+    variables, _, _ = assert_twins_agree(linen, model, batch, loss=jnp.mean, rtol=1e-5, atol=1e-7)
+    chex.assert_trees_all_equal(linen.apply(variables, method="vectors"), model.vectors())
+    # Non-zero output vectors too (they start at zero), so that every gradient is non-trivial.
+    w_in, w_out = _tables(3)
+    variables = {"params": {"w_in": w_in, "w_out": w_out}}
+    twins.load_linen(model, variables)
     chex.assert_trees_all_close(linen.apply(variables, *batch), model(*batch), rtol=1e-6)
     chex.assert_trees_all_close(linen.apply(variables, *batch), word2vec.sgns_loss(*_tables(3), *batch), rtol=1e-6)
     grads_linen = jax.grad(lambda v: jnp.mean(linen.apply(v, *batch)))(variables)["params"]
@@ -349,8 +349,8 @@ _key = jax.random.key(0)
         (lambda: generate_corpus(0, 0), ValueError, "n_sentences"),
         (lambda: generate_corpus(0, 10, length=4), ValueError, "length"),
         (lambda: generate_corpus(0, 10, noise=1.0), ValueError, "noise"),
-        (lambda: word2vec.experiment(seed=-1), ValueError, "seed"),
-        (lambda: word2vec.experiment(steps=15), ValueError, "steps"),
+        (lambda: word2vec_experiment.experiment(seed=-1), ValueError, "seed"),
+        (lambda: word2vec_experiment.experiment(steps=15), ValueError, "steps"),
     ],
 )  # fmt: skip
 def test_bad_input_is_rejected_before_compute(build, error, message):
@@ -363,7 +363,7 @@ def test_bad_input_is_rejected_before_compute(build, error, message):
 # ---------------------------------------------------------------------------------------
 @pytest.mark.claim
 def test_claim_planted_analogies_are_solved_and_neighbours_are_semantic(seed):
-    m = word2vec.experiment(seed=seed).metrics
+    m = word2vec_experiment.experiment(seed=seed).metrics
     # Analogies: far above chance (1/131), and far above the nearest word to c, which ignores a and b.
     assert m["analogy_accuracy"] > 0.9
     assert m["analogy_accuracy"] > 100 * m["chance"]
