@@ -70,7 +70,7 @@ def test_site_renders_math_as_mathml_and_has_every_page(built_site):
     page = (built_site / "papers/01-deep-neural-networks/01-dnn/index.html").read_text()
     assert page.count("<math") >= 5 and "arithmatex" not in page
     assert "8&lt;" not in page and "--8<--" not in page  # every snippet was included
-    assert "ACTIVATIONS" in page and "NnxLayer" in page and "LinenMLP" in page
+    assert "ACTIVATIONS" in page and "NnxMLP" in page and "LinenMLP" in page
     home = (built_site / "index.html").read_text()
     assert "papers/01-deep-neural-networks/01-dnn/" in home  # the map links the topic
     for md in list((ROOT / "essays").rglob("*.md")) + list((ROOT / "papers").rglob("*.md")):

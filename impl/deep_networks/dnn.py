@@ -196,13 +196,3 @@ def max_relative_difference(a, b) -> float:
     """``max |a - b| / max(|b|, tiny)`` over every leaf of two pytrees of the same structure."""
     diffs = jax.tree.map(lambda u, v: jnp.max(jnp.abs(u - v)) / jnp.maximum(jnp.max(jnp.abs(v)), 1e-12), a, b)
     return float(max(jax.tree.leaves(diffs)))
-
-
-class NnxLayer(nnx.Module):  # TRANSITIONAL: removed once every twin uses impl.twins
-    def __init__(self, d_in: int, d_out: int, *, rngs: nnx.Rngs):
-        layer = init_layer(rngs.params(), d_in, d_out)
-        self.kernel = nnx.Param(layer["kernel"])  # [d_in, d_out]
-        self.bias = nnx.Param(layer["bias"])  # [d_out]
-
-    def read(self) -> Layer:
-        return {"kernel": self.kernel[...], "bias": self.bias[...]}

@@ -10,11 +10,26 @@
   trained with each trick switched off in turn.
 * :mod:`impl.essay.inductive_bias` — chapter 2.4 *Architecture*: a multi-layer perceptron
   against a convolutional network with the same number of parameters.
+* :mod:`impl.essay.hardware` — ``essays/hardware.csv`` (accelerators and CPUs, 2006 onwards,
+  every figure with its source): loading, validation, FLOP/s per watt and per dollar.
+* :mod:`impl.essay.compute` — chapter 2.5 *Compute*: this machine's matrix-multiply throughput
+  against size, and how long the milestones' training runs would take here.
+* :mod:`impl.essay.efficiency` — chapter 2.6 *Compute efficiency*: one computation written
+  several ways (a Python loop, ``vmap``, ``jit``; attention materialised or blocked; float32
+  and bfloat16), timed side by side.
 * :mod:`impl.essay.energy` — chapter 2.7 *Energy*: the energy of a small training run on
   this machine (from the processor's counters where readable, else estimated), scaled up to
   the milestones by their compute and the hardware file's joules per operation.
 * :mod:`impl.essay.leverage` — chapter 2.8 *Constraints & leverage*: the growth of training
   compute split between better chips and more spending, from the milestone and hardware files.
+* :mod:`impl.essay.investments` — chapter 3 *Narratives*: ``essays/investments.csv``,
+  publicly reported investments and compute commitments, each with its source.
+* :mod:`impl.essay.inspiration` — chapter 4 *Inspiration*: ``essays/inspiration.csv``, each
+  topic's paper and the source of inspiration it states.
+* :mod:`impl.essay.compression` — chapter 5 *Intelligence*: prediction is compression — a small
+  language model's bits per character on held-out project text against gzip, bzip2 and xz.
+* :mod:`impl.essay.future` — chapter 6 *Future*: the milestone trends extrapolated, with their
+  uncertainty, against the limits the earlier chapters measured.
 * :mod:`impl.essay.links` — keeps the chapters' links to Part 2 in step with the pages that
   exist (``python -m impl.essay.links``).
 
@@ -24,7 +39,8 @@ Each experiment follows the project's contract,
 train *side by side*: their parameters are stacked along a leading "run" axis and one
 compiled loop updates all of them at once (:mod:`impl.essay.side_by_side`). The runs never
 interact — each one's loss depends only on its own parameters — so this is exactly the same
-as training them one after another, only faster. Two chapters differ: 2.7 trains a single
-network (and times it), and 2.8's :func:`~impl.essay.leverage.analysis` trains nothing — it
-fits trends to the two sourced tables.
+as training them one after another, only faster. Some chapters differ: 2.5 and 2.6 time
+computations rather than train, 2.7 trains a single network (and times it), 5 trains one small
+language model, and 2.8's :func:`~impl.essay.leverage.analysis`, 3, 4 and 6 train nothing —
+they read and fit the sourced tables.
 """
