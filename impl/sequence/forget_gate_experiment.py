@@ -196,7 +196,7 @@ def evaluate(params: dict, tokens: jax.Array, repeat: jax.Array, carry0: dict) -
     return out
 
 
-def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 600, test_length: int = 4000) -> Report:
+def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 1000, test_length: int = 4000) -> Report:
     """Both LSTMs learn to predict a continual embedded Reber stream, then read a fresh one.
 
     Metrics, per model (``plain`` = no forget gate, ``forget``): the final training loss (next
