@@ -92,8 +92,8 @@ LIMITS = (
     ),
     Limit(
         "announced single sites", "power", 1e9, 1e9, 5e9, None,
-        "Meta (M. Zuckerberg, July 2025): a first 1 GW+ supercluster, Prometheus, online in 2026 (size per SemiAnalysis,"
-        " as he cited it); Hyperion, up to 5 GW over several years",
+        "Meta (M. Zuckerberg, July 2025): a first 1 GW+ supercluster, Prometheus, online in 2026 "
+        "(size per SemiAnalysis, as he cited it); Hyperion, up to 5 GW over several years",
     ),
 )  # fmt: skip
 
