@@ -30,6 +30,7 @@ import io
 import json
 import logging
 import os
+import sys
 import traceback
 from pathlib import Path
 
@@ -223,3 +224,7 @@ def on_page_markdown(markdown, page, config, files, **kwargs):
 
 def on_post_build(config, **kwargs):
     log.info("examples: %d executed, %d from cache", _stats["ran"], _stats["cached"])
+    training = sys.modules.get("impl.training")  # loaded only if an example trained something
+    if training is not None:
+        cache = training.COMPILE_CACHE
+        log.info("training loops: %d compiled, %d reused from the compile cache", cache.misses, cache.hits)
