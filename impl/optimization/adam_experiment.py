@@ -64,6 +64,7 @@ CURVATURE = (1.0, 100.0)  # h_x, h_y: the valley's condition number is 100
 RESCALE = (100.0, 0.01)  # a diagonal rescaling of the gradient, for the invariance test
 RATES = np.logspace(-3, 0, 13).astype(np.float32)  # the learning-rate grid of every sweep
 BOX = 10.0  # a run that leaves [-BOX, BOX]^2 has diverged: it stops there
+LOW_RATE, HIGH_RATE = 4, 11  # indices into RATES (0.01 and 0.56) where bias correction is compared
 
 
 def valley(w: jax.Array) -> jax.Array:
@@ -181,6 +182,12 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 100)
     without_bc = float(runs["Adam, no bias correction"]["losses"]["plain"][early, adam_best].mean())
     metrics["early_loss_with_bias_correction"] = with_bc
     metrics["early_loss_without_bias_correction"] = without_bc
+    early_ratio = (  # [n_rates]: mean loss over steps 1-20 without correction / with it, at every rate
+        runs["Adam, no bias correction"]["losses"]["plain"][early].mean(axis=0)
+        / runs["Adam"]["losses"]["plain"][early].mean(axis=0)
+    )
+    metrics["early_loss_ratio_at_low_rate"] = float(early_ratio[LOW_RATE])
+    metrics["early_loss_ratio_at_high_rate"] = float(early_ratio[HIGH_RATE])
     multipliers = step_multipliers()
     metrics["uncorrected_max_step_multiplier"] = float(np.abs(multipliers["uncorrected"]).max())
 
@@ -197,7 +204,11 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 100)
         f"mean loss over steps 1-20 at Adam's best rate: {with_bc:.3f} with bias correction, "
         f"{without_bc:.3f} without (first steps up to {metrics['uncorrected_max_step_multiplier']:.1f}x too long)"
     )
-    fig = _figure(runs, start, multipliers)
+    lines.append(
+        f"early loss without / with bias correction: {early_ratio[LOW_RATE]:.2f} at rate {RATES[LOW_RATE]:.2g}, "
+        f"{early_ratio[HIGH_RATE]:.2f} at rate {RATES[HIGH_RATE]:.2g}"
+    )
+    fig = _figure(runs, start, multipliers, early_ratio)
     return Report(
         "2.8 Adam — four optimizers in a badly conditioned valley",
         metrics,
@@ -212,7 +223,7 @@ def _progress(total, progress):
     return Progress(total, "2.8 adam", progress_enabled(progress))
 
 
-def _figure(runs, start, multipliers):
+def _figure(runs, start, multipliers, early_ratio):
     fig, axes = plotting.figure(3, 2, width=10.5, height=6.6)
     names = ["SGD", "momentum", "RMSProp", "Adam"]
     colors = dict(zip([*names, "Adam, no bias correction"], plotting.PALETTE))
@@ -262,11 +273,11 @@ def _figure(runs, start, multipliers):
     ax.plot(np.abs(multipliers["uncorrected"]), color=colors["Adam, no bias correction"], label="without")
     ax.set(title="Adam's step / rate, constant gradient", xlabel="step")
     ax.legend(fontsize=7)
-    # (f) ... and what it does to the first steps at Adam's best rate
+    # (f) ... and what it does to the first steps, at every rate
     ax = axes[1, 2]
-    b = runs["Adam"]["best"]
-    for name in ["Adam", "Adam, no bias correction"]:
-        ax.plot(runs[name]["losses"]["plain"][:40, b], color=colors[name], label=name)
-    ax.set(title=f"first 40 steps at rate {RATES[b]:.2g}", xlabel="step", yscale="log")
+    ax.plot(RATES, early_ratio, "-o", ms=2.5, color=colors["Adam, no bias correction"])
+    ax.axhline(1.0, color="#888888", lw=0.8)
+    ax.axvline(RATES[runs["Adam"]["best"]], color=colors["Adam"], lw=0.8, ls="--", label="Adam's best rate")
+    ax.set(title="early loss: uncorrected / corrected", xlabel="learning rate", xscale="log", ylabel="ratio")
     ax.legend(fontsize=7)
     return fig
