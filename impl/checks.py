@@ -83,15 +83,24 @@ def in_range(
 
 
 def hyperparameter(name: str, value: Any, low: float, high: float = float("inf"), **kwargs) -> None:
-    """`in_range` that also accepts a scalar array, and lets a traced one through.
+    """`in_range` for an optimizer's number: a Python number or a scalar array of any numeric dtype.
 
-    ``optax.inject_hyperparams`` hands an optimizer's factory its numbers as ``jnp`` scalars,
-    traced inside ``jit``: those are checked where concrete, trusted where not.
+    ``optax.inject_hyperparams`` hands an optimizer's factory its numbers as ``jnp`` scalars (in
+    the parameters' dtype: float, or complex for complex parameters; an ``int`` stays an integer
+    array), concrete at ``init`` and traced inside ``jit``. The same values are accepted either
+    way: a scalar array's shape and dtype are checked always, its value wherever it is concrete
+    (a traced value is unknown until run time). A complex scalar must have a zero imaginary part.
     """
-    if isinstance(value, jax.core.Tracer):
-        return
-    if isinstance(value, jax.Array | np.ndarray) and value.ndim == 0 and jnp.issubdtype(value.dtype, jnp.floating):
-        value = float(value)
+    if isinstance(value, jax.Array | np.ndarray | np.generic):
+        if value.ndim != 0 or not jnp.issubdtype(value.dtype, jnp.number):
+            raise TypeError(f"{name}: expected a scalar number, got an array of shape {value.shape} ({value.dtype})")
+        if isinstance(value, jax.core.Tracer):
+            return  # shape and dtype are fine; the value is only known at run time
+        if jnp.issubdtype(value.dtype, jnp.complexfloating):
+            if np.imag(value) != 0:
+                raise ValueError(f"{name}: expected a real number, got {value}")
+            value = np.real(value)
+        value = int(value) if jnp.issubdtype(value.dtype, jnp.integer) else float(value)
     in_range(name, value, low, high, **kwargs)
 
 

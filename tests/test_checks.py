@@ -58,3 +58,15 @@ def test_prng_key_accepts_seeds_and_keys():
     assert jnp.array_equal(jax.random.key_data(a), jax.random.key_data(c))
     with pytest.raises(TypeError, match=r"key: expected a jax\.random\.key"):
         checks.prng_key("key", "seed")
+
+
+def test_hyperparameter_accepts_concrete_integer_and_float_scalars_as_jit_does():
+    checks.hyperparameter("n", jnp.asarray(3), 0.0)  # rejected before issue #11, accepted inside jit
+    checks.hyperparameter("x", np.float32(0.5), 0.0, 1.0)
+    jax.jit(lambda v: checks.hyperparameter("n", v, 0.0))(jnp.asarray(3))
+    with pytest.raises(ValueError, match="n: expected a number in"):
+        checks.hyperparameter("n", jnp.asarray(-3), 0.0)
+    with pytest.raises(ValueError, match="real"):
+        checks.hyperparameter("x", jnp.asarray(1j), 0.0)
+    with pytest.raises(TypeError, match="scalar"):
+        checks.hyperparameter("x", jnp.ones(3), 0.0)

@@ -14,15 +14,25 @@ normalization of the Transformer, GPT-2 and ViT, which import it from here.
 
 Layout: pure functions hold the math and :func:`init_layer_norm` declares the parameters;
 :class:`LinenLayerNorm` and :class:`NnxLayerNorm` hold that tree and call the same functions.
-Names and defaults (``eps=1e-6``, parameters ``scale`` and ``bias``) match ``flax.linen.LayerNorm``.
+Keyword names and defaults (``epsilon=1e-6``, ``reduction_axes``, ``feature_axes``, ``dtype``,
+``param_dtype``, ``use_bias``, ``use_scale``) and the parameters ``scale`` and ``bias`` are
+those of ``flax.linen.LayerNorm`` / ``nnx.LayerNorm``, so Flax's variables load unchanged. As in
+Flax, the statistics are computed in at least float32 and the output is cast to ``dtype`` (by
+default the common dtype of the input and the parameters); complex inputs are normalised by
+$|x - \\mu|^2$. Differences from Flax: the variance is always computed in two passes (Flax's
+default ``use_fast_variance=True`` subtracts $|E[x]|^2$ from $E[|x|^2]$ and loses digits when
+the mean is large); no ``axis_name``, ``mask`` or custom initialisers; ``epsilon`` must be > 0.
 :func:`init_rnn` and :func:`rnn` are the paper's layer-normalised recurrent net (eq. 4), run
 by topic 3.1's recurrence; the experiment lives in :mod:`impl.optimization.layer_norm_experiment`.
 
-Shapes: ``x`` is ``float[..., features]``, normalised along ``axis`` (the last by default);
-``scale`` and ``bias`` are ``[features]``. The output has the shape of ``x``.
+Shapes: ``x`` is ``float[..., features]``, normalised over ``reduction_axes`` (the last by
+default); ``scale`` and ``bias`` are ``[features]``, the sizes of ``feature_axes`` (the last by
+default). The output has the shape of ``x``.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -31,43 +41,70 @@ from flax import nnx
 
 from impl import checks, twins
 from impl.deep_networks.dnn import init_layer
-from impl.optimization.batch_norm import check_features
+from impl.optimization.batch_norm import check_features, squared_magnitude, statistics_dtype
 from impl.sequence.rnn import scan_over_time
 
 __all__ = ["LinenLayerNorm", "NnxLayerNorm", "init_layer_norm", "init_rnn", "layer_norm", "layer_stats", "rnn"]
 
 
 # --8<-- [start:core]
-def layer_stats(x: jax.Array, axis: int = -1) -> tuple[jax.Array, jax.Array]:
+def layer_stats(x: jax.Array, reduction_axes: int | tuple[int, ...] = -1) -> tuple[jax.Array, jax.Array]:
     """Eq. 3: mean and variance over the ``H`` units of one layer, per example.
 
-    ``x [..., H, ...]`` -> ``(mean, var)``, each shaped like ``x`` with ``axis`` of size 1.
+    ``x [..., H, ...]`` -> ``(mean, var)``, each shaped like ``x`` with the ``reduction_axes`` of
+    size 1, in at least float32 (`statistics_dtype`); the variance is the mean of $|a - \\mu|^2$.
     """
-    mean = jnp.mean(x, axis=axis, keepdims=True)  # mu = 1/H sum_i a_i
-    var = jnp.mean(jnp.square(x - mean), axis=axis, keepdims=True)  # sigma^2 = 1/H sum_i (a_i - mu)^2
+    x = x.astype(statistics_dtype(x))
+    mean = jnp.mean(x, axis=reduction_axes, keepdims=True)  # mu = 1/H sum_i a_i
+    centred = x - mean
+    var = jnp.mean(squared_magnitude(centred), axis=reduction_axes, keepdims=True)  # 1/H sum |a_i - mu|^2
     return mean, var
 
 
-def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, *, eps: float = 1e-6, axis: int = -1) -> jax.Array:
-    """``y = scale * (x - mu) / sqrt(sigma^2 + eps) + bias`` with ``mu, sigma`` from :func:`layer_stats`.
+def layer_norm(
+    x: jax.Array,
+    scale: jax.Array | None,
+    bias: jax.Array | None,
+    *,
+    epsilon: float = 1e-6,
+    reduction_axes: int | tuple[int, ...] = -1,
+    feature_axes: int | tuple[int, ...] = -1,
+    dtype=None,
+) -> jax.Array:
+    """``y = scale * (x - mu) / sqrt(sigma^2 + epsilon) + bias`` with ``mu, sigma`` from :func:`layer_stats`.
 
     Args:
         x: ``[..., features]`` summed inputs of a layer.
-        scale, bias: the paper's gain ``g`` and bias ``b``, ``[features]``.
-        eps: added to the variance, > 0: keeps a constant input finite (it maps to ``bias``).
-        axis: the feature axis that is normalised.
+        scale, bias: the paper's gain ``g`` and bias ``b``, ``[features]``, or ``None`` for none.
+        epsilon: added to the variance, > 0: keeps a constant input finite (it maps to ``bias``).
+        reduction_axes: the axis (or axes) the statistics are taken over.
+        feature_axes: the axis (or axes) ``scale`` and ``bias`` run along.
+        dtype: the output's dtype (default: the common dtype of ``x``, ``scale`` and ``bias``).
     """
-    axis = check_features(x, axis, scale=scale, bias=bias)
-    shape = [-1 if i == axis else 1 for i in range(x.ndim)]  # [1, ..., features, ..., 1]
-    mean, var = layer_stats(x, axis)
-    x_hat = (x - mean) * jax.lax.rsqrt(var + eps)  # (a - mu) / sigma
-    return x_hat * scale.reshape(shape) + bias.reshape(shape)  # g * x_hat + b (eq. 4's inner part)
+    feature_axes = check_features(x, feature_axes, "feature_axes", scale=scale, bias=bias)
+    reduction_axes = check_features(x, reduction_axes, "reduction_axes")
+    checks.in_range("epsilon", epsilon, 0.0, float("inf"), low_inclusive=False)
+    shape = [x.shape[i] if i in feature_axes else 1 for i in range(x.ndim)]  # [1, ..., features, ..., 1]
+    out = dtype if dtype is not None else jnp.result_type(x, *(p for p in (scale, bias) if p is not None))
+    mean, var = layer_stats(x, reduction_axes)
+    y = (x - mean) * jax.lax.rsqrt(var + epsilon)  # (a - mu) / sigma, in the statistics' dtype
+    if scale is not None:
+        y = y * scale.reshape(shape)  # g * x_hat (eq. 4's inner part) ...
+    if bias is not None:
+        y = y + bias.reshape(shape)  # ... + b
+    return y.astype(out)
 
 
-def init_layer_norm(num_features: int) -> dict[str, jax.Array]:
-    """``{"scale": 1, "bias": 0}``, each ``[features]``: the gain ``g`` and bias ``b`` start as the identity."""
-    num_features = checks.positive_int("num_features", num_features)
-    return {"scale": jnp.ones((num_features,)), "bias": jnp.zeros((num_features,))}  # g, b
+def init_layer_norm(
+    num_features: int | tuple[int, ...], *, param_dtype=jnp.float32, use_bias: bool = True, use_scale: bool = True
+) -> dict[str, jax.Array]:
+    """``{"scale": 1, "bias": 0}``, each ``[features]`` in ``param_dtype``: the gain ``g`` and bias ``b``
+    start as the identity. ``num_features`` is an int or the feature axes' sizes; ``use_scale=False``
+    or ``use_bias=False`` leaves that entry out."""
+    shape = num_features if isinstance(num_features, tuple) else (num_features,)
+    shape = tuple(checks.positive_int("num_features", n) for n in shape)
+    params = {"scale": jnp.ones(shape, param_dtype), "bias": jnp.zeros(shape, param_dtype)}  # g, b
+    return {k: v for k, v in params.items() if {"scale": use_scale, "bias": use_bias}[k]}
 
 
 # --8<-- [end:core]
@@ -77,16 +114,27 @@ def init_layer_norm(num_features: int) -> dict[str, jax.Array]:
 class LinenLayerNorm(nn.Module):
     """Functional twin: ``{"params": init_layer_norm(features)}`` = ``{"scale", "bias"}``; no state, no modes."""
 
-    eps: float = 1e-6
-    axis: int = -1
+    epsilon: float = 1e-6
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+    use_bias: bool = True
+    use_scale: bool = True
+    reduction_axes: int | tuple[int, ...] = -1
+    feature_axes: int | tuple[int, ...] = -1
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        axis = check_features(x, self.axis)
-        params = init_layer_norm(x.shape[axis])  # initial values: constants, so no key is used
-        scale = self.param("scale", lambda _: params["scale"])  # g, [features]
-        bias = self.param("bias", lambda _: params["bias"])  # b, [features]
-        return layer_norm(x, scale, bias, eps=self.eps, axis=axis)
+        axes = check_features(x, self.feature_axes, "feature_axes")
+        params = init_layer_norm(
+            tuple(x.shape[a] for a in axes), param_dtype=self.param_dtype, use_bias=self.use_bias,
+            use_scale=self.use_scale,
+        )  # initial values: constants, so no key is used  # fmt: skip
+        scale = self.param("scale", lambda _: params["scale"]) if self.use_scale else None  # g, [features]
+        bias = self.param("bias", lambda _: params["bias"]) if self.use_bias else None  # b, [features]
+        return layer_norm(
+            x, scale, bias, epsilon=self.epsilon, reduction_axes=self.reduction_axes, feature_axes=axes,
+            dtype=self.dtype,
+        )  # fmt: skip
 
 
 # --8<-- [end:linen]
@@ -94,16 +142,27 @@ class LinenLayerNorm(nn.Module):
 
 # --8<-- [start:nnx]
 class NnxLayerNorm(nnx.Module):
-    """Object-oriented twin: ``scale`` and ``bias`` are the ``nnx.Param``s `init_layer_norm` declares."""
+    """Object-oriented twin: ``scale`` and ``bias`` are the ``nnx.Param``s `init_layer_norm` declares.
 
-    def __init__(self, num_features: int, *, eps: float = 1e-6, axis: int = -1):
-        params = init_layer_norm(num_features)
-        self.eps, self.axis = eps, axis
-        self.scale, self.bias = twins.to_nnx(params["scale"]), twins.to_nnx(params["bias"])  # g, b
+    Keywords as ``nnx.LayerNorm``'s (no ``rngs``: the initial values are constants).
+    """
+
+    def __init__(
+        self, num_features: int, *, epsilon: float = 1e-6, dtype=None, param_dtype=jnp.float32,
+        use_bias: bool = True, use_scale: bool = True, reduction_axes: int | tuple[int, ...] = -1,
+        feature_axes: int | tuple[int, ...] = -1,
+    ):  # fmt: skip
+        params = init_layer_norm(num_features, param_dtype=param_dtype, use_bias=use_bias, use_scale=use_scale)
+        self.epsilon, self.dtype, self.reduction_axes, self.feature_axes = epsilon, dtype, reduction_axes, feature_axes
+        for name, value in params.items():  # scale (g) and bias (b), unless switched off
+            setattr(self, name, twins.to_nnx(value))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         params = twins.pure(self)  # {"scale": [features], "bias": [features]}
-        return layer_norm(x, params["scale"], params["bias"], eps=self.eps, axis=self.axis)
+        return layer_norm(
+            x, params.get("scale"), params.get("bias"), epsilon=self.epsilon, reduction_axes=self.reduction_axes,
+            feature_axes=self.feature_axes, dtype=self.dtype,
+        )  # fmt: skip
 
 
 # --8<-- [end:nnx]

@@ -17,7 +17,6 @@ so far); every optimizer in :mod:`impl.optimization.adam` takes one wherever it 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -28,10 +27,6 @@ from impl import checks
 __all__ = ["clip_by_global_norm", "global_norm", "warmup_cosine_decay_schedule", "warmup_inverse_sqrt_schedule"]
 
 Schedule = Callable[[jax.Array], jax.Array]
-
-
-class ClipState(NamedTuple):
-    """Clipping keeps no state (an empty tuple, like ``optax.EmptyState``)."""
 
 
 # --8<-- [start:schedules]
@@ -94,25 +89,33 @@ def warmup_inverse_sqrt_schedule(d_model: int, warmup_steps: int = 4000, scale: 
 
 # --8<-- [start:clip]
 def global_norm(tree: optax.Updates) -> jax.Array:
-    """$\\lVert g \\rVert_2$ over every leaf of a pytree, as one vector. Returns ``float32[]``."""
-    return jnp.sqrt(sum((jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)), jnp.zeros([])))
+    """$\\lVert g \\rVert_2$ over every leaf of a pytree, as one vector; complex leaves count $|g|^2$.
+
+    Returns ``float32[]``."""
+
+    def squares(x):  # |x|^2 summed over one leaf
+        return jnp.sum(jnp.square(x.real) + jnp.square(x.imag)) if jnp.iscomplexobj(x) else jnp.sum(jnp.square(x))
+
+    return jnp.sqrt(sum((squares(x) for x in jax.tree.leaves(tree)), jnp.zeros([])))
 
 
 def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
     r"""If $\lVert g \rVert > c$, replace $g$ by $c\, g / \lVert g \rVert$ (Pascanu et al. 2013, Algorithm 1).
 
-    The direction is kept; only an exploding step is shortened. ``max_norm`` $= c > 0$.
+    The direction is kept; only an exploding step is shortened. ``max_norm`` $= c \ge 0$ (a
+    number or a scalar array, as ``optax.inject_hyperparams`` passes it); $c = 0$ zeroes every
+    step. Keeps no state (``optax.EmptyState``).
     """
-    checks.in_range("max_norm", max_norm, 0.0, float("inf"), low_inclusive=False)
+    checks.hyperparameter("max_norm", max_norm, 0.0)
 
     def init(params):
         del params
-        return ClipState()
+        return optax.EmptyState()
 
     def update(updates, state, params=None):
         del params
         norm = global_norm(updates)  # float32[]
-        keep = norm < max_norm
+        keep = (norm < max_norm) | (norm == 0)  # a zero gradient stays zero, even for c = 0 (not 0/0)
         updates = jax.tree.map(lambda g: jax.lax.select(keep, g, (g / norm.astype(g.dtype)) * max_norm), updates)
         return updates, state
 

@@ -11,8 +11,9 @@ Two ways to write the same wish, and they agree only for plain gradient descent:
 * **decoupled** (Loshchilov & Hutter, 2019): let the optimizer compute its step from the data
   gradient alone, then add $\\lambda w$ to that step (:func:`add_decayed_weights`).
 
-Both are ``optax.GradientTransformation``s over parameter pytrees of any shape; ``mask`` (a
-pytree of bools, or a function ``params -> pytree of bools``) picks which leaves decay.
+Both are ``optax.GradientTransformation``s over parameter pytrees of any shape, with Optax's
+signature and state: ``mask`` (a pytree of bools — Python, NumPy or JAX — or a function
+``params -> pytree of bools``) picks which leaves decay, through ``optax.masked`` as in Optax.
 The experiment (the U-shaped test error, L2 inside Adam vs AdamW) lives in
 :mod:`impl.optimization.weight_decay_experiment`.
 """
@@ -24,6 +25,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from impl.checks import hyperparameter
@@ -40,8 +42,8 @@ ScalarOrSchedule = float | Callable[[jax.Array], jax.Array]
 Mask = Any  # a pytree of bools (a prefix of the params tree) or a callable params -> such a tree
 
 
-class WeightDecayState(NamedTuple):
-    count: jax.Array  # int32[], number of updates so far (read by a schedule)
+class WeightDecaySchedule(NamedTuple):
+    count: jax.Array  # int32[], number of updates so far (read by the schedule; a constant keeps no state)
 
 
 def _check_weight_decay(weight_decay: ScalarOrSchedule) -> None:
@@ -53,8 +55,9 @@ def _check_mask(mask: Mask) -> None:
     if mask is None or callable(mask):
         return
     for leaf in jax.tree.leaves(mask):
-        if not isinstance(leaf, bool):
-            raise ValueError(f"mask: expected a pytree of Python bools, got a leaf {leaf!r}")
+        is_bool_scalar = isinstance(leaf, jax.Array | np.ndarray | np.bool_) and leaf.shape == () and leaf.dtype == bool
+        if not (isinstance(leaf, bool) or is_bool_scalar):
+            raise ValueError(f"mask: expected a pytree of bools (Python, NumPy or JAX scalars), got a leaf {leaf!r}")
 
 
 def full_mask(mask: Mask, params: optax.Params) -> optax.Params:
@@ -100,18 +103,30 @@ def _add_scaled_params(weight_decay: ScalarOrSchedule, mask: Mask) -> optax.Grad
     _check_mask(mask)
 
     def init(params):
-        full_mask(mask, params)  # a mask that does not fit fails here, not mid-training
-        return WeightDecayState(count=jnp.zeros([], jnp.int32))
+        del params
+        return WeightDecaySchedule(count=jnp.zeros([], jnp.int32)) if callable(weight_decay) else optax.EmptyState()
 
     def update(updates, state, params=None):
         if params is None:
             raise ValueError("params: weight decay needs the parameters, pass them to update()")
-        lam = weight_decay(state.count) if callable(weight_decay) else weight_decay
-        keep = full_mask(mask, params)
-        updates = jax.tree.map(lambda u, p, k: u + lam * p if k else u, updates, params, keep)
-        return updates, WeightDecayState(count=optax.safe_increment(state.count))
+        if not callable(weight_decay):
+            if isinstance(weight_decay, int | float) and weight_decay == 0.0:
+                return updates, state  # nothing to add (as Optax: the parameters are not even read)
+            return jax.tree.map(lambda u, p: u + weight_decay * p, updates, params), state
+        lam = weight_decay(state.count)
+        updates = jax.tree.map(lambda u, p: u + lam * p, updates, params)
+        return updates, WeightDecaySchedule(count=optax.safe_increment(state.count))
 
-    return optax.GradientTransformation(init, update)
+    decay = optax.GradientTransformation(init, update)
+    if mask is None:
+        return decay
+    masked = optax.masked(decay, mask)  # the decay sees only the kept leaves; the others pass through
+
+    def init_masked(params):
+        full_mask(mask, params)  # a mask that does not fit fails here, naming it, not mid-training
+        return masked.init(params)
+
+    return optax.GradientTransformationExtraArgs(init_masked, masked.update)
 
 
 def add_decayed_weights(weight_decay: ScalarOrSchedule = 0.0, mask: Mask = None) -> optax.GradientTransformation:

@@ -32,7 +32,12 @@ def test_sgd_equals_optax(kwargs):
 
 @pytest.mark.parametrize(
     ("call", "message"),
-    [(lambda: adam.sgd(-0.1), "learning_rate"), (lambda: adam.sgd(0.1, momentum=1.0), "decay")],
+    [
+        (lambda: adam.sgd(float("nan")), "learning_rate"),
+        (lambda: adam.sgd(float("inf")), "learning_rate"),
+        (lambda: adam.sgd(0.1, momentum=1.5), "momentum"),
+        (lambda: adam.trace(-1.5), "decay"),
+    ],
 )
 def test_sgd_rejects_bad_settings(call, message):
     with pytest.raises(ValueError, match=message):
@@ -248,18 +253,22 @@ def test_linen_and_nnx_steps_agree():
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda: adam.adam(-1e-3), "learning_rate"),
-        (lambda: adam.adamw(-1e-3), "learning_rate"),
-        (lambda: adam.rmsprop(-0.1), "learning_rate"),
-        (lambda: adam.adagrad(-0.1), "learning_rate"),
+        (lambda: adam.adam(float("nan")), "learning_rate"),
+        (lambda: adam.adamw(float("inf")), "learning_rate"),
+        (lambda: adam.rmsprop(float("-inf")), "learning_rate"),
+        (lambda: adam.adagrad(float("nan")), "learning_rate"),
         (lambda: adam.adam(1e-3, b1=1.0), "b1"),
         (lambda: adam.adam(1e-3, b1=-0.1), "b1"),
         (lambda: adam.adamw(1e-3, b2=1.0), "b2"),
         (lambda: adam.adam(1e-3, b2=1.5), "b2"),
-        (lambda: adam.adam(1e-3, eps=0.0), "eps"),
+        (lambda: adam.adam(1e-3, eps=-1e-8), "eps"),
         (lambda: adam.adamw(1e-3, eps=-1e-8), "eps"),
-        (lambda: adam.rmsprop(1e-3, eps=0.0), "eps"),
-        (lambda: adam.adagrad(1e-3, eps=0.0), "eps"),
+        (lambda: adam.adam(1e-3, eps_root=-1e-8), "eps_root"),
+        (lambda: adam.rmsprop(1e-3, eps=-1.0), "eps"),
+        (lambda: adam.adagrad(1e-3, eps=-1.0), "eps"),
+        (lambda: adam.adam(1e-3, eps=0.0).init({"w": jnp.ones(2)}), "eps"),  # 0/0 at a zero gradient
+        (lambda: adam.adam(1e-3).init({"w": jnp.ones(2, jnp.float16)}), "eps"),
+        (lambda: adam.rmsprop(1e-3).init({"w": jnp.ones(2, jnp.float16)}), "eps"),
         (lambda: adam.rmsprop(1e-3, decay=1.0), "decay"),
         (lambda: adam.adagrad(1e-3, initial_accumulator_value=-1.0), "initial_accumulator_value"),
         (lambda: adam.adamw(1e-3, weight_decay=-0.1), "weight_decay"),
@@ -299,7 +308,11 @@ def test_claim_adam_in_a_badly_conditioned_valley(seed):
     assert m["adam_over_sgd_loss"] < 0.05  # at each one's best rate (0.003-0.006 seen)
     assert m["adam_rescaled_path_change"] < 1e-5  # the same path under diag(100, 0.01) (1e-7 seen)
     assert m["sgd_rescaled_path_change"] > 0.5  # SGD's path changes completely
-    assert m["early_loss_without_bias_correction"] > 1.3 * m["early_loss_with_bias_correction"]  # 1.6-2.2x seen
+    # Bias correction: without it the first steps are longer, which helps at small rates and hurts at
+    # large ones. Seeds 0-9: ratio 0.43-0.49 at rate 0.01, 2.11-2.88 at rate 0.56 (docs/claims.md).
+    # At Adam's own best rate the sign depends on the start (worse on 6 of 10 seeds): not asserted.
+    assert m["early_loss_ratio_at_low_rate"] < 0.65
+    assert m["early_loss_ratio_at_high_rate"] > 1.6
     assert m["uncorrected_max_step_multiplier"] > 5  # (1 - b1^t) / sqrt(1 - b2^t) peaks near 6.6
 
 
@@ -329,3 +342,42 @@ def test_adam_agrees_with_optax_op_by_op_too():
         return params
 
     assert relative_difference(run(adam.adam(0.01)), run(optax.adam(0.01))) <= RTOL
+
+
+# ---------------------------------------------------------------------------------------
+# Regressions (issue #11): complex gradients, half precision, integer gradients.
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("ours", "theirs"),
+    [
+        (adam.scale_by_adam(), optax.scale_by_adam()),
+        (adam.scale_by_rms(), optax.scale_by_rms()),
+        (adam.scale_by_rss(), optax.scale_by_rss()),
+    ],
+    ids=["adam", "rms", "rss"],
+)
+def test_second_moments_of_complex_gradients_are_squared_magnitudes(ours, theirs):
+    """For g = 1j the second moment grows by |g|^2 = +1, not g*g = -1."""
+    g = {"w": jnp.asarray([1j, 3.0 - 4.0j], jnp.complex64)}
+    u_ours, s_ours = ours.update(g, ours.init(g))
+    u_theirs, s_theirs = theirs.update(g, theirs.init(g))
+    second = jax.tree.leaves(s_ours)[-1]  # nu or sum_of_squares
+    assert float(jnp.min(second.real)) > 0 and float(jnp.max(jnp.abs(second.imag))) == 0
+    chex.assert_trees_all_close(jax.tree.leaves(s_ours), jax.tree.leaves(s_theirs), rtol=1e-6)
+    chex.assert_trees_all_close(u_ours, u_theirs, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+def test_bias_corrected_rms_keeps_the_gradient_dtype(dtype):
+    g = {"w": jnp.asarray([0.5, -2.0], dtype)}
+    opt = adam.scale_by_rms(bias_correction=True, eps=1e-4)
+    updates, state = opt.update(g, opt.init(g))
+    chex.assert_type([updates["w"], state.nu["w"]], dtype)
+
+
+def test_sgd_does_not_truncate_integer_gradients():
+    g = {"w": jnp.asarray([3, -3])}
+    for lr in (0.5, optax.constant_schedule(0.5)):
+        opt = adam.sgd(lr)
+        updates, _ = opt.update(g, opt.init(g))
+        np.testing.assert_array_equal(updates["w"], [-1.5, 1.5])

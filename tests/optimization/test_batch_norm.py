@@ -128,7 +128,7 @@ def test_batch_norm_of_a_constant_input_is_finite_and_honours_eps():
     chex.assert_tree_all_finite(grads)
     # eval mode with a zero running variance: the output is (x - mean) / sqrt(eps) exactly
     y, _ = bn.batch_norm(
-        x, jnp.ones(d), jnp.zeros(d), jnp.full(d, 2.0), jnp.zeros(d), use_running_average=True, eps=0.25
+        x, jnp.ones(d), jnp.zeros(d), jnp.full(d, 2.0), jnp.zeros(d), use_running_average=True, epsilon=0.25
     )
     chex.assert_trees_all_close(y, jnp.full(x.shape, (3.0 - 2.0) / 0.5))
 
@@ -167,7 +167,7 @@ def test_batch_norm_rejects_a_feature_size_that_does_not_match_the_parameters():
         bn.NnxBatchNorm(4)(_x())
 
 
-@pytest.mark.parametrize(("kwargs", "name"), [({"momentum": 1.0}, "momentum"), ({"eps": 0.0}, "eps")])
+@pytest.mark.parametrize(("kwargs", "name"), [({"momentum": 1.0}, "momentum"), ({"epsilon": 0.0}, "epsilon")])
 def test_batch_norm_rejects_bad_settings(kwargs, name):
     with pytest.raises(ValueError, match=name):
         bn.batch_norm(_x(), jnp.ones(6), jnp.zeros(6), jnp.zeros(6), jnp.ones(6), use_running_average=False, **kwargs)
@@ -203,3 +203,60 @@ def test_claim_bn_trains_at_rates_where_the_plain_net_fails(seed):
     assert m["bn_eval_test_accuracy"] > 0.95
     assert m["bn_train_mode_test_accuracy_batch_1"] < 0.2
     assert abs(m["bn_train_mode_test_accuracy_batch_448"] - m["bn_eval_test_accuracy"]) < 0.02
+
+
+# ---------------------------------------------------------------------------------------
+# Drop-in for Flax (issue #11): statistics in float32, complex inputs, Flax's keywords and variables.
+# ---------------------------------------------------------------------------------------
+def test_float16_input_of_scale_300_does_not_overflow_the_variance():
+    """In float16 the variance 9e4 overflows (max 65504): outputs were zeroed and running_var infinite."""
+    x = (300.0 * jax.random.normal(jax.random.key(0), (64, 4))).astype(jnp.float16)
+    d = 4
+    y, (mean, var) = bn.batch_norm(x, jnp.ones(d), jnp.zeros(d), jnp.zeros(d), jnp.ones(d), use_running_average=False)
+    chex.assert_tree_all_finite((y, mean, var))
+    chex.assert_type([mean, var], jnp.float32)  # running statistics stay float32, as Flax's
+    chex.assert_trees_all_close(jnp.std(y.astype(jnp.float32), axis=0), jnp.ones(d), atol=1e-2)
+    theirs = nn.BatchNorm(use_running_average=False)
+    w = theirs.init(jax.random.key(0), x)
+    expected, _ = theirs.apply(w, x, mutable=["batch_stats"])
+    chex.assert_trees_all_close(y, expected, rtol=1e-3, atol=1e-3)
+
+
+def test_complex_batch_statistics_use_the_squared_magnitude():
+    x = _x((32, 6)) + 1j * _x((32, 6), seed=5)
+    mean, var = bn.batch_stats(x)
+    chex.assert_type(var, jnp.float32)
+    np.testing.assert_allclose(var, np.mean(np.abs(np.asarray(x) - np.asarray(mean)) ** 2, axis=0), rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"use_bias": False, "momentum": 0.9},
+        {"use_scale": False, "epsilon": 1e-3},
+        {"axis": 1},
+        {"axis": (1, 3)},
+        {"dtype": jnp.bfloat16, "param_dtype": jnp.bfloat16},
+    ],
+    ids=["default", "no-bias", "no-scale-epsilon", "channels-first", "two-feature-axes", "bfloat16"],
+)
+def test_flax_batchnorm_variables_load_into_ours(kwargs):
+    """Init ``flax.linen.BatchNorm`` (Flax's defaults), load its variables into ours: same outputs."""
+    x = _x((4, 3, 5, 6))
+    theirs, ours = nn.BatchNorm(**kwargs), bn.LinenBatchNorm(**kwargs)
+    variables = theirs.init(jax.random.key(0), x, use_running_average=False)
+    variables = jax.tree.map(lambda v: v + 0.1, variables)  # not the identity
+    chex.assert_trees_all_equal_shapes_and_dtypes(ours.init(jax.random.key(0), x, use_running_average=False), variables)
+    tol = 2e-2 if kwargs.get("dtype") == jnp.bfloat16 else 1e-4
+    y1, s1 = ours.apply(variables, x, use_running_average=False, mutable=["batch_stats"])
+    y2, s2 = theirs.apply(variables, x, use_running_average=False, mutable=["batch_stats"])
+    chex.assert_type(y1, y2.dtype)
+    chex.assert_trees_all_close((y1, s1), (y2, s2), rtol=tol, atol=tol)
+    evaluated = ours.apply(variables, x, use_running_average=True)
+    chex.assert_trees_all_close(evaluated, theirs.apply(variables, x, use_running_average=True), rtol=tol, atol=tol)
+    if not isinstance(kwargs.get("axis", -1), tuple):  # NNX takes one feature axis, as nnx.BatchNorm
+        size = x.shape[kwargs.get("axis", -1)]
+        model = bn.NnxBatchNorm(size, use_running_average=True, **kwargs)
+        twins.load_linen(model, variables)
+        chex.assert_trees_all_close(model(x), evaluated, rtol=tol, atol=tol)

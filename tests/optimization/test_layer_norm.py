@@ -45,8 +45,12 @@ def test_layer_norm_matches_flax_linen_layernorm(shape, axis):
     variables = {"params": {"scale": scale, "bias": bias}}
     chex.assert_trees_all_equal_structs(variables, theirs.init(jax.random.key(0), x))
     expected = theirs.apply(variables, x)
-    chex.assert_trees_all_close(ln.layer_norm(x, scale, bias, axis=axis), expected, rtol=1e-5, atol=1e-5)
-    chex.assert_trees_all_close(ln.LinenLayerNorm(axis=axis).apply(variables, x), expected, rtol=1e-5, atol=1e-5)
+    chex.assert_trees_all_close(
+        ln.layer_norm(x, scale, bias, reduction_axes=axis, feature_axes=axis), expected, rtol=1e-5, atol=1e-5
+    )
+    chex.assert_trees_all_close(
+        ln.LinenLayerNorm(reduction_axes=axis, feature_axes=axis).apply(variables, x), expected, rtol=1e-5, atol=1e-5
+    )
 
 
 def test_linen_and_nnx_twins_agree_on_outputs_and_gradients():
@@ -79,7 +83,7 @@ def test_layer_norm_is_invariant_to_rescaling_and_shifting_its_input(c):
     y = ln.layer_norm(x, scale, bias)
     # exactly: LN(c x; eps) = LN(x; eps / c^2), so eps is the only thing that sees the scale
     chex.assert_trees_all_close(
-        ln.layer_norm(c * x, scale, bias), ln.layer_norm(x, scale, bias, eps=1e-6 / c**2), atol=1e-5
+        ln.layer_norm(c * x, scale, bias), ln.layer_norm(x, scale, bias, epsilon=1e-6 / c**2), atol=1e-5
     )
     if c >= 0.5:  # eps = 1e-6 is negligible next to a variance of about 9 c^2
         chex.assert_trees_all_close(ln.layer_norm(c * x, scale, bias), y, atol=1e-5)
@@ -95,7 +99,7 @@ def test_layer_norm_of_a_constant_input_is_finite_and_honours_eps():
     chex.assert_tree_all_finite(jax.grad(lambda v: jnp.sum(ln.layer_norm(v, scale, bias) ** 2))(x))
     # a tiny spread next to a large eps: (x - mu) / sqrt(var + eps), with eps in the formula
     x = jnp.asarray([[-1e-3, 1e-3]])
-    y = ln.layer_norm(x, jnp.ones(2), jnp.zeros(2), eps=1e-6)
+    y = ln.layer_norm(x, jnp.ones(2), jnp.zeros(2), epsilon=1e-6)
     chex.assert_trees_all_close(y, x / np.sqrt(1e-6 + 1e-6), rtol=1e-4)
 
 
@@ -112,12 +116,12 @@ def test_layer_norm_rnn_is_invariant_to_rescaling_its_weights():
 
 def test_layer_norm_rejects_a_missing_axis():
     d = 16
-    with pytest.raises(ValueError, match="axis"):
-        ln.layer_norm(_x(), jnp.ones(d), jnp.zeros(d), axis=2)
-    with pytest.raises(ValueError, match="axis"):
-        ln.LinenLayerNorm(axis=-3).init(jax.random.key(0), _x())
-    with pytest.raises(ValueError, match="axis"):
-        ln.NnxLayerNorm(d, axis=5)(_x())
+    with pytest.raises(ValueError, match="axes"):
+        ln.layer_norm(_x(), jnp.ones(d), jnp.zeros(d), feature_axes=2)
+    with pytest.raises(ValueError, match="axes"):
+        ln.LinenLayerNorm(feature_axes=-3).init(jax.random.key(0), _x())
+    with pytest.raises(ValueError, match="axes"):
+        ln.NnxLayerNorm(d, feature_axes=5)(_x())
 
 
 def test_layer_norm_rejects_a_feature_size_that_does_not_match_the_parameters():
@@ -141,3 +145,58 @@ def test_claim_layer_norm_is_batch_independent_scale_invariant_and_stabilises_an
         assert m[f"ln_accuracy_gain_{gain:g}"] > 0.99
     assert m["plain_accuracy_gain_1"] > 0.99  # the plain RNN learns it too from a standard scale...
     assert m["plain_accuracy_gain_4"] < 0.6  # ...but not from a large one
+
+
+# ---------------------------------------------------------------------------------------
+# Drop-in for Flax (issue #11): statistics in float32, complex inputs, Flax's keywords and variables.
+# ---------------------------------------------------------------------------------------
+def test_bfloat16_statistics_are_computed_in_float32():
+    """bfloat16 input 100 + N(0, 1): a bfloat16 mean is off by up to 0.5, i.e. half a standard deviation."""
+    x = (100.0 + jax.random.normal(jax.random.key(0), (8, 64))).astype(jnp.bfloat16)
+    d = 64
+    y = ln.layer_norm(x, jnp.ones(d, jnp.bfloat16), jnp.zeros(d, jnp.bfloat16))
+    exact = np.asarray(x, np.float64)
+    exact = (exact - exact.mean(-1, keepdims=True)) / np.sqrt(exact.var(-1, keepdims=True) + 1e-6)
+    chex.assert_type(y, jnp.bfloat16)
+    assert float(np.max(np.abs(np.asarray(y, np.float64) - exact))) < 0.05  # bfloat16 rounding of y only
+
+
+def test_complex_input_is_normalised_by_its_squared_magnitude():
+    x = _x((4, 16)) + 1j * _x((4, 16), seed=3)
+    scale, bias = _params(16)
+    variables = {"params": {"scale": scale, "bias": bias}}
+    y = ln.LinenLayerNorm().apply(variables, x)
+    expected = nn.LayerNorm(use_fast_variance=False).apply(variables, x)
+    chex.assert_type(y, jnp.complex64)
+    chex.assert_trees_all_close(y, expected, rtol=1e-5, atol=1e-5)
+    _, var = ln.layer_stats(x)
+    assert float(jnp.min(var)) > 0 and var.dtype == jnp.float32  # mean |x - mu|^2, real and positive
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"use_bias": False},
+        {"use_scale": False, "epsilon": 1e-3},
+        {"reduction_axes": (1, 2), "feature_axes": -1},
+        {"reduction_axes": (1, 2, 3), "feature_axes": (2, 3)},
+        {"dtype": jnp.bfloat16, "param_dtype": jnp.bfloat16},
+    ],
+    ids=["default", "no-bias", "no-scale-epsilon", "instance-norm-like", "two-feature-axes", "bfloat16"],
+)
+def test_flax_layernorm_variables_load_into_ours(kwargs):
+    """Init ``flax.linen.LayerNorm`` (Flax's default fast variance), apply ours to its variables."""
+    x = _x((2, 3, 4, 5))
+    theirs = nn.LayerNorm(**kwargs)
+    variables = jax.tree.map(lambda v: v + 0.1, theirs.init(jax.random.key(0), x))  # not the identity
+    ours = ln.LinenLayerNorm(**kwargs)
+    chex.assert_trees_all_equal_shapes_and_dtypes(ours.init(jax.random.key(0), x), variables)
+    y, expected = ours.apply(variables, x), theirs.apply(variables, x)
+    chex.assert_type(y, expected.dtype)
+    tol = 2e-2 if kwargs.get("dtype") == jnp.bfloat16 else 1e-5
+    chex.assert_trees_all_close(y, expected, rtol=tol, atol=tol)
+    if not isinstance(kwargs.get("feature_axes", -1), tuple):  # NNX takes one feature axis, as nnx.LayerNorm
+        model = ln.NnxLayerNorm(5, **kwargs)
+        twins.load_linen(model, variables)
+        chex.assert_trees_all_close(model(x), expected, rtol=tol, atol=tol)

@@ -92,10 +92,32 @@ def test_clip_composes_with_adam_like_optax():
         (lambda: schedules.warmup_cosine_decay_schedule(0.0, 0.1, -1, 100), "warmup_steps"),
         (lambda: schedules.warmup_inverse_sqrt_schedule(0, 100), "d_model"),
         (lambda: schedules.warmup_inverse_sqrt_schedule(64, 0), "warmup_steps"),
-        (lambda: schedules.clip_by_global_norm(0.0), "max_norm"),
+        (lambda: schedules.clip_by_global_norm(float("nan")), "max_norm"),
         (lambda: schedules.clip_by_global_norm(-1.0), "max_norm"),
     ],
 )
 def test_schedules_reject_bad_settings(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_clip_by_global_norm_takes_injected_hyperparameters():
+    """``inject_hyperparams`` passes ``max_norm`` as a scalar array (it raised TypeError before)."""
+    grads = {"a": jnp.asarray([3.0, 4.0])}
+    for max_norm in (1.0, 1):
+        ours = optax.inject_hyperparams(schedules.clip_by_global_norm)(max_norm=max_norm)
+        clipped, _ = ours.update(grads, ours.init(grads))
+        chex.assert_trees_all_close(clipped, {"a": jnp.asarray([0.6, 0.8])}, rtol=1e-6)
+
+
+def test_clip_to_zero_and_complex_norms():
+    zero = schedules.clip_by_global_norm(0.0)
+    grads = {"a": jnp.asarray([3.0, 4.0]), "b": jnp.zeros(2)}
+    clipped, state = zero.update(grads, zero.init(grads))
+    chex.assert_trees_all_equal(clipped, jax.tree.map(jnp.zeros_like, grads))
+    assert state == optax.EmptyState()
+    nothing, _ = zero.update({"b": jnp.zeros(2)}, zero.init(grads))  # 0 / 0 would be NaN
+    chex.assert_tree_all_finite(nothing)
+    z = {"a": jnp.asarray([3j, 4.0 + 0j])}
+    chex.assert_trees_all_close(schedules.global_norm(z), optax.tree.norm(z), rtol=1e-6)
+    np.testing.assert_allclose(schedules.global_norm(z), 5.0, rtol=1e-6)

@@ -185,3 +185,24 @@ def test_claim_test_error_is_u_shaped_in_decay(seed):
     assert m["adam_l2_tenfold_decay_change"] < 1e-4
     assert m["adamw_tenfold_decay_change"] > 0.3
     assert m["adamw_shrink_factor_spread"] < 1e-5  # every weight shrinks by the same factor
+
+
+def test_masks_of_jax_and_numpy_booleans_are_accepted():
+    mask = {"encoder": jnp.asarray(True), "decoder": np.bool_(False), "scale": True}
+    ours = optax.chain(weight_decay.add_decayed_weights(0.3, mask), adam.sgd(0.05))
+    theirs = optax.chain(optax.add_decayed_weights(0.3, mask), optax.sgd(0.05))
+    assert relative_difference(run_steps(ours), run_steps(theirs)) <= RTOL
+    python_mask = {"encoder": True, "decoder": False, "scale": True}
+    chex.assert_trees_all_close(
+        weight_decay.l2_penalty(random_tree(0), 0.5, mask), weight_decay.l2_penalty(random_tree(0), 0.5, python_mask)
+    )
+
+
+@pytest.mark.parametrize("decay", [0.1, optax.constant_schedule(0.1)])
+@pytest.mark.parametrize("mask", [None, MASK_TREE])
+def test_decay_state_is_optaxs(decay, mask):
+    params = random_tree(0)
+    ours = weight_decay.add_decayed_weights(decay, mask).init(params)
+    theirs = optax.add_decayed_weights(decay, mask).init(params)
+    assert type(ours).__name__ == type(theirs).__name__
+    assert jax.tree.structure(ours).num_leaves == jax.tree.structure(theirs).num_leaves
