@@ -63,9 +63,15 @@ GRU_KEYS = ("w_r", "u_r", "b_r", "w_z", "u_z", "b_z", "w_n", "u_n", "b_n")  # th
 
 
 # --8<-- [start:core]
-def init_gru(key: jax.Array, d_in: int, d_hidden: int) -> dict:
+def init_gru(key: jax.Array, d_in: int, d_hidden: int, *, candidate_bias: bool = False) -> dict:
     """GRU parameters: input weights ``w_* [d_in, H]``, recurrent ``u_* [H, H]``, biases ``b_* [H]``
-    for the reset gate ``r``, the update gate ``z`` and the candidate state ``n``."""
+    for the reset gate ``r``, the update gate ``z`` and the candidate state ``n``.
+
+    ``candidate_bias=True`` adds ``c_n [H]`` (zeros), a bias on the recurrent part of the candidate,
+    ``r * (h U_n + c_n)``: the extra bias of cuDNN, ``flax.linen.GRUCell`` (``hn/bias``) and
+    ``torch.nn.GRU`` (``b_hn``), so that their weights load. Cho et al. have none; the topics here
+    don't use it.
+    """
     checks.positive_int("d_in", d_in)
     checks.positive_int("d_hidden", d_hidden)
     k = jax.random.split(key, 6)
@@ -74,6 +80,8 @@ def init_gru(key: jax.Array, d_in: int, d_hidden: int) -> dict:
         params[f"w_{gate}"] = jax.random.normal(k[2 * i], (d_in, d_hidden)) / jnp.sqrt(d_in)
         params[f"u_{gate}"] = jax.random.normal(k[2 * i + 1], (d_hidden, d_hidden)) / jnp.sqrt(d_hidden)
         params[f"b_{gate}"] = jnp.zeros((d_hidden,))
+    if candidate_bias:
+        params["c_n"] = jnp.zeros((d_hidden,))
     return params
 
 
@@ -100,7 +108,10 @@ def gru_update(params: dict, h: jax.Array, xp: jax.Array, *, reset_after: bool =
     x_r, x_z, x_n = xp[:, :hidden], xp[:, hidden : 2 * hidden], xp[:, 2 * hidden :]  # [b, H] each
     r = jax.nn.sigmoid(x_r + h @ params["u_r"])  # eq. 5: reset gate
     z = jax.nn.sigmoid(x_z + h @ params["u_z"])  # eq. 6: update gate
-    recurrent = r * (h @ params["u_n"]) if reset_after else (r * h) @ params["u_n"]
+    hu = h @ params["u_n"] if reset_after else (r * h) @ params["u_n"]  # [b, H]
+    if "c_n" in params:  # the recurrent candidate bias (cuDNN, flax, torch), inside the reset
+        hu = hu + params["c_n"].reshape(1, -1)
+    recurrent = r * hu if reset_after else hu
     n = jnp.tanh(x_n + recurrent)  # eq. 8: candidate state
     return z * h + (1.0 - z) * n  # eq. 7: keep (z -> 1) or replace (z -> 0) each unit
 

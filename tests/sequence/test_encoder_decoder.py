@@ -47,6 +47,23 @@ def test_gru_with_reset_after_matches_flax_gru_cell():
     assert float(jnp.max(jnp.abs(ed.gru_step(ours, h, x) - theirs))) > 1e-3
 
 
+def test_flax_gru_weights_load_with_the_recurrent_candidate_bias():
+    """With ``candidate_bias=True`` the tree has flax's ``hn/bias`` too: any GRUCell's weights load."""
+    cell = nn.GRUCell(features=6)
+    x, h = jax.random.normal(jax.random.key(1), (4, 5)), jax.random.normal(jax.random.key(2), (4, 6))
+    variables = cell.init(jax.random.key(0), h, x)
+    p = jax.tree.map(lambda a: a + 0.3 * jax.random.normal(jax.random.key(3), a.shape), variables["params"])
+    ours = {
+        "w_r": p["ir"]["kernel"], "u_r": p["hr"]["kernel"], "b_r": p["ir"]["bias"],
+        "w_z": p["iz"]["kernel"], "u_z": p["hz"]["kernel"], "b_z": p["iz"]["bias"],
+        "w_n": p["in"]["kernel"], "u_n": p["hn"]["kernel"], "b_n": p["in"]["bias"], "c_n": p["hn"]["bias"],
+    }  # fmt: skip
+    chex.assert_trees_all_equal_shapes(ours, ed.init_gru(jax.random.key(0), 5, 6, candidate_bias=True))
+    theirs, _ = cell.apply({"params": p}, h, x)
+    chex.assert_trees_all_close(ed.gru_step(ours, h, x, reset_after=True), theirs, rtol=1e-5, atol=1e-6)
+    assert "c_n" not in ed.init_gru(jax.random.key(0), 5, 6)  # the topics' GRU: Cho et al.'s, no extra bias
+
+
 def test_gru_update_gate_closed_keeps_the_state():
     """Eq. 7: with z = 1 (a large update-gate bias) the unit copies h_{t-1} whatever x is."""
     params = ed.init_gru(jax.random.key(0), 3, 4)
