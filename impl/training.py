@@ -365,8 +365,14 @@ def run(
             its own data, e.g. by sampling a generator or rolling out a policy).
         key: PRNG key or int seed. Step ``t`` gets ``fold_in(key, t)``, split into the batch
             key and the key handed to ``step_fn``.
-        steps, batch_size, chunk, progress, label, devices: as for `train`.
+        steps: number of steps (> 0).
+        batch_size: examples per step, sampled with replacement from ``data``; ``None`` = the
+            whole of ``data`` (or ``None``) every step.
+        chunk: steps per compiled ``lax.scan`` call; also the evaluation period.
         eval_fn: optional ``state -> dict of scalars``, run after every chunk.
+        progress: show a progress bar; ``None`` = only on an interactive terminal.
+        label: the progress bar's label.
+        devices: devices to shard the batch over; default ``jax.devices()``.
 
     Returns:
         A `RunResult`.
