@@ -11,7 +11,9 @@ Thresholds are then set below the worst of the ten (CONTRIBUTING.md).
     python tests/claims_over_seeds.py -k adam --seeds 0-4  # a subset, for a quick look
 
 It takes roughly 3.5 times as long as the claim tests do in CI (about 40 minutes on a 2-core
-CPU). Commit the table it writes, so a drift shows in review.
+CPU). Beside the table it writes every seed's numbers (``docs/claims.json``), for a closer look
+at a claim. Commit both, so a drift shows in review. Results can differ between machines (XLA
+compiles for the processor it runs on): the table names the date it was made.
 """
 
 from __future__ import annotations
@@ -59,7 +61,9 @@ def run(seeds: list[int], select: str | None, workers: int, out: Path, paths: li
         metrics = _metrics(Path(tmp))
     table = _table(outcomes, metrics, seeds, minutes)
     out.write_text(table)
-    print(f"wrote {out} ({minutes:.1f} min)")
+    raw = {claim: {str(s): v for s, v in sorted(per_seed.items())} for claim, per_seed in metrics.items()}
+    out.with_suffix(".json").write_text(json.dumps(raw, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {out} and {out.with_suffix('.json').name} ({minutes:.1f} min)")
     return 0
 
 
