@@ -42,7 +42,8 @@ def _section_title(folder: str) -> str:
 
 
 def _tree(paths: list[str], depth: int) -> list:
-    """Nested MkDocs nav entries for ``paths`` (all under one folder), ``index.md`` first."""
+    """Nested MkDocs nav entries for ``paths`` (all under one folder), ``index.md`` first, then files
+    and sub-folders together in name order (``01-introduction.md``, ``02-constraints/``, ``03-...``)."""
     entries: list = []
     groups: dict[str, list[str]] = {}
     for path in sorted(paths):
@@ -51,10 +52,10 @@ def _tree(paths: list[str], depth: int) -> list:
             entries.append(path)
         else:
             groups.setdefault(parts[depth], []).append(path)
-    entries.sort(key=lambda p: (not p.endswith("/index.md"), p))
-    for folder, members in sorted(groups.items()):
-        entries.append({_section_title(folder): _tree(members, depth + 1)})
-    return entries
+    keyed = [((not p.endswith("/index.md"), p.split("/")[depth]), p) for p in entries]
+    for folder, members in groups.items():
+        keyed.append(((True, folder), {_section_title(folder): _tree(members, depth + 1)}))
+    return [entry for _, entry in sorted(keyed, key=lambda pair: pair[0])]  # files and folders in name order
 
 
 def on_files(files, config, **kwargs):

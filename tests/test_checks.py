@@ -5,6 +5,8 @@ import pytest
 
 from impl import checks
 
+pytestmark = pytest.mark.strict_dtypes  # no implicit dtype promotion in this module's code
+
 
 @pytest.mark.parametrize(
     ("fn", "value", "error", "message"),

@@ -5,99 +5,23 @@
 * a topic's model file imports only shared pieces (`impl.checks`, `impl.twins`, `impl.data`)
   and the model files of topics published the same year or earlier (`impl.catalog` years);
 * no module imports another topic's experiment module.
+
+The graph itself is read by `impl.history` (the site draws it too).
 """
 
 from __future__ import annotations
 
-import ast
-from pathlib import Path
+from functools import cache
 
 import pytest
 
-from impl import catalog
+from impl import catalog, history
 
-IMPL = catalog.ROOT / "impl"
-SHARED_FOR_MODELS = ("impl.checks", "impl.twins", "impl.data")
-
-
-def _module_name(path: Path) -> str:
-    parts = path.relative_to(catalog.ROOT).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def _imports(path: Path, module: str | None = None) -> tuple[set[str], list[str]]:
-    """(impl modules imported at module level, impl imports found inside functions)."""
-    tree = ast.parse(path.read_text())
-    top, nested = set(), []
-    module = module or _module_name(path)
-    package = module.rsplit(".", 1)[0] if path.name != "__init__.py" else module
-
-    def names(node) -> list[str]:
-        if isinstance(node, ast.Import):
-            return [alias.name for alias in node.names]
-        base = node.module or ""
-        if node.level:  # relative import
-            base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
-        # `from impl.x import y` may name a module y: keep both candidates, resolved below
-        return [base] + [f"{base}.{alias.name}" for alias in node.names]
-
-    for node in ast.walk(tree):
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            for inner in ast.walk(node):
-                if isinstance(inner, ast.Import | ast.ImportFrom):
-                    nested += [n for n in names(inner) if n == "impl" or n.startswith("impl.")]
-    for node in tree.body:
-        stack = [node]
-        while stack:  # module level, including under if/try, but not inside functions or classes' methods
-            current = stack.pop()
-            if isinstance(current, ast.Import | ast.ImportFrom):
-                top |= {n for n in names(current) if n == "impl" or n.startswith("impl.")}
-            elif not isinstance(current, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-                stack.extend(ast.iter_child_nodes(current))
-    return top, nested
-
-
-def _graph() -> dict[str, set[str]]:
-    """module -> the impl modules it imports at module level (packages' ``__init__`` left out
-    where they import nothing: ``from impl.sequence import rnn`` is an edge to ``rnn`` only)."""
-    files = {_module_name(p): p for p in IMPL.rglob("*.py")}
-    empty_packages = {n for n, p in files.items() if p.name == "__init__.py" and not _imports(p, n)[0]}
-    graph = {}
-    for name, path in files.items():
-        top, _ = _imports(path, name)
-        graph[name] = {m for m in top if m in files and m != name and m not in empty_packages}
-    return graph
-
-
-def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """Every strongly connected component with more than one module (Tarjan)."""
-    index, low, stack, on_stack, out = {}, {}, [], set(), []
-
-    def visit(v):
-        index[v] = low[v] = len(index)
-        stack.append(v)
-        on_stack.add(v)
-        for w in sorted(graph[v]):
-            if w not in index:
-                visit(w)
-                low[v] = min(low[v], low[w])
-            elif w in on_stack:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            component = []
-            while True:
-                w = stack.pop()
-                on_stack.discard(w)
-                component.append(w)
-                if w == v:
-                    break
-            if len(component) > 1:
-                out.append(sorted(component))
-
-    for v in sorted(graph):
-        if v not in index:
-            visit(v)
-    return out
+IMPL = history.IMPL
+SHARED_FOR_MODELS = history.SHARED_FOR_MODELS
+_imports = history.imports
+_graph = cache(history.import_graph)  # parsed once per test run: every test reads the same graph
+_cycles = history.cycles
 
 
 def test_impl_has_no_import_cycles():

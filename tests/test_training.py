@@ -11,6 +11,8 @@ import pytest
 from impl.optimization.adam import sgd
 from impl.training import TrainingDiverged, even_chunk, first_step, train
 
+pytestmark = pytest.mark.strict_dtypes  # no implicit dtype promotion in this module's code
+
 OPT = sgd(0.1)
 
 

@@ -6,6 +6,8 @@ from flax import nnx
 
 from impl import twins
 
+pytestmark = pytest.mark.strict_dtypes  # no implicit dtype promotion in this module's code
+
 
 def _tree(key=0):
     k1, k2 = jax.random.split(jax.random.key(key))

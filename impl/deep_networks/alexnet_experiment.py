@@ -119,6 +119,7 @@ def lrn_departure(params, x: jax.Array) -> float:
     return worst
 
 
+# --8<-- [start:run]
 def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 1200) -> Report:
     """ReLU vs tanh to a target training loss; the train/test gap with and without augmentation
     and dropout; and how much LRN departs from a constant at this scale.
@@ -166,8 +167,11 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 1200
     return Report("1.3 AlexNet — ReLU vs tanh, and regularisation", metrics, lines, fig, time.perf_counter() - start)
 
 
+# --8<-- [end:run]
+
+
 def _figure(history, metrics, digits, seed):
-    fig, axes = plotting.figure(3, width=10.5, height=3.4, gridspec_kw={"width_ratios": [1.3, 1.1, 0.9]})
+    fig, axes = plotting.figure(3, height=3.4, gridspec_kw={"width_ratios": [1.2, 1.0, 1.0]})
     ax = axes[0]
     for i, name in enumerate(("ReLU", "tanh")):
         loss = history[name]
@@ -184,7 +188,7 @@ def _figure(history, metrics, digits, seed):
         bars = ax.bar(np.arange(2) + (j - 0.5) * 0.38, values, 0.38, label=split, color=plotting.PALETTE[2 + j])
         ax.bar_label(bars, [f"{v:.1f}" for v in values], fontsize=8, padding=1)
     ax.set(xticks=range(2), ylim=(90, 103), ylabel="accuracy (%)", title="train vs test")
-    ax.set_xticklabels(["plain", "shifts + dropout"])
+    ax.set_xticklabels(["plain", "shifts +\ndropout"])
     ax.legend(fontsize=8, loc="upper center", ncols=2)
     # Random shifts of one training digit: what augmentation feeds the network.
     x = jnp.repeat(jnp.asarray(digits.x_train[:1]), 6, axis=0)  # [6, 8, 8, 1]
@@ -192,6 +196,6 @@ def _figure(history, metrics, digits, seed):
     gap = np.full((8, 1), np.nan)
     row = lambda imgs: np.hstack([m for img in imgs for m in (img, gap)][:-1])  # noqa: E731
     axes[2].imshow(np.vstack([row(shifted[:3]), np.full((1, 26), np.nan), row(shifted[3:])]), cmap="viridis")
-    axes[2].set(title="random shifts (augmentation)", xticks=[], yticks=[])
+    axes[2].set(title="random shifts", xticks=[], yticks=[])
     axes[2].grid(False)
     return fig

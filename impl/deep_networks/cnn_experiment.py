@@ -66,6 +66,7 @@ def fit(key, digits, *, steps: int = 600, batch_size: int = 64, **kwargs):
 # --8<-- [end:experiment]
 
 
+# --8<-- [start:run]
 def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 600) -> Report:
     """CNN vs two MLPs on held-out digits, and convolution's equivariance on a real digit.
 
@@ -109,19 +110,22 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 600)
     return Report("1.2 CNN — a small conv net against larger MLPs", metrics, lines, fig, time.perf_counter() - start)
 
 
+# --8<-- [end:run]
+
+
 def _normalise(a) -> np.ndarray:
     a = np.asarray(a, dtype=np.float32)
     return (a - a.min()) / max(float(a.max() - a.min()), 1e-12)
 
 
 def _figure(history, slugs, metrics, shown):
-    fig, axes = plotting.figure(3, width=10.0, height=3.4, gridspec_kw={"width_ratios": [1.2, 1.2, 1.0]})
+    fig, axes = plotting.figure(3, height=3.6, gridspec_kw={"width_ratios": [1.2, 1.2, 1.0]})
     ax = axes[0]
     names = list(slugs)
     accs = [100 * metrics[f"{slugs[n]}_test_accuracy"] for n in names]
     bars = ax.bar(range(len(names)), accs, color=plotting.PALETTE[: len(names)])
-    ax.bar_label(bars, [f"{a:.1f}%" for a in accs], padding=2)
-    labels = [f"{n}\n{metrics[slugs[n] + '_params']:,} params" for n in names]
+    ax.bar_label(bars, [f"{a:.1f}" for a in accs], padding=2, fontsize=9)
+    labels = [f"{n}\n{metrics[slugs[n] + '_params']:,}\nparams".replace("MLP ", "MLP\n") for n in names]
     ax.set(xticks=range(len(names)), ylim=(min(accs) - 4, 100.5), ylabel="test accuracy (%)")
     ax.set_xticklabels(labels, fontsize=8)
     ax.set_title("held-out digits")
@@ -139,7 +143,7 @@ def _figure(history, slugs, metrics, shown):
     bottom = np.hstack([_normalise(f[0, ..., channel]), gap, _normalise(fs[0, ..., channel])])
     axes[2].imshow(np.vstack([top, np.full((1, 17), np.nan), bottom]), cmap="viridis")
     axes[2].set(xticks=[3.5, 12.5], yticks=[3.5, 12.5], title="shift in, shift out")
-    axes[2].set_xticklabels(["digit", "shifted (1, 2)"])
+    axes[2].set_xticklabels(["digit", "shifted\n(1, 2)"])
     axes[2].set_yticklabels(["input", f"map {channel}"])
     axes[2].grid(False)
     return fig

@@ -47,6 +47,7 @@ def fit(key, x, y, sizes: Sequence[int], *, steps: int):
 # --8<-- [end:experiment]
 
 
+# --8<-- [start:run]
 def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 3000) -> Report:
     """Linear model vs one-hidden-layer MLP on XOR and two spirals; backprop vs ``jax.grad``.
 
@@ -94,6 +95,9 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 3000
     return Report("1.1 DNN — linear model vs one hidden layer", metrics, lines, fig, time.perf_counter() - start)
 
 
+# --8<-- [end:run]
+
+
 class _Ticker:
     """Progress over whole runs (each run is already one fast compiled loop)."""
 
@@ -110,7 +114,7 @@ class _Ticker:
 
 
 def _figure(runs, tasks):
-    fig, axes = plotting.figure(3, 2, width=9.0, height=5.6)
+    fig, axes = plotting.figure(3, 2, height=5.6)
     grid = np.linspace(-1.6, 1.6, 160, dtype=np.float32)
     gx, gy = np.meshgrid(grid, grid)
     points = np.stack([gx.ravel(), gy.ravel()], axis=1)

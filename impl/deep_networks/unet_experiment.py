@@ -59,6 +59,7 @@ def fit(key, shapes, *, steps: int = 400, batch_size: int = 16, base: int = 4, *
 _predict = jax.jit(unet, static_argnames="skips")
 
 
+# --8<-- [start:run]
 def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 400, size: int = 16) -> Report:
     """Segment generated shapes with and without skip connections; IoU on held-out shapes.
 
@@ -92,8 +93,11 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 400,
     return Report("1.4 U-Net — with and without skip connections", metrics, lines, fig, time.perf_counter() - start)
 
 
+# --8<-- [end:run]
+
+
 def _figure(history, metrics, test_set, predictions, n_shown: int = 5):
-    fig, axes = plotting.figure(3, width=10.5, height=3.6, gridspec_kw={"width_ratios": [1.0, 0.7, 1.5]})
+    fig, axes = plotting.figure(3, height=3.6, gridspec_kw={"width_ratios": [1.0, 0.7, 1.5]})
     ax = axes[0]
     for name in RUNS:
         smooth = np.convolve(history[name], np.ones(20) / 20, mode="valid")

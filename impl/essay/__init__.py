@@ -44,3 +44,64 @@ computations rather than train, 2.7 trains a single network (and times it), 5 tr
 language model, and 2.8's :func:`~impl.essay.leverage.analysis`, 3, 4 and 6 train nothing —
 they read and fit the sourced tables.
 """
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Run(NamedTuple):
+    """One thing a chapter runs: ``"module:function"`` and the file name of the figure it makes.
+
+    The function is an experiment (``experiment(seed=0, *, progress=None) -> Report``), an
+    analysis of the sourced tables (``analysis() -> Report``), or a figure of a table
+    (``figure(rows)``, called with the module's ``load()``).
+    """
+
+    target: str
+    figure: str
+
+
+class EssayRun(NamedTuple):
+    """A chapter's experiments and figures, as the command line runs them."""
+
+    chapter: str  # the chapter's number in `impl.catalog.CHAPTERS`
+    runs: tuple[Run, ...]
+
+
+# The command-line names of the chapters (``python -m impl essay:size``). They start with
+# ``essay:`` so that they never clash with a topic number: chapter 2.2 is *Size*, topic 2.2 ReLU.
+# The figure names are the ones the chapters' pages give to `impl.plotting.show`.
+RUNS: dict[str, EssayRun] = {
+    "essay:intro": EssayRun("1", (Run("impl.essay.milestones:compute_figure", "compute"),)),
+    "essay:data": EssayRun(
+        "2.1",
+        (
+            Run("impl.essay.learning_curve:experiment", "learning-curve"),
+            Run("impl.essay.milestones:data_figure", "data"),
+        ),
+    ),
+    "essay:size": EssayRun(
+        "2.2",
+        (Run("impl.essay.milestones:parameters_figure", "parameters"), Run("impl.essay.scaling:experiment", "scaling")),
+    ),
+    "essay:optimization": EssayRun("2.3", (Run("impl.essay.ablation:experiment", "ablation"),)),
+    "essay:architecture": EssayRun("2.4", (Run("impl.essay.inductive_bias:experiment", "inductive-bias"),)),
+    "essay:compute": EssayRun(
+        "2.5",
+        (
+            Run("impl.essay.milestones:compute_figure", "compute"),
+            Run("impl.essay.hardware:throughput_figure", "hardware-throughput"),
+            Run("impl.essay.compute:experiment", "compute-experiment"),
+        ),
+    ),
+    "essay:efficiency": EssayRun(
+        "2.6", (Run("impl.essay.hardware:ridge_figure", "ridge"), Run("impl.essay.efficiency:experiment", "efficiency"))
+    ),
+    "essay:energy": EssayRun("2.7", (Run("impl.essay.energy:experiment", "energy"),)),
+    "essay:leverage": EssayRun("2.8", (Run("impl.essay.leverage:analysis", "leverage"),)),
+    "essay:narratives": EssayRun("3", (Run("impl.essay.investments:figure", "investments"),)),
+    "essay:inspiration": EssayRun("4", (Run("impl.essay.inspiration:figure", "inspiration"),)),
+    "essay:intelligence": EssayRun("5", (Run("impl.essay.compression:experiment", "compression"),)),
+    "essay:future": EssayRun("6", (Run("impl.essay.future:analysis", "future"),)),
+}

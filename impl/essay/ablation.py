@@ -180,7 +180,7 @@ def _slug(name: str) -> str:
 
 
 def _figure(results):
-    fig, axes = plotting.figure(2, 1, width=9.0, height=3.4, sharey=True)
+    fig, axes = plotting.figure(2, 1, height=3.4, sharey=True)
     window = 50
     kernel = np.ones(window) / window
     for ax, names, title in (

@@ -358,7 +358,7 @@ def _table(m: dict[str, float], order: int, steps: int, d_hidden: int, vocab: in
 
 
 def _figure(m: dict[str, float], history: np.ndarray, order: int):
-    fig, (ax_bar, ax_curve) = plotting.figure(2, 1, width=9.5, height=3.8)
+    fig, (ax_bar, ax_curve) = plotting.figure(2, 1, height=3.8)
     rows = _rows(m, order)[1:]  # the raw text is the axis limit, drawn as a line
     labels = [r[0].replace(", primed with the training text", ", primed") for r in rows]
     values = [r[1] for r in rows]

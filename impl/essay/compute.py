@@ -205,12 +205,12 @@ def experiment(
 
 
 def _figure(gflops, peak, bandwidth, here, there):
-    fig, (ax_roof, ax_runs) = plotting.figure(2, 1, width=9.5, height=3.8)
+    fig, (ax_roof, ax_runs) = plotting.figure(2, 1, height=3.8)
     sizes = np.array(list(gflops))
     intensity = np.array([matmul_intensity(int(n)) for n in sizes])
     ax_roof.plot(intensity, list(gflops.values()), "o-", color=plotting.PALETTE[0], label="measured jnp.dot")
     for n, x, y in zip(sizes, intensity, gflops.values()):
-        ax_roof.annotate(f"n={n}", (x, y), xytext=(4, -10), textcoords="offset points", fontsize=7)
+        ax_roof.annotate(f"n={n}", (x, y), xytext=(4, -10), textcoords="offset points", fontsize=8)
     grid = np.geomspace(intensity.min() / 2, intensity.max() * 2, 100)
     ax_roof.plot(grid, np.minimum(peak, bandwidth * grid), "--", color=plotting.PALETTE[1],
                  label="roofline: min(peak, bandwidth × intensity)")  # fmt: skip
@@ -223,10 +223,10 @@ def _figure(gflops, peak, bandwidth, here, there):
                  label="this machine, at its peak")  # fmt: skip
     ax_runs.barh(y - 0.2, [s / SECONDS_PER_DAY for *_, s in there], height=0.4, color=plotting.PALETTE[2],
                  label=f"one {REFERENCE_CHIP}, at its peak")  # fmt: skip
-    ax_runs.set_yticks(y, names, fontsize=7)
+    ax_runs.set_yticks(y, names, fontsize=8)
     ax_runs.invert_yaxis()
     ax_runs.axvline(365.25, color=plotting.PALETTE[3], lw=1, ls=":")
-    ax_runs.annotate("one year", (365.25, len(names) - 0.6), xytext=(3, 0), textcoords="offset points", fontsize=7)
+    ax_runs.annotate("one year", (365.25, len(names) - 0.6), xytext=(3, 0), textcoords="offset points", fontsize=8)
     ax_runs.set(xscale="log", xlabel="days of computation", title="The milestone runs, priced in time")
-    ax_runs.legend(fontsize=7, loc="upper right")
+    ax_runs.legend(fontsize=8, loc="upper right")
     return fig

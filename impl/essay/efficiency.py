@@ -255,7 +255,7 @@ def experiment(
 
 
 def _figure(dispatch, attention, precision):
-    fig, (ax_d, ax_a, ax_p) = plotting.figure(3, 1, width=10.0, height=3.4)
+    fig, (ax_d, ax_a, ax_p) = plotting.figure(3, 1, height=3.4)
     names = list(dispatch)
     ax_d.bar(names, [dispatch[k] * 1e3 for k in names], color=plotting.PALETTE[:3])
     ax_d.set(yscale="log", ylabel="ms per batch", title="Loop, vmap, jit")
@@ -267,7 +267,7 @@ def _figure(dispatch, attention, precision):
     ax_a.set(xscale="log", yscale="log", xlabel="sequence length T", ylabel="ms per call", title="Attention")
     ax_a.set_xticks(lens, [str(t) for t in lens])
     ax_a.minorticks_off()
-    ax_a.legend(fontsize=7)
+    ax_a.legend(fontsize=8)
     kinds = ["float32", "bfloat16"]
     ax_p.bar(kinds, [precision[k] for k in kinds], color=[plotting.PALETTE[0], plotting.PALETTE[1]])
     ax_p.set(ylabel="GFLOP/s", title="Matrix product precision")

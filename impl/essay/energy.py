@@ -308,7 +308,7 @@ def _slug(name: str) -> str:
 
 
 def _figure(per_flop_here: float, measured: bool, runs: list[RunEnergy]):
-    fig, (ax_chip, ax_runs) = plotting.figure(2, 1, width=10.0, height=4.2)
+    fig, (ax_chip, ax_runs) = plotting.figure(2, 1, height=4.2)
     chips = hardware.load()
     for kind, marker, color in (("gpu", "o", 0), ("tpu", "s", 1), ("cpu", "^", 2)):
         pts = [(c.year, chip_joules_per_flop(c), c.name) for c in chips if c.kind == kind]
@@ -317,7 +317,7 @@ def _figure(per_flop_here: float, measured: bool, runs: list[RunEnergy]):
                         color=plotting.PALETTE[color], label=kind.upper())  # fmt: skip
         for yr, j, name in pts:
             if name in _CHIP_LABELS:
-                ax_chip.annotate(name, (yr, j * 1e12), xytext=(4, 3), textcoords="offset points", fontsize=7)
+                ax_chip.annotate(name, (yr, j * 1e12), xytext=(4, 3), textcoords="offset points", fontsize=8)
     ax_chip.scatter([2026], [per_flop_here * 1e12], s=90, marker="*", color=plotting.PALETTE[3], zorder=4,
                     label="this machine, " + ("measured" if measured else "estimated"))  # fmt: skip
     ax_chip.set(yscale="log", xlabel="year", ylabel="picojoules per FLOP (rated power / peak)",
@@ -333,14 +333,14 @@ def _figure(per_flop_here: float, measured: bool, runs: list[RunEnergy]):
                         color=plotting.PALETTE[i], label=label)  # fmt: skip
         if i == 0:
             for yr, mwh, name in pts:
-                ax_runs.annotate(name, (yr, mwh), xytext=(4, -9), textcoords="offset points", fontsize=7)
+                ax_runs.annotate(name, (yr, mwh), xytext=(4, -9), textcoords="offset points", fontsize=8)
     extra = [p for p in PUBLISHED if p.system not in {r.system for r in runs}]
     years = {r.system: r.year for r in milestones.load()}
     ax_runs.scatter([years[p.system] + 0.12 for p in extra], [p.mwh for p in extra], s=34, marker="D", zorder=3,
                     color=plotting.PALETTE[1])  # fmt: skip
     for p in extra:
         ax_runs.annotate(p.system, (years[p.system] + 0.12, p.mwh), xytext=(4, 3), textcoords="offset points",
-                         fontsize=7)  # fmt: skip
+                         fontsize=8)  # fmt: skip
     ax_runs.set(yscale="log", xlabel="year", ylabel="training energy (MWh)", title="Energy of training runs",
                 xlim=(2016.5, 2026))  # fmt: skip
     ax_runs.legend(fontsize=8, loc="upper left")

@@ -393,7 +393,7 @@ def _limit_band(ax, limit: Limit, color: str, label: str) -> None:
 
 
 def _figure(trends: dict[str, Trend], m: dict[str, float], horizon: int, per_watt: float):
-    fig, axes = plotting.figure(2, 2, width=10.0, height=7.6)
+    fig, axes = plotting.figure(2, 2, height=7.6)
     (ax_tok, ax_cmp), (ax_par, ax_pow) = axes
     p = plotting.PALETTE
 
@@ -429,10 +429,10 @@ def _figure(trends: dict[str, Trend], m: dict[str, float], horizon: int, per_wat
         (sites.high, "5 GW site (announced, 'several years')"),
     ):
         ax_pow.axhline(gw, color=p[3], lw=1.0, ls=":")
-        ax_pow.annotate(text, (2025.2, gw), xytext=(0, 3), textcoords="offset points", fontsize=7, color=p[3])
+        ax_pow.annotate(text, (2025.2, gw), xytext=(0, 3), textcoords="offset points", fontsize=8, color=p[3])
     ax_pow.set(yscale="log", title=f"Energy: power of one {RUN_DAYS:.0f}-day run", ylabel="watts", ylim=(1e6, 1e11))
 
     for ax in (ax_tok, ax_cmp, ax_par, ax_pow):
         ax.set(xlabel="year", xlim=(FIRST_YEAR - 0.5, horizon + 0.5))
-        ax.legend(fontsize=7, loc="upper left")
+        ax.legend(fontsize=8, loc="upper left")
     return fig

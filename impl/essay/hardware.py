@@ -273,13 +273,9 @@ _LABELLED = {
 }  # fmt: skip
 
 
-def _label(ax, x, y, text):
-    ax.annotate(text, (x, y), xytext=(4, 3), textcoords="offset points", fontsize=7)
-
-
 def throughput_figure(rows: list[Chip]):
     """Peak throughput by year: 32-bit and the 16-bit figure training uses, per kind of chip."""
-    fig, ax = plotting.figure(1, 1, width=9.0, height=4.8)
+    fig, ax = plotting.figure(1, 1, height=5.4)
     for i, (precision, title) in enumerate((("fp32", "32-bit"), ("fp16", "16-bit (fp16/bfloat16), dense"))):
         for kind in KINDS:
             pts = [(r.year, peak_tflops(r, precision), r.name) for r in rows if r.kind == kind]
@@ -289,10 +285,6 @@ def throughput_figure(rows: list[Chip]):
             ax.scatter([y for y, _, _ in pts], [v for _, v, _ in pts], s=26, marker=_MARKERS[kind], zorder=3,
                        color=plotting.PALETTE[i], facecolors="none" if kind == "cpu" else plotting.PALETTE[i],
                        label=f"{kind.upper()}, {title}")  # fmt: skip
-    for r in rows:
-        peak = ml_peak_tflops(r)
-        if peak is not None and r.name in _LABELLED:
-            _label(ax, r.year, peak, r.name)
     accel = [(r.year, ml_peak_tflops(r)) for r in rows if r.kind != "cpu" and ml_peak_tflops(r) is not None]
     months = doubling_months(accel)
     years = np.array([y for y, _ in accel], float)
@@ -303,13 +295,15 @@ def throughput_figure(rows: list[Chip]):
     ax.set(yscale="log", xlabel="year", ylabel="peak TFLOP/s (one chip)", title="Peak throughput of one chip",
            xlim=(2005, 2027))  # fmt: skip
     ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.legend(fontsize=7.5, loc="upper left")
+    plotting.legend_below(ax, ncols=2)
+    named = [(r.year, ml_peak_tflops(r), r.name) for r in rows if r.name in _LABELLED and ml_peak_tflops(r)]
+    plotting.label_points(ax, named)
     return fig
 
 
 def ridge_figure(rows: list[Chip]):
     """Peak arithmetic and memory bandwidth over time, and the ratio between them (the ridge point)."""
-    fig, (ax_growth, ax_ridge) = plotting.figure(2, 1, width=9.0, height=3.6)
+    fig, (ax_growth, ax_ridge) = plotting.figure(2, 1, height=3.6)
     accel = [r for r in rows if r.kind in ("gpu", "tpu") and r.memory_bandwidth_gbs is not None]
     accel = [r for r in accel if ml_peak_tflops(r) is not None]
     years = np.array([r.year for r in accel], float)
@@ -323,10 +317,13 @@ def ridge_figure(rows: list[Chip]):
     ax_growth.legend(fontsize=8)
     ridge = flops / bandwidth
     ax_ridge.scatter(years, ridge, s=20, color=plotting.PALETTE[2])
-    for r, y, v in zip(accel, years, ridge):
-        if r.name in _LABELLED - {"B200 (HGX)", "Instinct MI300X"}:  # their points crowd the H100's
-            _label(ax_ridge, y, v, r.name)
     for ax in (ax_growth, ax_ridge):
         ax.xaxis.get_major_locator().set_params(integer=True)
     ax_ridge.set(yscale="log", xlabel="year", ylabel="FLOP per byte", title="Ridge point (best training precision)")
+    named = [
+        (y, v, r.name)
+        for r, y, v in zip(accel, years, ridge)
+        if r.name in _LABELLED - {"B200 (HGX)", "Instinct MI300X"}
+    ]
+    plotting.label_points(ax_ridge, named)  # B200 and MI300X left out: their points crowd the H100's
     return fig

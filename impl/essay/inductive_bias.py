@@ -168,7 +168,7 @@ def experiment(
 
 
 def _figure(sizes, table):
-    fig, (ax_clean, ax_shift) = plotting.figure(2, 1, width=9.0, height=3.2, sharey=True)
+    fig, (ax_clean, ax_shift) = plotting.figure(2, 1, height=3.2, sharey=True)
     for i, name in enumerate(MODELS):
         ax_clean.plot(sizes, [table[(name, int(n))][0] for n in sizes], "o-", color=plotting.PALETTE[i], label=name)
         ax_shift.plot(sizes, [table[(name, int(n))][1] for n in sizes], "o-", color=plotting.PALETTE[i], label=name)

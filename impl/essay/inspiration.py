@@ -149,7 +149,7 @@ def counts_by_era(rows: list[Inspiration], eras=ERAS) -> dict[str, dict[str, int
 # ---------------------------------------------------------------------------------------
 def figure(rows: list[Inspiration]):
     """Left: every topic at (year, stated source), second sources hollow. Right: the count per source."""
-    fig, (ax, bars) = plotting.figure(2, 1, width=9.5, height=4.6, sharey=True, gridspec_kw={"width_ratios": (3, 1)})
+    fig, (ax, bars) = plotting.figure(2, 1, height=4.6, sharey=True, gridspec_kw={"width_ratios": (3, 1)})
     y = {c: len(CATEGORIES) - 1 - i for i, c in enumerate(CATEGORIES)}
     colour = {c: plotting.PALETTE[i % len(plotting.PALETTE)] for i, c in enumerate(CATEGORIES)}
     colour["none stated"] = "#9ca3af"
@@ -167,12 +167,12 @@ def figure(rows: list[Inspiration]):
                        facecolors=colour[category] if filled else "none", edgecolors=colour[category])  # fmt: skip
             if filled and category != "earlier ML work":  # that row is too crowded to label
                 ax.annotate(row.topic, (x, y[category]), xytext=(0, 6), textcoords="offset points", ha="center",
-                            fontsize=6.5)  # fmt: skip
+                            fontsize=8)  # fmt: skip
     ax.set(yticks=list(y.values()), yticklabels=list(y), xlabel="year of the topic's paper",
            title="Stated source of each Part 2 topic", ylim=(-0.7, len(CATEGORIES) - 0.3))  # fmt: skip
     ax.scatter([], [], s=70, color="grey", label="the paper's stated source")
     ax.scatter([], [], s=46, facecolors="none", edgecolors="grey", label="a second stated source")
-    ax.legend(fontsize=7.5, loc="lower left")
+    ax.legend(fontsize=8, loc="lower left")
     primary, second = counts(rows), counts(rows, "also")
     ys = [y[c] for c in CATEGORIES]
     bars.barh(ys, [primary[c] for c in CATEGORIES], color=[colour[c] for c in CATEGORIES], height=0.6)
@@ -181,7 +181,7 @@ def figure(rows: list[Inspiration]):
     for c in CATEGORIES:
         total = primary[c] + second[c]
         bars.annotate(f"{primary[c]}" + (f" + {second[c]}" if second[c] else ""), (total, y[c]), xytext=(3, 0),
-                      textcoords="offset points", va="center", fontsize=7)  # fmt: skip
+                      textcoords="offset points", va="center", fontsize=8)  # fmt: skip
     bars.set(xlabel="topics", title="Count", xlim=(0, max(primary[c] + second[c] for c in CATEGORIES) * 1.3))
     bars.tick_params(axis="y", left=False)
     return fig

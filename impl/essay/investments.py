@@ -230,9 +230,7 @@ def figure(rows: list[Investment], *, since: float = 2012.5):
     """
     from matplotlib.lines import Line2D
 
-    fig, (ax, strip) = plotting.figure(
-        1, 2, width=9.0, height=5.8, sharex=True, gridspec_kw={"height_ratios": (4, 1.2)}
-    )
+    fig, (ax, strip) = plotting.figure(1, 2, height=5.8, sharex=True, gridspec_kw={"height_ratios": (4, 1.2)})
     shown = [r for r in rows if r.year >= since]
     handles = []
     for i, kind in enumerate(KINDS):
@@ -247,16 +245,16 @@ def figure(rows: list[Investment], *, since: float = 2012.5):
     for r in shown:
         if r.amount_usd is not None and r.label:
             ax.annotate(f"{r.label} {_short(r.amount_usd)}", (r.year, r.amount_usd), xytext=(5, -2),
-                        textcoords="offset points", fontsize=6.5)  # fmt: skip
+                        textcoords="offset points", fontsize=8)  # fmt: skip
     for axis in (ax, strip):
         for x, _ in MARKS:
             axis.axvline(x, color=plotting.PALETTE[7], lw=0.9, ls=":", zorder=1)
     for x, label in MARKS:
         ax.annotate(label, (x, 0.0), xycoords=("data", "axes fraction"), xytext=(-3, 4), textcoords="offset points",
-                    rotation=90, ha="right", va="bottom", fontsize=7, color=plotting.PALETTE[7])  # fmt: skip
+                    rotation=90, ha="right", va="bottom", fontsize=8, color=plotting.PALETTE[7])  # fmt: skip
     ax.set(yscale="log", ylabel="reported amount (US$)", title="Reported investments and commitments",
            xlim=(since, 2027.2))  # fmt: skip
-    ax.legend(handles=handles, fontsize=7.5, loc="upper left", title="kind", title_fontsize=7.5)
+    ax.legend(handles=handles, fontsize=8, loc="upper left", title="kind", title_fontsize=8)
     strip.set(yticks=[], xlabel="date of the announcement or report", ylim=(0, len(KINDS) + 1))
     strip.set_ylabel("no US$\nfigure", fontsize=8)
     strip.grid(False, axis="y")

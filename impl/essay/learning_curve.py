@@ -154,7 +154,7 @@ def _clean_equivalent(sizes: list[int], clean_acc: np.ndarray, target: float) ->
 
 
 def _figure(sizes, noise, table):
-    fig, (ax_acc, ax_err) = plotting.figure(2, 1, width=9.0, height=3.4)
+    fig, (ax_acc, ax_err) = plotting.figure(2, 1, height=3.4)
     for i, r in enumerate(noise):
         acc = [table[(float(r), int(n))] for n in sizes]
         label = "clean labels" if r == 0 else f"{round(100 * r)}% wrong labels"

@@ -158,7 +158,7 @@ def analysis(first_year: int = 2019) -> Report:
 
 
 def _figure(fits: dict[str, Trend]):
-    fig, (ax, ax_bar) = plotting.figure(2, 1, width=10.0, height=4.2, gridspec_kw={"width_ratios": [1.3, 1]})
+    fig, (ax, ax_bar) = plotting.figure(2, 1, height=4.2, gridspec_kw={"width_ratios": [1.3, 1]})
     compute = fits["compute"]
     years = np.array([y for y, _ in compute.points], float)
     ax.scatter(years, [v for _, v in compute.points], s=26, color=plotting.PALETTE[0], zorder=3,
@@ -174,7 +174,7 @@ def _figure(fits: dict[str, Trend]):
     chips_only = start * 2.0 ** (fits["flop_per_dollar"].per_year * (xs - xs[0]))
     ax.fill_between(xs, chips_only, fitted, color=plotting.PALETTE[1], alpha=0.12, label="the gap: more spending")
     ax.set(yscale="log", xlabel="year", ylabel="training compute (FLOP)", title="Where the growth in compute came from")
-    ax.legend(fontsize=7.5, loc="upper left")
+    ax.legend(fontsize=8, loc="upper left")
 
     order = ("compute", "chips_per_run", "peak_per_chip", "flop_per_watt", "flop_per_dollar")
     labels = ("training compute", "chips per run", "peak per chip", "FLOP/s per watt", "FLOP/s per dollar")

@@ -251,54 +251,60 @@ def _draw_fits(ax, fits: list[EraFit], color_offset: int = 3) -> None:
                       f"{fit.doubling_months:.0f} months")  # fmt: skip
 
 
-def _label(ax, x, y, text):
-    ax.annotate(text, (x, y), xytext=(4, 3), textcoords="offset points", fontsize=7)
-
-
 def parameters_figure(rows: list[Milestone]):
-    """Parameters over time, log scale, with a doubling time fitted to each era."""
-    fig, ax = plotting.figure(1, 1, width=9.0, height=5.0)
+    """Parameters over time, log scale, with a doubling time fitted to each era.
+
+    Two panels share the parameter axis: 1985-2011, where systems are few, and 2011-2025 with
+    twice the room per year, so that the crowd of recent systems can be named.
+    """
+    fig, axes = plotting.figure(2, 1, height=5.6, sharey=True, gridspec_kw={"width_ratios": (1, 2.2)})
     dense = [(r.year, r.parameters) for r in rows if r.parameters is not None]
     moe = [r for r in rows if r.active_parameters is not None]
-    ax.scatter(*zip(*dense), s=22, color=plotting.PALETTE[0], zorder=3, label="parameters (all of them)")
-    for r in moe:
-        ax.plot([r.year, r.year], [r.active_parameters, r.parameters], color=plotting.PALETTE[1], lw=1)
-    ax.scatter(
-        [r.year for r in moe],
-        [r.active_parameters for r in moe],
-        s=22,
-        facecolors="none",
-        edgecolors=plotting.PALETTE[1],
-        zorder=3,
-        label="mixture of experts: parameters used per token",
-    )
-    for r in rows:
-        if r.parameters is not None and r.system in _LABELLED:
-            _label(ax, r.year, r.parameters, r.system)
-    _draw_fits(ax, fit_eras(dense))
-    ax.set(yscale="log", xlabel="year", ylabel="parameters", title="Model size, 1987–2025", xlim=(1985, 2028))
-    ax.legend(fontsize=8, loc="upper left")
+    fits = fit_eras(dense)
+    for ax in axes:
+        ax.scatter(*zip(*dense), s=22, color=plotting.PALETTE[0], zorder=3, label="parameters (all of them)")
+        for r in moe:
+            ax.plot([r.year, r.year], [r.active_parameters, r.parameters], color=plotting.PALETTE[1], lw=1)
+        ax.scatter(
+            [r.year for r in moe],
+            [r.active_parameters for r in moe],
+            s=22,
+            facecolors="none",
+            edgecolors=plotting.PALETTE[1],
+            zorder=3,
+            label="mixture of experts: parameters used per token",
+        )
+        _draw_fits(ax, fits)
+    early, late = axes
+    early.set(yscale="log", xlabel="year", ylabel="parameters", xlim=(1985, 2011), xticks=[1990, 2000, 2010])
+    late.set(xlabel="year", xlim=(2011, 2028), xticks=range(2012, 2027, 2))
+    late.tick_params(axis="y", left=False)
+    fig.suptitle("Model size, 1987–2025")
+    plotting.legend_below(late)
+    named = [(r.year, r.parameters, r.system) for r in rows if r.parameters is not None and r.system in _LABELLED]
+    for ax in axes:
+        lo, hi = ax.get_xlim()
+        plotting.label_points(ax, [p for p in named if lo <= p[0] <= hi])
     return fig
 
 
 def compute_figure(rows: list[Milestone]):
     """Training compute over time: reported figures, and 6·N·D estimates where only N and D are reported."""
-    fig, ax = plotting.figure(1, 1, width=9.0, height=4.6)
+    fig, ax = plotting.figure(1, 1, height=5.0)
     reported = [(r.year, r.training_compute_flop, r.system) for r in rows if r.training_compute_flop is not None]
     derived = [(r.year, compute_6nd(r), r.system) for r in rows if r.training_compute_flop is None and compute_6nd(r)]
     ax.scatter([y for y, _, _ in reported], [c for _, c, _ in reported], s=26, color=plotting.PALETTE[0], zorder=3,
                label="reported in the paper")  # fmt: skip
     ax.scatter([y for y, _, _ in derived], [c for _, c, _ in derived], s=26, facecolors="none", zorder=3,
                edgecolors=plotting.PALETTE[1], label="6·N·D from the reported parameters and tokens")  # fmt: skip
-    for y, c, name in reported + derived:
-        if name in _LABELLED:
-            _label(ax, y, c, name)
     # Fit only the language models from 2019 on: the 2017 points are translation models,
     # a different lineage whose compute is not comparable.
     points = [(y, c) for y, c, _ in reported + derived if y >= 2019]
     _draw_fits(ax, fit_eras(points, eras=(("language models", 2019, 2026),)))
     ax.set(yscale="log", xlabel="year", ylabel="training compute (FLOP)", title="Training compute", xlim=(2016, 2026.5))
-    ax.legend(fontsize=8, loc="upper left")
+    plotting.legend_below(ax)
+    everything = reported + derived
+    plotting.label_points(ax, [p for p in everything if p[2] in _LABELLED])
     return fig
 
 
@@ -313,18 +319,18 @@ def data_figure(rows: list[Milestone]):
 
     Sizes given in gigabytes of text are not counts of anything and are left off the plot.
     """
-    fig, ax = plotting.figure(1, 1, width=9.0, height=4.6)
+    fig, ax = plotting.figure(1, 1, height=5.0)
     units = [u for u in UNITS if u != "gigabytes" and any(r.training_data_unit == u for r in rows)]
+    everything = []
     for i, unit in enumerate(units):
         pts = [(r.year, r.training_data_size, r.system) for r in rows if r.training_data_unit == unit]
         ax.scatter(
             [y for y, _, _ in pts], [s for _, s, _ in pts], s=26, color=plotting.PALETTE[i], zorder=3, label=unit
         )
-        for y, s, name in pts:
-            if name in _DATA_LABELS:
-                _label(ax, y, s, name)
+        everything += pts
     ax.set(
         yscale="log", xlabel="year", ylabel="training data (in its own unit)", title="Training data", xlim=(1987, 2028)
     )
-    ax.legend(fontsize=8, loc="upper left", title="unit")
+    plotting.legend_below(ax, ncols=len(units), title="unit")
+    plotting.label_points(ax, [p for p in everything if p[2] in _DATA_LABELS])
     return fig

@@ -185,7 +185,7 @@ def experiment(
 
 
 def _figure(widths, sizes, test, slope, prefactor, run_losses):
-    fig, (ax_law, ax_curves) = plotting.figure(2, 1, width=9.0, height=3.4)
+    fig, (ax_law, ax_curves) = plotting.figure(2, 1, height=3.4)
     grid = np.geomspace(min(sizes), max(sizes), 50)
     ax_law.plot(sizes, test, "o", color=plotting.PALETTE[0], label="students (mean per width)")
     ax_law.plot(grid, prefactor * grid**slope, "--", color=plotting.PALETTE[1], label=f"fit: loss ∝ N^-{-slope:.2f}")

@@ -143,6 +143,7 @@ def step_multipliers(b1: float = 0.9, b2: float = 0.999, steps: int = 200) -> di
     return out
 
 
+# --8<-- [start:run]
 def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 100) -> Report:
     """SGD, momentum, RMSProp and Adam on a 2-D valley of condition number 100.
 
@@ -219,12 +220,15 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 100)
     )
 
 
+# --8<-- [end:run]
+
+
 def _progress(total, progress):
     return Progress(total, "2.8 adam", progress_enabled(progress))
 
 
 def _figure(runs, start, multipliers, early_ratio):
-    fig, axes = plotting.figure(3, 2, width=10.5, height=6.6)
+    fig, axes = plotting.figure(3, 2, height=7.2)
     names = ["SGD", "momentum", "RMSProp", "Adam"]
     colors = dict(zip([*names, "Adam, no bias correction"], plotting.PALETTE))
     gx, gy = np.meshgrid(np.linspace(-4.8, 1.5, 200), np.linspace(-1.6, 1.6, 200))
@@ -241,43 +245,43 @@ def _figure(runs, start, multipliers, early_ratio):
 
     # (a) the valley with each optimizer's path at its best rate
     ax = axes[0, 0]
-    valley_axes(ax, "paths at each one's best rate")
+    valley_axes(ax, "paths, each at\nits best rate")
     for name in names:
         p = path_of(name)
         rate = RATES[runs[name]["best"]]
         ax.plot(p[:, 0], p[:, 1], "-o", ms=1.5, lw=0.9, color=colors[name], label=f"{name} ({rate:.2g})")
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=8, loc="lower left")
     # (b) loss against step at the best rate
     ax = axes[0, 1]
     for name in names:
         ax.plot(runs[name]["losses"]["plain"][:, runs[name]["best"]], color=colors[name], label=name)
-    ax.set(title="loss at the best rate", xlabel="step", yscale="log")
-    ax.legend(fontsize=7)
+    ax.set(title="loss at\nthe best rate", xlabel="step", yscale="log")
+    ax.legend(fontsize=8)
     # (c) the learning-rate sweep
     ax = axes[0, 2]
     for name in names:
         ax.plot(RATES, runs[name]["final"], "-o", ms=2.5, color=colors[name], label=name)
-    ax.set(title="final loss against learning rate", xlabel="learning rate", xscale="log", yscale="log")
-    ax.legend(fontsize=7)
+    ax.set(title="final loss\nagainst learning rate", xlabel="learning rate", xscale="log", yscale="log")
+    ax.legend(fontsize=8)
     # (d) invariance: the same runs with the gradient rescaled by diag(RESCALE)
     ax = axes[1, 0]
-    valley_axes(ax, f"gradient rescaled by diag{RESCALE}")
+    valley_axes(ax, f"gradient rescaled\nby diag{RESCALE}")
     for name, style in [("SGD", "-"), ("Adam", "-")]:
         p, q = path_of(name), path_of(name, "rescaled")
         ax.plot(p[:, 0], p[:, 1], style, lw=2.5, alpha=0.35, color=colors[name], label=f"{name}")
         ax.plot(q[:, 0], q[:, 1], "--", lw=1.0, color=colors[name], label=f"{name}, rescaled")
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=8, loc="lower left")
     # (e) bias correction: the step-size multiplier for a constant gradient
     ax = axes[1, 1]
     ax.plot(np.abs(multipliers["corrected"]), color=colors["Adam"], label="with bias correction")
     ax.plot(np.abs(multipliers["uncorrected"]), color=colors["Adam, no bias correction"], label="without")
-    ax.set(title="Adam's step / rate, constant gradient", xlabel="step")
-    ax.legend(fontsize=7)
+    ax.set(title="Adam's step / rate,\nconstant gradient", xlabel="step")
+    ax.legend(fontsize=8)
     # (f) ... and what it does to the first steps, at every rate
     ax = axes[1, 2]
     ax.plot(RATES, early_ratio, "-o", ms=2.5, color=colors["Adam, no bias correction"])
     ax.axhline(1.0, color="#888888", lw=0.8)
     ax.axvline(RATES[runs["Adam"]["best"]], color=colors["Adam"], lw=0.8, ls="--", label="Adam's best rate")
-    ax.set(title="early loss: uncorrected / corrected", xlabel="learning rate", xscale="log", ylabel="ratio")
-    ax.legend(fontsize=7)
+    ax.set(title="early loss:\nuncorrected / corrected", xlabel="learning rate", xscale="log", ylabel="ratio")
+    ax.legend(fontsize=8)
     return fig

@@ -81,6 +81,7 @@ def sweep(key, x, y, *, use_bn: bool, steps: int, batch_size: int = 64, progress
 TRAINED = 0.1  # a net "trains" at a rate if its final training loss is below this (chance: ln 10 = 2.3)
 
 
+# --8<-- [start:run]
 def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 500) -> Report:
     """Learning-rate sweep with and without BN on digits; train-mode vs eval-mode batch norm.
 
@@ -149,6 +150,9 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 500)
     )  # fmt: skip
 
 
+# --8<-- [end:run]
+
+
 def _smooth(h: np.ndarray, window: int = 20) -> np.ndarray:
     """Running mean over ``window`` steps of ``h [steps, k]`` (the mini-batch losses are noisy)."""
     c = np.cumsum(np.pad(h, ((window, 0), (0, 0)), mode="edge"), axis=0)
@@ -156,7 +160,7 @@ def _smooth(h: np.ndarray, window: int = 20) -> np.ndarray:
 
 
 def _figure(final, results, by_batch, eval_accuracy):
-    fig, axes = plotting.figure(3, 1, width=10.5, height=3.6)
+    fig, axes = plotting.figure(3, 1, height=3.6)
     labels = {"plain": "plain", "bn": "with BN"}
     ceiling = 30.0
     ax = axes[0]
@@ -167,7 +171,7 @@ def _figure(final, results, by_batch, eval_accuracy):
         ax.plot(np.asarray(LEARNING_RATES)[bad], np.full(bad.sum(), ceiling), "x", ms=10, color=plotting.PALETTE[i])
     ax.axhline(TRAINED, ls=":", color=plotting.PALETTE[2], label=f"trained (loss < {TRAINED})")
     ax.set(xscale="log", yscale="log", xlabel="learning rate", ylabel="final training loss",
-           title="learning-rate sweep (x = diverged)")  # fmt: skip
+           title="learning-rate sweep\n(x = diverged)")  # fmt: skip
     ax.legend(fontsize=8)
     ax = axes[1]
     for i, name in enumerate(results):
@@ -177,12 +181,12 @@ def _figure(final, results, by_batch, eval_accuracy):
             alive = results[name].history["alive"][:, j] > 0
             ax.plot(np.where(alive, _smooth(h[:, None])[:, 0], np.nan), ls=ls, color=plotting.PALETTE[i],
                     label=f"{labels[name]}, rate {lr:g}")  # fmt: skip
-    ax.set(yscale="log", ylim=(1e-3, 10), xlabel="step", title="training loss (mini-batch, smoothed)")
+    ax.set(yscale="log", ylim=(1e-3, 10), xlabel="step", title="training loss\n(mini-batch, smoothed)")
     ax.legend(fontsize=8)
     ax = axes[2]
     sizes = list(by_batch)
     ax.plot(sizes, [by_batch[b] for b in sizes], "o-", color=plotting.PALETTE[1], label="train mode (batch statistics)")
     ax.axhline(eval_accuracy, ls="--", color=plotting.PALETTE[0], label="eval mode (running averages)")
-    ax.set(xscale="log", xlabel="test batch size", ylabel="test accuracy", title="BN net: train vs eval mode")
+    ax.set(xscale="log", xlabel="test batch size", ylabel="test accuracy", title="BN net:\ntrain vs eval mode")
     ax.legend(fontsize=8)
     return fig

@@ -66,6 +66,7 @@ def fit(key, x, y, x_test, y_test, rate: float, *, steps: int, progress=None):
 # --8<-- [end:experiment]
 
 
+# --8<-- [start:run]
 def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 2000) -> Report:
     """Train/test gap of an over-fitting MLP with and without dropout; weight scaling vs averaging.
 
@@ -121,12 +122,15 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 2000
     )
 
 
+# --8<-- [end:run]
+
+
 def _label(name: str) -> str:
     return "plain" if name == "plain" else f"dropout {RATE}"
 
 
 def _figure(runs, params_by_name, x, y):
-    fig, axes = plotting.figure(2, 2, width=9.0, height=6.4)
+    fig, axes = plotting.figure(2, 2, height=6.4)
     for col, metric in enumerate(["loss", "accuracy"]):
         ax = axes[0, col]
         for i, (name, result) in enumerate(runs.items()):

@@ -69,6 +69,7 @@ def fit(key, x, y, activation: str, *, steps: int, progress=None):
 # --8<-- [end:experiment]
 
 
+# --8<-- [start:run]
 def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 600) -> Report:
     """The exact and tanh forms and the bound on their gap; GELU vs ReLU on digits.
 
@@ -118,8 +119,11 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 600)
     return Report("2.7 GELU — exact vs tanh form, and GELU vs ReLU", metrics, lines, fig, time.perf_counter() - start)
 
 
+# --8<-- [end:run]
+
+
 def _figure(runs):
-    fig, axes = plotting.figure(3, 1, width=10.5, height=3.4)
+    fig, axes = plotting.figure(3, 1, height=3.4)
     x = jnp.linspace(-4.0, 4.0, 801)
     ax = axes[0]
     ax.plot(x, relu(x), color=plotting.PALETTE[2], lw=1.2, label="ReLU")

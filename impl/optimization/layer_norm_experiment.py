@@ -77,6 +77,7 @@ def fit_rnns(key, tokens, *, use_ln: bool, steps: int, vocab: int, hidden: int =
 # --8<-- [end:experiment]
 
 
+# --8<-- [start:run]
 def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 500) -> Report:
     """Batch independence and scale invariance of layer norm; a tanh RNN with and without it.
 
@@ -140,8 +141,11 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 500)
     )  # fmt: skip
 
 
+# --8<-- [end:run]
+
+
 def _figure(scales, rescaled, eps_scale, runs):
-    fig, axes = plotting.figure(3, 1, width=10.5, height=3.4)
+    fig, axes = plotting.figure(3, 1, height=3.4)
     ax = axes[0]
     ax.loglog(scales, rescaled, "o-", ms=3)
     ax.axvline(eps_scale, ls=":", color=plotting.PALETTE[2], label="c² Var(x) = eps")

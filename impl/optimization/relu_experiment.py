@@ -59,6 +59,7 @@ OPTIMIZER = sgd(
 # --8<-- [end:experiment]
 
 
+# --8<-- [start:run]
 def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 1000) -> Report:
     """Sigmoid vs tanh vs ReLU stacks of 20 hidden layers on the digits.
 
@@ -119,8 +120,11 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 1000
     return Report("2.2 ReLU — gradients through 20 layers", metrics, lines, fig, time.perf_counter() - start)
 
 
+# --8<-- [end:run]
+
+
 def _figure(norms, histories, sparsities):
-    fig, axes = plotting.figure(3, 1, width=11.0, height=3.4)
+    fig, axes = plotting.figure(3, 1, height=3.4)
     for name, init in RUNS.items():
         layers = np.arange(1, len(norms[name]) + 1)
         axes[0].plot(layers, norms[name], marker="o", ms=3, label=f"{name} ({init} init)")

@@ -55,6 +55,7 @@ OPTIMIZER = sgd(learning_rate=0.003, momentum=0.9)  # the same optimizer and bud
 # --8<-- [end:experiment]
 
 
+# --8<-- [start:run]
 def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 1000) -> Report:
     """Shallow plain, deep plain and deep residual nets trained alike on the digits.
 
@@ -93,9 +94,12 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 1000
     for name in MODELS:
         slug = "_".join(name.split(" (")[0].split())
         lines.append(f"{name:<28} {metrics[f'{slug}_train_loss']:>11.2e} {metrics[f'{slug}_test_accuracy']:>9.1%}")
-    fig, ax = plotting.figure(1, 1, width=6.4, height=3.6)
+    fig, ax = plotting.figure(1, 1, height=3.6)
     for name, history in histories.items():
         ax.plot(np.convolve(history, np.ones(20) / 20, mode="valid"), label=name)
     ax.set(title="training loss (moving average of 20 steps)", xlabel="step", yscale="log")
     ax.legend()
     return Report("2.3 Residuals — the degradation problem", metrics, lines, fig, time.perf_counter() - start)
+
+
+# --8<-- [end:run]

@@ -125,6 +125,7 @@ def _train_error(params, train_set):
     return np.asarray(jnp.mean((prediction - y.reshape(1, -1)) ** 2, axis=1))
 
 
+# --8<-- [start:run]
 def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 1500) -> Report:
     """Test error against decay strength; then L2-inside-Adam against AdamW under the penalty alone.
 
@@ -186,8 +187,11 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 1500
     )
 
 
+# --8<-- [end:run]
+
+
 def _figure(test_error, train_error, best, paths, w0, lr):
-    fig, axes = plotting.figure(3, 1, width=10.5, height=3.4)
+    fig, axes = plotting.figure(3, 1, height=3.4)
     x = np.where(LAMBDAS > 0, LAMBDAS, LAMBDAS[1] / 3)  # draw lambda = 0 just left of the grid
     ax = axes[0]
     ax.plot(x[1:], test_error[1:], "-o", ms=3, label="test error", color=plotting.PALETTE[0])
@@ -197,7 +201,7 @@ def _figure(test_error, train_error, best, paths, w0, lr):
     ax.plot(x[best], test_error[best], "*", ms=12, color=plotting.PALETTE[3], label="best λ")
     ax.axhline(NOISE**2, color="#888888", lw=0.8, ls=":", label="noise floor")
     ax.set(title="test error is U-shaped in λ", xlabel="weight decay λ", xscale="log", ylabel="mean squared error")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=8)
     for ax, lam in zip(axes[1:], (0.1, 1.0), strict=True):
         for i, w in enumerate(np.asarray(w0)):
             color = plotting.PALETTE[i]
@@ -207,5 +211,5 @@ def _figure(test_error, train_error, best, paths, w0, lr):
             )
             del w
         ax.set(title=f"penalty alone, λ = {lam}, rate {lr}", xlabel="step", ylabel="weight")
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=8)
     return fig

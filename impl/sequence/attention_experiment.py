@@ -63,6 +63,7 @@ _translate = {
 }
 
 
+# --8<-- [start:run]
 def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 1000) -> Report:
     """Train an attention translator and 3.5's encoder–decoder side by side (32-unit GRUs);
     score greedy translations by source length; draw one long sentence's alignment.
@@ -120,8 +121,12 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 1000
     return Report(title, metrics, lines, fig, time.perf_counter() - start, extra={"alignment": alignment[example]})
 
 
+# --8<-- [end:run]
+
+
 def _figure(history, curves, lengths, alpha, src):
-    fig, axes = plotting.figure(4, width=13.5, height=3.4)
+    fig, axes = plotting.figure(2, 2, height=6.4)
+    axes = axes.ravel()
     labels = {"attention": "attention (3.7)", "3.5": "one vector (3.5)"}
     for i, (name, (words, sentences)) in enumerate(curves.items()):
         color = plotting.PALETTE[i]

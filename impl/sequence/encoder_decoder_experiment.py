@@ -60,6 +60,7 @@ def accuracy_by_length(params, test: dict) -> tuple[np.ndarray, np.ndarray]:
 _greedy = jax.jit(lambda params, src: greedy_decode(params, src, MAX_LEN + 1))
 
 
+# --8<-- [start:run]
 def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 1200) -> Report:
     """Train two encoder–decoders (vectors of 32 and 96 units) on a toy translation; score
     their greedy translations by source length.
@@ -103,8 +104,11 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 1200
     )
 
 
+# --8<-- [end:run]
+
+
 def _figure(history, curves, lengths):
-    fig, axes = plotting.figure(3, width=10.5, height=3.3)
+    fig, axes = plotting.figure(3, height=3.3)
     for i, (name, (words, sentences)) in enumerate(curves.items()):
         color = plotting.PALETTE[i]
         axes[0].plot(lengths, 100 * words, "o-", color=color, label=f"{name}")

@@ -196,6 +196,7 @@ def evaluate(params: dict, tokens: jax.Array, repeat: jax.Array, carry0: dict) -
     return out
 
 
+# --8<-- [start:run]
 def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 1000, test_length: int = 4000) -> Report:
     """Both LSTMs learn to predict a continual embedded Reber stream, then read a fresh one.
 
@@ -244,8 +245,11 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 1000
     return Report(title, metrics, lines, fig, time.perf_counter() - start)
 
 
+# --8<-- [end:run]
+
+
 def _figure(result, scores, repeat, floor):
-    fig, axes = plotting.figure(3, 1, width=11.0, height=3.4)
+    fig, axes = plotting.figure(3, 1, height=3.4)
     ax = axes[0]
     for i, name in enumerate(STEPS):
         loss = result.history[name]
@@ -253,7 +257,7 @@ def _figure(result, scores, repeat, floor):
         ax.plot(np.arange(len(smooth)) + 20, smooth, color=plotting.PALETTE[i], label=name)
     ax.axhline(floor, ls=":", color=plotting.PALETTE[3], label="perfect predictor")
     ax.set(xlabel="training window", ylabel="next-symbol cross-entropy", title="training (never reset)", yscale="log")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=8)
     ax = axes[1]
     bins = np.array_split(np.arange(repeat.shape[1]), 20)
     centres = [b.mean() for b in bins]
@@ -263,7 +267,7 @@ def _figure(result, scores, repeat, floor):
     ax.axhline(0.5, ls=":", color=plotting.PALETTE[3], label="chance")
     ax.set(xlabel="step of the test stream", ylabel="T/P predicted right", ylim=(0, 1.05),
            title="the remembered symbol, along the stream")  # fmt: skip
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=8)
     ax = axes[2]
     trained = len(result.history["loss"]) * WINDOW  # tokens read during training
     for i, (name, score) in enumerate(scores.items()):
@@ -272,5 +276,5 @@ def _figure(result, scores, repeat, floor):
         ax.plot(trained + np.arange(1, len(score["cell"]) + 1), score["cell"], color=plotting.PALETTE[i])
     ax.axvline(trained, ls=":", color=plotting.PALETTE[3], label="training ends, test begins")
     ax.set(xlabel="tokens read since the only reset", ylabel="mean |c|", yscale="log", title="cell state, never reset")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=8)
     return fig

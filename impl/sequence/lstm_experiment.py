@@ -117,6 +117,7 @@ def steps_to_solve(batch_accuracy: np.ndarray) -> int:
     return len(batch_accuracy) + 1 if reached is None else reached
 
 
+# --8<-- [start:run]
 def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 600) -> Report:
     """The LSTM and two tanh RNNs learn to recall the first of ``DELAY + 1`` symbols.
 
@@ -159,8 +160,11 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 600)
     return Report(title, metrics, lines, fig, time.perf_counter() - start)
 
 
+# --8<-- [end:run]
+
+
 def _figure(result, grads, accuracies):
-    fig, axes = plotting.figure(3, 1, width=11.0, height=3.4)
+    fig, axes = plotting.figure(3, 1, height=3.4)
     ax = axes[0]
     for i, name in enumerate(MODELS):
         loss = result.history[name]
@@ -168,19 +172,19 @@ def _figure(result, grads, accuracies):
         ax.plot(np.arange(len(smooth)) + SMOOTH, smooth, color=plotting.PALETTE[i], label=name)
     ax.axhline(np.log(N_SYMBOLS), ls=":", color=plotting.PALETTE[3], label="chance (ln 4)")
     ax.set(xlabel="step", ylabel="cross-entropy", title="training loss", yscale="log")
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=8, loc="lower left")
     ax = axes[1]
     for i, name in enumerate(MODELS):
         g = grads[name]
         ax.plot(np.arange(len(g)), g / g[-1], color=plotting.PALETTE[i], label=name.split(" (")[0])
     ax.set(xlabel="input step t", ylabel="|dL/dx_t| / |dL/dx_T|", yscale="log",
            title="error reaching each input, at init")  # fmt: skip
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=8)
     ax = axes[2]
     names = list(MODELS)
     ax.bar(range(len(names)), [float(accuracies[n]) for n in names], color=plotting.PALETTE[: len(names)])
     ax.axhline(1 / N_SYMBOLS, ls=":", color=plotting.PALETTE[3])
-    ax.text(len(names) - 0.5, 1 / N_SYMBOLS + 0.02, "chance", ha="right", fontsize=7)
-    ax.set_xticks(range(len(names)), [n.replace(" (", "\n(") for n in names], fontsize=7)
+    ax.text(len(names) - 0.5, 1 / N_SYMBOLS + 0.02, "chance", ha="right", fontsize=8)
+    ax.set_xticks(range(len(names)), [n.replace(" (", "\n(") for n in names], fontsize=8)
     ax.set(ylabel="test accuracy", ylim=(0, 1.05), title=f"recall after {DELAY} steps")
     return fig

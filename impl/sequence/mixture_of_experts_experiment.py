@@ -169,6 +169,7 @@ def _milliseconds(fn, *args, repeats: int = 20) -> float:
     return 1e3 * (time.perf_counter() - start) / repeats
 
 
+# --8<-- [start:run]
 def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 1500) -> Report:
     """Load balance with and without the auxiliary losses; held-out error as experts are added.
 
@@ -226,8 +227,11 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 1500
                   time.perf_counter() - start)  # fmt: skip
 
 
+# --8<-- [end:run]
+
+
 def _figure(scores, history, metrics):
-    fig, axes = plotting.figure(3, width=11.0, height=3.4, gridspec_kw={"width_ratios": [1.2, 1.0, 1.0]})
+    fig, axes = plotting.figure(3, height=3.4, gridspec_kw={"width_ratios": [1.2, 1.0, 1.0]})
     ax = axes[0]
     n = SIZES[-1]
     for j, (name, label) in enumerate((("unbalanced", "without balancing"), ("balanced", "with balancing"))):
@@ -250,7 +254,7 @@ def _figure(scores, history, metrics):
     ax.plot(SIZES, errors, "o-", color=plotting.PALETTE[0])
     for m, e in zip(SIZES, errors):
         ax.annotate(f"{metrics[f'experts_{m}_params']:.0f} params\n{metrics[f'experts_{m}_active_params']:.0f} active",
-                    (m, e), textcoords="offset points", xytext=(5, 4), fontsize=7.5)  # fmt: skip
+                    (m, e), textcoords="offset points", xytext=(5, 4), fontsize=8)  # fmt: skip
     ax.set(xscale="log", xlabel="experts (k = 2 run per token)", ylabel="held-out MSE / variance",
            title="more experts, same compute")  # fmt: skip
     ax.set_xticks(SIZES, [str(m) for m in SIZES])

@@ -88,6 +88,7 @@ def _gradients_three_ways(key, xs, ys):
     return (by_hand, by_jax), (rtrl(small["rnn"], xs, dhs), vjp(dhs)[0])
 
 
+# --8<-- [start:run]
 def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 400) -> Report:
     """Train RNNs on delayed recall; measure how ``||dh_T/dx_t||`` falls with the distance ``T - t``.
 
@@ -135,8 +136,11 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 400)
                   time.perf_counter() - start, extra={"curves": curves})  # fmt: skip
 
 
+# --8<-- [end:run]
+
+
 def _figure(result, fits, curves):
-    fig, axes = plotting.figure(3, 1, width=11.0, height=3.5)
+    fig, axes = plotting.figure(3, 1, height=3.5)
     ax = axes[0]
     for i, d in enumerate(DELAYS):
         ax.plot(result.history[f"loss_delay_{d}"], color=plotting.PALETTE[i], lw=1.2, label=f"delay {d}")

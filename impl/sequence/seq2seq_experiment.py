@@ -80,6 +80,7 @@ def _decode_all(params, src):
     return greedy, greedy_lp, beam, beam_lp
 
 
+# --8<-- [start:run]
 def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 700) -> Report:
     """Train two 2-layer LSTM seq2seq models (source in order, source reversed) side by side;
     score greedy and beam-search translations by source length.
@@ -140,8 +141,11 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 700)
     return Report("3.6 Seq2Seq — reversed sources, beam search", metrics, lines, fig, time.perf_counter() - start)
 
 
+# --8<-- [end:run]
+
+
 def _figure(history, curves, lengths):
-    fig, axes = plotting.figure(3, width=10.5, height=3.3)
+    fig, axes = plotting.figure(3, height=3.3)
     for i, name in enumerate(ORDERS):
         color = plotting.PALETTE[i]
         loss = np.asarray(history[name])
@@ -156,5 +160,5 @@ def _figure(history, curves, lengths):
     axes[1].set(title="words translated right", xlabel="source length (words)", ylabel="%", ylim=(0, 102))
     axes[2].set(title="whole sentences right", xlabel="source length (words)", ylim=(0, 102))
     for ax in axes:
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=8)
     return fig

@@ -106,6 +106,7 @@ def fit(
 # --8<-- [end:experiment]
 
 
+# --8<-- [start:run]
 def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 2000) -> Report:
     """Skip-gram with negative sampling on the planted-relations corpus, with and without subsampling.
 
@@ -158,6 +159,9 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 2000
     return Report(title, metrics, lines, fig, time.perf_counter() - start)
 
 
+# --8<-- [end:run]
+
+
 def _summary(metrics, corpus, answers, neighbours, evals) -> list[str]:
     words = corpus.words
     m = metrics
@@ -206,7 +210,7 @@ def _pca_2d(x: np.ndarray) -> np.ndarray:
 
 
 def _figure(vectors, corpus: Corpus, evals, metrics):
-    fig, axes = plotting.figure(2, 2, width=9.0, height=7.6)
+    fig, axes = plotting.figure(2, 2, height=7.6)
     unit = np.asarray(vectors / jnp.linalg.norm(vectors, axis=-1, keepdims=True))
     panels = [(axes[0, 0], 0), (axes[0, 1], 1), (axes[1, 0], 2)]
     for ax, f in panels:
@@ -217,7 +221,7 @@ def _figure(vectors, corpus: Corpus, evals, metrics):
         for p, (x0, x1) in enumerate(xy):
             ax.annotate("", xy=x1, xytext=x0, arrowprops={"arrowstyle": "->", "color": plotting.PALETTE[f], "lw": 1})
             for s, point in enumerate((x0, x1)):
-                ax.text(*point, corpus.words[pairs[p, s]], fontsize=7, ha="center", va="bottom")
+                ax.text(*point, corpus.words[pairs[p, s]], fontsize=8, ha="center", va="bottom")
         for s in range(2):
             ax.scatter(xy[:, s, 0], xy[:, s, 1], s=10, color=plotting.PALETTE[f] if s else "none",
                        edgecolors=plotting.PALETTE[f])  # fmt: skip

@@ -5,6 +5,8 @@ import pytest
 from impl.data import corpus
 from impl.data.corpus import load_corpus, main, markdown_to_text
 
+pytestmark = pytest.mark.strict_dtypes  # no implicit dtype promotion in this module's code
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

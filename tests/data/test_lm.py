@@ -5,6 +5,8 @@ import pytest
 
 from impl.data.lm import lm_windows, train_test_split
 
+pytestmark = pytest.mark.strict_dtypes  # no implicit dtype promotion in this module's code
+
 
 def test_lm_windows_shapes_and_shift():
     ids = np.arange(100, dtype=np.int32) * 3

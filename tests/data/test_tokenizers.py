@@ -7,6 +7,8 @@ from impl.data.corpus import load_corpus
 from impl.data.tokenizers import BPETokenizer, CharTokenizer, byte_alphabet, pretokenize
 from impl.data.vocab import BOS, EOS, FIRST_TOKEN, PAD, SPECIAL_TOKENS, UNK, Vocab
 
+pytestmark = pytest.mark.strict_dtypes  # no implicit dtype promotion in this module's code
+
 SAMPLE = "the cat sat on the mat. the cats sat on the mats; a cat is not a mat!\n" * 3
 UNSEEN = "Naïve façades — 日本語, emoji 🙂, tabs\tand\r\nnewlines, 12345 + x_y <pad> \x00 end  "
 

@@ -8,6 +8,8 @@ import pytest
 from impl.data import translation
 from impl.data.sequences import BOS, EOS, FIRST_SYMBOL, PAD
 
+pytestmark = pytest.mark.strict_dtypes  # no implicit dtype promotion in this module's code
+
 
 def _batch(seed=0, n=5, min_len=2, max_len=7):
     return translation.translation_task(jax.random.key(seed), n, min_len=min_len, max_len=max_len)

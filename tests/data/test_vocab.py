@@ -7,6 +7,8 @@ from hypothesis import strategies as st
 from impl.data import sequences, vocab
 from impl.data.vocab import BOS, CLS, EOS, FIRST_TOKEN, MASK, PAD, SEP, SPECIAL_TOKENS, UNK, Vocab
 
+pytestmark = pytest.mark.strict_dtypes  # no implicit dtype promotion in this module's code
+
 
 def test_reserved_ids_are_fixed_and_agree_with_sequences():
     assert [PAD, BOS, EOS, SEP, MASK, CLS, UNK] == [0, 1, 2, 3, 4, 5, 6] and FIRST_TOKEN == 7

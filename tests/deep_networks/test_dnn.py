@@ -8,6 +8,8 @@ from impl.deep_networks import dnn, dnn_experiment
 
 from twin_checks import assert_twins_agree
 
+pytestmark = pytest.mark.strict_dtypes  # no implicit dtype promotion in this module's code
+
 
 def _batch(seed=0, n=32, d=2, classes=3):
     kx, ky = jax.random.split(jax.random.key(seed))
