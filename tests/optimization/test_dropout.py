@@ -10,6 +10,8 @@ from impl.deep_networks import dnn
 from impl.optimization import dropout as dr
 from impl.optimization import dropout_experiment
 
+from twin_checks import assert_twins_agree
+
 
 def _x(shape=(64, 32), seed=0):
     return jax.random.normal(jax.random.key(seed), shape)
@@ -83,13 +85,19 @@ def test_linen_and_nnx_twins_give_the_same_mask_and_gradient_for_the_same_key():
     x, key = _x(), jax.random.key(4)
     linen = dr.LinenDropout(0.5)
     model = dr.NnxDropout(0.5, rngs=nnx.Rngs(dropout=0))
-    y_linen = linen.apply({}, x, deterministic=False, key=key)
-    y_nnx = model(x, key=key)
-    chex.assert_trees_all_equal(y_linen, y_nnx)
+    _, y_linen, _ = assert_twins_agree(  # outputs and input gradients, the same key on both sides
+        linen,
+        model,
+        (x,),
+        loss=lambda y: jnp.sum(y**2),
+        linen_apply=lambda v, x: linen.apply(v, x, deterministic=False, key=key),
+        nnx_apply=lambda m, x: m(x, key=key),
+        init_kwargs={"deterministic": True},
+        rtol=0.0,
+        atol=0.0,
+    )
     chex.assert_trees_all_equal(y_linen, dr.dropout(key, x, 0.5))
     g_linen = jax.grad(lambda v: jnp.sum(linen.apply({}, v, deterministic=False, key=key) ** 2))(x)
-    g_nnx = jax.grad(lambda v: jnp.sum(model(v, key=key) ** 2))(x)
-    chex.assert_trees_all_close(g_linen, g_nnx)
     mask = y_linen != 0
     chex.assert_trees_all_close(g_linen, jnp.where(mask, 2 * x / 0.25, 0.0), rtol=1e-6)  # d/dx (r x / p)^2
 

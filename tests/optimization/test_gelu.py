@@ -9,6 +9,8 @@ from scipy.special import ndtr
 from impl.optimization import gelu as g
 from impl.optimization import gelu_experiment
 
+from twin_checks import assert_twins_agree
+
 
 @pytest.mark.parametrize("shape", [(7,), (3, 5), (2, 4, 4, 3)])
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
@@ -78,15 +80,12 @@ def test_gelu_at_zero_and_its_minimum():
 @pytest.mark.parametrize("approximate", [False, True])
 def test_linen_and_nnx_twins_agree_on_outputs_and_gradients(approximate):
     x = jax.random.normal(jax.random.key(1), (6, 8)) * 3
-    linen = g.LinenGELU(approximate=approximate)
-    variables = linen.init(jax.random.key(0), x)
-    assert variables == {}  # no parameters
     model = g.NnxGELU(approximate=approximate)
-    chex.assert_trees_all_close(linen.apply(variables, x), model(x), rtol=1e-6)
-    chex.assert_trees_all_close(linen.apply(variables, x), g.gelu(x, approximate), rtol=1e-6)
-    g_linen = jax.grad(lambda v: jnp.sum(linen.apply(variables, v) ** 2))(x)
-    g_nnx = jax.grad(lambda v: jnp.sum(model(v) ** 2))(x)
-    chex.assert_trees_all_close(g_linen, g_nnx, rtol=1e-6)
+    variables, out, _ = assert_twins_agree(
+        g.LinenGELU(approximate=approximate), model, (x,), loss=lambda y: jnp.sum(y**2)
+    )  # outputs and input gradients: there are no parameters
+    assert variables == {}
+    chex.assert_trees_all_close(out, g.gelu(x, approximate), rtol=1e-6)
     assert nnx.state(model, nnx.Param) == nnx.State({})
 
 
