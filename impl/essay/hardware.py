@@ -39,7 +39,6 @@ moves before the chip's arithmetic, not its memory, becomes the limit.
 
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -48,6 +47,7 @@ import numpy as np
 
 from impl import plotting
 from impl.catalog import ROOT
+from impl.essay.milestones import read_csv
 
 __all__ = [
     "KINDS",
@@ -128,13 +128,7 @@ _NUMERIC = tuple(RANGES)
 
 def load(path: str | Path = PATH) -> list[Chip]:
     """Read and validate the hardware file; raises ``ValueError`` naming the row and column."""
-    path = Path(path)
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{path.name}: missing columns {missing}")
-        rows = [_parse(i + 2, raw) for i, raw in enumerate(reader)]  # +2: the header is line 1
+    rows = [_parse(line, raw) for line, raw in read_csv(path, COLUMNS)]
     validate(rows)
     return rows
 

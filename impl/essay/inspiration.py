@@ -30,13 +30,13 @@ raising ``ValueError`` that names the line, the topic and the column.
 
 from __future__ import annotations
 
-import csv
 from collections import Counter
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 from impl import plotting
 from impl.catalog import ROOT, TOPICS, find_topic
+from impl.essay.milestones import read_csv
 
 __all__ = [
     "CATEGORIES",
@@ -93,13 +93,7 @@ _REQUIRED = ("paper", "statement", "where")
 
 def load(path: str | Path = PATH) -> list[Inspiration]:
     """Read and validate the file; raises ``ValueError`` naming the line, the topic and the column."""
-    path = Path(path)
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{path.name}: missing columns {missing}")
-        rows = [Inspiration(**{c: (raw.get(c) or "").strip() for c in COLUMNS}) for raw in reader]
+    rows = [Inspiration(**{c: (raw.get(c) or "").strip() for c in COLUMNS}) for _, raw in read_csv(path, COLUMNS)]
     validate(rows, first_line=2)
     return rows
 

@@ -31,7 +31,6 @@ that names the line, the row and the column.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import math
 import re
@@ -40,6 +39,7 @@ from pathlib import Path
 
 from impl import plotting
 from impl.catalog import ROOT
+from impl.essay.milestones import read_csv
 
 __all__ = [
     "COLUMNS",
@@ -109,13 +109,7 @@ COLUMNS = tuple(f.name for f in fields(Investment))
 
 def load(path: str | Path = PATH) -> list[Investment]:
     """Read and validate the file; raises ``ValueError`` naming the line, the row and the column."""
-    path = Path(path)
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{path.name}: missing columns {missing}")
-        rows = [_parse(i + 2, raw) for i, raw in enumerate(reader)]  # +2: the header is line 1
+    rows = [_parse(line, raw) for line, raw in read_csv(path, COLUMNS)]
     validate(rows, first_line=2)
     return rows
 

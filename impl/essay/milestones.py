@@ -110,15 +110,24 @@ COLUMNS = tuple(f.name for f in fields(Milestone))
 _NUMERIC = ("parameters", "active_parameters", "training_compute_flop", "training_data_size")
 
 
-def load(path: str | Path = PATH) -> list[Milestone]:
-    """Read and validate the milestone file; raises ``ValueError`` naming the row and column."""
+def read_csv(path: str | Path, columns: tuple[str, ...]) -> list[tuple[int, dict[str, str]]]:
+    """The rows of one of the essay's sourced tables as ``(line number, {column: text})``.
+
+    Shared by every table under ``essays/`` (milestones, hardware, investments, inspiration);
+    raises ``ValueError`` naming the file when a column is missing. Line 1 is the header.
+    """
     path = Path(path)
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
-        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+        missing = [c for c in columns if c not in (reader.fieldnames or [])]
         if missing:
             raise ValueError(f"{path.name}: missing columns {missing}")
-        rows = [_parse(i + 2, raw) for i, raw in enumerate(reader)]  # +2: header is line 1
+        return [(i + 2, raw) for i, raw in enumerate(reader)]
+
+
+def load(path: str | Path = PATH) -> list[Milestone]:
+    """Read and validate the milestone file; raises ``ValueError`` naming the row and column."""
+    rows = [_parse(line, raw) for line, raw in read_csv(path, COLUMNS)]
     validate(rows)
     return rows
 
