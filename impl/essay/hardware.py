@@ -47,7 +47,7 @@ import numpy as np
 
 from impl import plotting
 from impl.catalog import ROOT
-from impl.essay.milestones import read_csv
+from impl.essay.milestones import parse_fields, read_csv
 
 __all__ = [
     "KINDS",
@@ -134,24 +134,8 @@ def load(path: str | Path = PATH) -> list[Chip]:
 
 
 def _parse(line: int, raw: dict[str, str]) -> Chip:
-    values: dict[str, object] = {}
     name = (raw.get("name") or "").strip() or "<unnamed>"
-    for column in COLUMNS:
-        text = (raw.get(column) or "").strip()
-        if column == "year":
-            try:
-                values[column] = int(text)
-            except ValueError:
-                raise ValueError(f"line {line} ({name}), year: expected an integer year, got {text!r}") from None
-        elif column in _NUMERIC:
-            try:
-                values[column] = float(text) if text else None
-            except ValueError:
-                message = f"line {line} ({name}), {column}: expected a number or nothing, got {text!r}"
-                raise ValueError(message) from None
-        else:
-            values[column] = text
-    return Chip(**values)
+    return Chip(**parse_fields(raw, COLUMNS, _NUMERIC, f"line {line} ({name})"))
 
 
 def validate(rows: list[Chip]) -> None:

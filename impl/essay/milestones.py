@@ -133,22 +133,29 @@ def load(path: str | Path = PATH) -> list[Milestone]:
 
 
 def _parse(line: int, raw: dict[str, str]) -> Milestone:
+    return Milestone(**parse_fields(raw, COLUMNS, _NUMERIC, f"line {line}"))
+
+
+def parse_fields(raw: dict[str, str], columns: tuple[str, ...], numeric: tuple[str, ...], where: str) -> dict:
+    """One CSV row's text as values: ``year`` an integer, the ``numeric`` columns floats or ``None``
+    when empty, the rest stripped text. Errors start with ``where`` (e.g. ``"line 7"``) and name
+    the column. Shared by the milestone and hardware tables."""
     values: dict[str, object] = {}
-    for column in COLUMNS:
+    for column in columns:
         text = (raw.get(column) or "").strip()
         if column == "year":
             try:
                 values[column] = int(text)
             except ValueError:
-                raise ValueError(f"line {line}, year: expected an integer year, got {text!r}") from None
-        elif column in _NUMERIC:
+                raise ValueError(f"{where}, year: expected an integer year, got {text!r}") from None
+        elif column in numeric:
             try:
                 values[column] = float(text) if text else None
             except ValueError:
-                raise ValueError(f"line {line}, {column}: expected a number or nothing, got {text!r}") from None
+                raise ValueError(f"{where}, {column}: expected a number or nothing, got {text!r}") from None
         else:
             values[column] = text
-    return Milestone(**values)
+    return values
 
 
 def validate(rows: list[Milestone]) -> None:
