@@ -5,15 +5,15 @@ Ranking is checked with Material's own search worker (lunr) run in Node, when No
 
 import importlib.util
 import json
-import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 from material.plugins.search.plugin import Parser
+
+from site_build import built_site
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKERS = Path(sys.modules["material"].__file__).parent / "templates" / "assets" / "javascripts" / "workers"
@@ -46,26 +46,6 @@ def load_hook():
     sys.modules[spec.name] = module  # its dataclass looks itself up there
     spec.loader.exec_module(module)
     return module
-
-
-def build_site() -> Path:
-    """The site built once per test process (examples skipped), shared with test_side_by_side."""
-    built = os.environ.get("SIDE_BY_SIDE_TEST_SITE")
-    if built and (Path(built) / "search" / "search_index.json").exists():
-        return Path(built)
-    site = Path(tempfile.mkdtemp(prefix="site-search-"))
-    env = {**os.environ, "IMPL_EXAMPLES": "skip", "NO_MKDOCS_2_WARNING": "1"}
-    result = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    os.environ["SIDE_BY_SIDE_TEST_SITE"] = str(site)
-    return site
 
 
 def indexed_text(html: str) -> str:
@@ -111,7 +91,7 @@ def test_page_tags_name_topics_and_chapters():
 
 @pytest.fixture(scope="module")
 def search_index():
-    return json.loads((build_site() / "search" / "search_index.json").read_text(encoding="utf-8"))
+    return json.loads((built_site() / "search" / "search_index.json").read_text(encoding="utf-8"))
 
 
 def _topic_queries():
@@ -148,7 +128,7 @@ def test_search_ranks_each_topic_page_first_for_its_name(search_index, tmp_path)
     (tmp_path / "queries.json").write_text(json.dumps(list(queries)))
     worker = next(WORKERS.glob("search.*.min.js"))
     result = subprocess.run(
-        ["node", str(tmp_path / "rank.js"), str(worker), str(build_site() / "search" / "search_index.json"),
+        ["node", str(tmp_path / "rank.js"), str(worker), str(built_site() / "search" / "search_index.json"),
          str(tmp_path / "queries.json")],
         capture_output=True, text=True, timeout=120, check=True,
     )  # fmt: skip

@@ -3,7 +3,9 @@
 import re
 
 import pytest
-from test_search import build_site, indexed_text, load_hook
+from test_search import indexed_text, load_hook
+
+from site_build import built_site
 
 hook = load_hook()
 
@@ -124,7 +126,7 @@ def test_map_tables_and_table_code():
 
 @pytest.mark.site
 def test_built_pages_show_every_twin_pair_side_by_side():
-    site = build_site()
+    site = built_site()
     page = (site / "papers/01-deep-neural-networks/01-dnn/index.html").read_text(encoding="utf-8")
     assert page.count("sbs-tabs") == page.count('<table class="sbs highlight"') == 2
     table = page[page.index('<table class="sbs highlight"') :]

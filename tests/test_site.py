@@ -1,12 +1,11 @@
 """The built site: strict build, math rendered to MathML, and nothing fetched from another host."""
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+import site_build
 
 ROOT = Path(__file__).resolve().parent.parent
 EXTERNAL = re.compile(
@@ -48,19 +47,8 @@ def test_detector_catches_external_assets(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def built_site(tmp_path_factory) -> Path:
-    site = tmp_path_factory.mktemp("site")
-    env = {**os.environ, "IMPL_EXAMPLES": "skip", "NO_MKDOCS_2_WARNING": "1"}
-    result = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    return site
+def built_site() -> Path:
+    return site_build.built_site()
 
 
 @pytest.mark.site
