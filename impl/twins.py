@@ -114,8 +114,7 @@ def load_linen(model: nnx.Module, linen_variables: dict[str, PyTree]) -> nnx.Mod
             raise ValueError(f"linen_variables: unknown collection {collection!r}; expected one of {expected}")
         kind = COLLECTIONS[collection]
         current = pure(model, kind)
-        tree = jax.tree.map(lambda a: a, tree)  # plain dicts (Linen may hand over FrozenDicts)
-        tree = _lists_back(_plain(tree))
+        tree = _lists_back(_plain(tree))  # plain dicts and lists (Linen may hand over FrozenDicts, tuples)
         ours, theirs = _paths(current), _paths(tree)
         if ours != theirs:
             raise ValueError(
