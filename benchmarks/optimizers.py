@@ -1,8 +1,8 @@
 """Benchmark: the hand-written optimizers against Optax's, one jitted update step each.
 
-    python benchmarks/optimizers.py              # run, print the table, write it to docs/performance.md
-    python benchmarks/optimizers.py --reps 40    # quicker, noisier
-    python benchmarks/optimizers.py --no-write   # print only
+    python benchmarks/optimizers.py             # run, print, write docs/performance.md
+    python benchmarks/optimizers.py --reps 40   # quicker, noisier
+    python benchmarks/optimizers.py --no-write  # print only
 
 The parameters are a ~10M-parameter pytree shaped like a small transformer (token and position
 embeddings, five blocks of attention and MLP kernels, biases and layer-norm scales). For each
@@ -54,7 +54,9 @@ def transformer_like_params(d_model=384, n_layers=5, vocab=4096, context=256, se
     def block():
         return {
             "ln1": {"scale": jnp.ones((d_model,)), "bias": jnp.zeros((d_model,))},
-            "attention": {name: normal(d_model, d_model) for name in ("query", "key", "value", "out")},
+            "attention": {
+                name: normal(d_model, d_model) for name in ("query", "key", "value", "out")
+            },
             "ln2": {"scale": jnp.ones((d_model,)), "bias": jnp.zeros((d_model,))},
             "mlp": {
                 "up": {"kernel": normal(d_model, 4 * d_model), "bias": jnp.zeros((4 * d_model,))},
@@ -108,7 +110,8 @@ class Runner:
         self.grads = grads
         cost = self.step.lower(self.params, self.state, grads).compile().cost_analysis()
         cost = cost[0] if isinstance(cost, list) else cost  # older JAX returns a list
-        self.bytes = float(cost.get("bytes accessed", float("nan")))  # XLA's count of memory traffic
+        # XLA's count of memory traffic
+        self.bytes = float(cost.get("bytes accessed", float("nan")))
         self()  # compile, and run once
 
     def __call__(self) -> float:
@@ -119,10 +122,13 @@ class Runner:
 
 
 def benchmark(reps: int, block: int = 3, warmup: int = 3) -> list[dict]:
-    """``reps`` interleaved repetitions; each times a block of ``block`` steps per side and keeps its fastest."""
+    """``reps`` interleaved repetitions; each times a block of ``block`` steps per side and keeps
+    its fastest."""
     params = transformer_like_params()
     rng = np.random.default_rng(1)
-    grads = jax.tree.map(lambda p: jnp.asarray(rng.standard_normal(p.shape, dtype=np.float32) * 1e-3), params)
+    grads = jax.tree.map(
+        lambda p: jnp.asarray(rng.standard_normal(p.shape, dtype=np.float32) * 1e-3), params
+    )
     rows = []
     for name, ours, theirs in pairs():
         a, b = Runner(ours, params, grads), Runner(theirs, params, grads)
@@ -148,7 +154,10 @@ def benchmark(reps: int, block: int = 3, warmup: int = 3) -> list[dict]:
             "bytes": a.bytes / b.bytes,
         })  # fmt: skip
         r = rows[-1]
-        print(f"{name:<30} {r['median']:.3f} (min {r['min']:.3f}, max {r['max']:.3f})", file=sys.stderr)
+        print(
+            f"{name:<30} {r['median']:.3f} (min {r['min']:.3f}, max {r['max']:.3f})",
+            file=sys.stderr,
+        )
     return rows
 
 
@@ -164,11 +173,12 @@ def machine() -> str:
 
 def table(rows: list[dict], reps: int, n_params: int, where: str) -> str:
     lines = [
-        f"Update step of a {n_params / 1e6:.1f}M-parameter transformer-shaped pytree, {reps} interleaved "
-        f"repetitions per optimizer (each the fastest of 3 steps per side). Machine: {where}.",
+        f"Update step of a {n_params / 1e6:.1f}M-parameter "
+        f"transformer-shaped pytree, {reps} interleaved repetitions per "
+        f"optimizer (each the fastest of 3 steps per side). Machine: {where}.",
         "",
-        "| optimizer | ours (ms, median) | Optax (ms, median) | ratio ours/Optax: median | min | max "
-        "| fastest/fastest | XLA bytes accessed, ours/Optax |",
+        "| optimizer | ours (ms, median) | Optax (ms, median) | ratio ours/Optax: "
+        "median | min | max | fastest/fastest | XLA bytes accessed, ours/Optax |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
@@ -189,8 +199,12 @@ def write(text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--reps", type=int, default=150, help="interleaved repetitions per optimizer (default 150)")
-    parser.add_argument("--no-write", action="store_true", help="print the table; leave docs/performance.md alone")
+    parser.add_argument(
+        "--reps", type=int, default=150, help="interleaved repetitions per optimizer (default 150)"
+    )
+    parser.add_argument(
+        "--no-write", action="store_true", help="print the table; leave docs/performance.md alone"
+    )
     args = parser.parse_args(argv)
     where = machine()
     rows = benchmark(args.reps)

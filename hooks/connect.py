@@ -1,4 +1,5 @@
-"""MkDocs hook: a connected site — the code one click from every page, and the pages from each other.
+"""MkDocs hook: a connected site — the code one click from every page, and the pages from each
+other.
 
 * **Source view.** Every ``impl/**/*.py`` and ``tests/**/*.py`` becomes a page of its own at
   ``source/<path>/`` (``source/impl/deep_networks/dnn.py/``): the file highlighted by Pygments,
@@ -51,7 +52,8 @@ def source_paths(root: Path = ROOT) -> list[str]:
 
 
 def source_uri(path: str) -> str:
-    """The generated page of a source file: ``impl/x.py`` -> ``source/impl/x.py.md`` (URL ``source/impl/x.py/``)."""
+    """The generated page of a source file: ``impl/x.py`` -> ``source/impl/x.py.md`` (URL
+    ``source/impl/x.py/``)."""
     return f"{SOURCE_ROOT}/{path}.md"
 
 
@@ -72,7 +74,8 @@ def sections(text: str) -> dict[str, tuple[int, int]]:
 
 
 def snippet_lines(spec: str, root: Path = ROOT) -> tuple[str, int, int] | None:
-    """``"impl/x.py:core"`` -> ``("impl/x.py", first, last)``; also ``impl/x.py``, ``impl/x.py:3:9``.
+    """``"impl/x.py:core"`` -> ``("impl/x.py", first, last)``; also ``impl/x.py``,
+    ``impl/x.py:3:9``.
 
     None when the file is not under ``impl/`` or ``tests/`` or the section is unknown.
     """
@@ -115,17 +118,23 @@ def render_source(text: str) -> tuple[str, set[str]]:
         starts.setdefault(first, []).append(anchor)
         ids.add(anchor)
         rules.append(
-            f".source-view:has(#{anchor}:target) code>span:nth-of-type(n+{first}):nth-of-type(-n+{last})"
+            f".source-view:has(#{anchor}:target) "
+            f"code>span:nth-of-type(n+{first}):nth-of-type(-n+{last})"
             "{background:var(--connect-highlight)}"
         )
     out = []
     for number, line in enumerate(lines, start=1):
         for anchor in starts.get(number, ()):
             out.append(f'<a class="source-range" id="{anchor}"></a>')
-        out.append(f'<span id="L{number}"><a class="source-lineno" href="#L{number}">{number}</a>{line}\n</span>')
+        out.append(
+            f'<span id="L{number}"><a class="source-lineno" '
+            f'href="#L{number}">{number}</a>{line}\n</span>'
+        )
         ids.add(f"L{number}")
     style = f"<style>{''.join(rules)}</style>" if rules else ""
-    block = f'<div class="source-view highlight">{style}<pre><code>{"".join(out)}</code></pre></div>'
+    block = (
+        f'<div class="source-view highlight">{style}<pre><code>{"".join(out)}</code></pre></div>'
+    )
     return block, ids
 
 
@@ -146,11 +155,15 @@ def _module_paths(root: Path = ROOT) -> dict[str, str]:
     """dotted module -> repository path, for every file under ``impl/``."""
     from impl.history import module_name
 
-    return {module_name(p): p.relative_to(root).as_posix() for p in sorted((root / "impl").rglob("*.py"))}
+    return {
+        module_name(p): p.relative_to(root).as_posix()
+        for p in sorted((root / "impl").rglob("*.py"))
+    }
 
 
 def source_page(path: str, root: Path = ROOT) -> str:
-    """The Markdown of one source page: title, links to its topic, tests and imports, the code placeholder."""
+    """The Markdown of one source page: title, links to its topic, tests and imports, the code
+    placeholder."""
     from impl.history import import_graph
 
     here = posixpath.dirname(source_uri(path))
@@ -179,10 +192,19 @@ def source_page(path: str, root: Path = ROOT) -> str:
     if role:
         topic, kind = role
         if (root / topic.page).exists():
-            facts.append(f"- **Topic:** {to_page(topic.page, f'{topic.number} {topic.title}')} — this is its {kind}")
+            facts.append(
+                f"- **Topic:** {to_page(topic.page, f'{topic.number} {topic.title}')} "
+                f"— this is its {kind}"
+            )
         package = f"impl/{topic.section.package}/{topic.name}"
-        siblings = {"model": f"{package}.py", "experiment": f"{package}_experiment.py", "tests": topic.test_file}
-        others = [f"{k} {to_source(p)}" for k, p in siblings.items() if k != kind and (root / p).exists()]
+        siblings = {
+            "model": f"{package}.py",
+            "experiment": f"{package}_experiment.py",
+            "tests": topic.test_file,
+        }
+        others = [
+            f"{k} {to_source(p)}" for k, p in siblings.items() if k != kind and (root / p).exists()
+        ]
         if others:
             facts.append(f"- **Also:** {', '.join(others)}")
     modules = _module_paths(root)
@@ -195,7 +217,10 @@ def source_page(path: str, root: Path = ROOT) -> str:
         if imported:
             facts.append("- **Imports:** " + ", ".join(to_source(modules[m], m) for m in imported))
         if users:
-            facts.append(f"- **Imported by** ({len(users)}): " + ", ".join(to_source(modules[m], m) for m in users))
+            facts.append(
+                f"- **Imported by** ({len(users)}): "
+                + ", ".join(to_source(modules[m], m) for m in users)
+            )
     index = posixpath.relpath(f"{SOURCE_ROOT}/index.md", here)
     facts.append(f"- [All source files]({index}) · each line number is a link to its line (`#L12`)")
     lines += [*facts, ""]
@@ -214,8 +239,8 @@ def source_index(paths: list[str]) -> str:
         "",
         "# Source code",
         "",
-        "Every file of the implementation (`impl/`) and of its tests (`tests/`), as the site was built"
-        " from them. Each line has an anchor; code included on a page links here.",
+        "Every file of the implementation (`impl/`) and of its tests (`tests/`), as the site "
+        "was built from them. Each line has an anchor; code included on a page links here.",
         "",
     ]
     groups: dict[str, list[str]] = {}
@@ -237,7 +262,8 @@ _INCLUDE = re.compile(r"""^[ \t]*-{1,}8<-{1,}[ \t]+(["'])(?P<spec>[^"']+)\1[ \t]
 
 
 def link_snippets(markdown: str, page_uri: str, root: Path = ROOT) -> tuple[str, int]:
-    """Add "source: path, lines a–b" under every fenced block that includes a file of ``impl/`` or ``tests/``."""
+    """Add "source: path, lines a–b" under every fenced block that includes a file of ``impl/`` or
+    ``tests/``."""
     out, count = [], 0
     fence: tuple[str, str] | None = None
     includes: list[tuple[str, int, int]] = []
@@ -262,7 +288,9 @@ def link_snippets(markdown: str, page_uri: str, root: Path = ROOT) -> tuple[str,
                 for path, first, last in includes:
                     target = posixpath.relpath(source_uri(path), here)
                     span = f"line {first}" if first == last else f"lines {first}–{last}"
-                    links.append(f"[source: `{path}`, {span}]({target}#{_lines_anchor(first, last)})")
+                    links.append(
+                        f"[source: `{path}`, {span}]({target}#{_lines_anchor(first, last)})"
+                    )
                     count += 1
                 out += ["", indent + " · ".join(links), indent + "{: .source-link }", ""]
     return "\n".join(out), count
@@ -270,7 +298,9 @@ def link_snippets(markdown: str, page_uri: str, root: Path = ROOT) -> tuple[str,
 
 _LINK_OR_CODE = re.compile(r"(`+)[^`]*?\1|\[[^\]]*\]\([^)]*\)|<https?://[^>]*>|\]\([^)]*\)")
 _ARXIV = re.compile(
-    r"(?:\barXiv:\s?|\barxiv\.org/abs/)(?P<id>\d{4}\.\d{4,5}(?:v\d+)?|[a-z-]+(?:\.[A-Z]{2})?/\d{7})", re.IGNORECASE
+    r"(?:\barXiv:\s?|\barxiv\.org/abs/)"
+    r"(?P<id>\d{4}\.\d{4,5}(?:v\d+)?|[a-z-]+(?:\.[A-Z]{2})?/\d{7})",
+    re.IGNORECASE,
 )
 _DOI = re.compile(r"(?:\bdoi:\s?|\bdoi\.org/)?\b(?P<id>10\.\d{4,9}/[^\s\])>\"']+)", re.IGNORECASE)
 _URL = re.compile(r"\bhttps?://[^\s<>\])\"']+")
@@ -347,7 +377,9 @@ def history_section(number: str, page_uri: str, root: Path = ROOT) -> str:
 
     def names(numbers) -> str:
         found = [topics[n] for n in numbers if (root / topics[n].page).exists()]
-        return ", ".join(f"[{t.number} {t.title}]({posixpath.relpath(t.page, here)})" for t in found)
+        return ", ".join(
+            f"[{t.number} {t.title}]({posixpath.relpath(t.page, here)})" for t in found
+        )
 
     model = f"impl/{me.section.package}/{me.name}.py"
     source = f"[`{model}`]({posixpath.relpath(source_uri(model), here)})"
@@ -355,10 +387,11 @@ def history_section(number: str, page_uri: str, root: Path = ROOT) -> str:
     lines = [
         "## Builds on, built upon by",
         "",
-        f"Computed from the code when the site was built: the topics whose model files {source} imports, and"
-        " the topics whose model files import it.",
+        "Computed from the code when the site was built: the topics whose model "
+        f"files {source} imports, and the topics whose model files import it.",
         "",
-        f"- **Builds on:** {names(builds_on(number)) or 'no earlier topic — only the shared pieces'}",
+        "- **Builds on:** "
+        f"{names(builds_on(number)) or 'no earlier topic — only the shared pieces'}",
         f"- **Built upon by:** {names(built_upon_by(number)) or 'no later topic yet'}",
     ]
     if uses:
@@ -369,11 +402,28 @@ def history_section(number: str, page_uri: str, root: Path = ROOT) -> str:
 # ---------------------------------------------------------------------------------------------
 # HTML transformations
 
-_SKIP = {"a", "pre", "code", "script", "style", "math", "svg", "textarea", "button", "h1", "h2", "h3", "h4", "h5", "h6"}
+_SKIP = {
+    "a",
+    "pre",
+    "code",
+    "script",
+    "style",
+    "math",
+    "svg",
+    "textarea",
+    "button",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+}
 _TAG = re.compile(r"(<[^>]*>)")
 _TAG_NAME = re.compile(r"<\s*(/?)\s*([a-zA-Z][\w-]*)")
 _TOPIC = re.compile(
-    r"\b(?P<word>[Tt]opics?)\s+(?P<list>\d+\.\d+(?:(?:,\s*|,?\s+and\s+|\s*[–-]\s*|\s+or\s+)\d+\.\d+)*)(?![\d.]\d)"
+    r"\b(?P<word>[Tt]opics?)\s+"
+    r"(?P<list>\d+\.\d+(?:(?:,\s*|,?\s+and\s+|\s*[–-]\s*|\s+or\s+)\d+\.\d+)*)(?![\d.]\d)"
 )
 _NUMBER = re.compile(r"\d+\.\d+")
 _PATH = re.compile(r"\b(?:impl|tests)/[\w/-]+\.py\b")
@@ -381,7 +431,11 @@ _MODULE = re.compile(r"impl(?:\.\w+)+")
 
 
 def link_html(
-    content: str, page_url: str, topic_urls: dict[str, str], source_urls: dict[str, str], modules: dict[str, str]
+    content: str,
+    page_url: str,
+    topic_urls: dict[str, str],
+    source_urls: dict[str, str],
+    modules: dict[str, str],
 ) -> tuple[str, Counter]:
     """Link topic mentions and source paths in the prose of one rendered page.
 
@@ -412,7 +466,9 @@ def link_html(
                 return m.group(0)  # "[Adam](...) (topic 2.8)": already linked
             if len(numbers) == 1:
                 counts["topic"] += 1
-                return f'<a class="topic-link" href="{rel(topic_urls[numbers[0]])}">{m.group(0)}</a>'
+                return (
+                    f'<a class="topic-link" href="{rel(topic_urls[numbers[0]])}">{m.group(0)}</a>'
+                )
 
             def number(n: re.Match) -> str:
                 url = topic_urls.get(n.group(0))
@@ -421,7 +477,9 @@ def link_html(
                 counts["topic"] += 1
                 return f'<a class="topic-link" href="{rel(url)}">{n.group(0)}</a>'
 
-            return m["word"] + m.group(0)[len(m["word"]) :].replace(m["list"], _NUMBER.sub(number, m["list"]))
+            return m["word"] + m.group(0)[len(m["word"]) :].replace(
+                m["list"], _NUMBER.sub(number, m["list"])
+            )
 
         return _TOPIC.sub(one, text)
 
@@ -443,11 +501,20 @@ def link_html(
         m = _TAG_NAME.match(token) if token.startswith("<") else None
         if m:
             closing, name = m.group(1) == "/", m.group(2).lower()
-            if name == "code" and not closing and not stack and i + 2 < len(tokens) and tokens[i + 2] == "</code>":
+            if (
+                name == "code"
+                and not closing
+                and not stack
+                and i + 2 < len(tokens)
+                and tokens[i + 2] == "</code>"
+            ):
                 target = _code_target(html.unescape(tokens[i + 1]).strip(), source_urls, modules)
                 if target and target != page_url:
                     counts["path"] += 1
-                    out.append(f'<a class="source-path" href="{rel(target)}">{token}{tokens[i + 1]}</code></a>')
+                    out.append(
+                        '<a class="source-path" '
+                        f'href="{rel(target)}">{token}{tokens[i + 1]}</code></a>'
+                    )
                     previous_href = None
                     i += 3
                     continue
@@ -477,7 +544,8 @@ def link_html(
 
 
 def _code_target(inner: str, source_urls: dict[str, str], modules: dict[str, str]) -> str | None:
-    """The source page an inline code span names: a path (``impl/x.py``, ``tests/t.py::test``) or a module."""
+    """The source page an inline code span names: a path (``impl/x.py``, ``tests/t.py::test``) or a
+    module."""
     path = inner.split("::")[0].split(":")[0]
     if path in source_urls:
         return source_urls[path]
@@ -504,7 +572,9 @@ _ADJACENT_FOOTNOTES = re.compile(r'(</a></sup>)(\s*)(<sup id="fnref)')
 
 def separate_footnote_markers(content: str) -> str:
     """``¹²`` -> ``¹,²``: a comma between footnote markers that follow each other."""
-    return _ADJACENT_FOOTNOTES.sub(r'\1<sup class="footnote-sep" aria-hidden="true">,</sup>\3', content)
+    return _ADJACENT_FOOTNOTES.sub(
+        r'\1<sup class="footnote-sep" aria-hidden="true">,</sup>\3', content
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -525,7 +595,8 @@ def _curve(*points: tuple[float, float]) -> str:
 
 
 def history_svg(topics, edges: dict[str, tuple[str, ...]], urls: dict[str, str]) -> str:
-    """The arrow of progress as an inline SVG: one column per section, one row per year, an arrow per import.
+    """The arrow of progress as an inline SVG: one column per section, one row per year, an arrow
+    per import.
 
     ``topics``: `impl.catalog.Topic` s; ``edges``: topic number -> the numbers it imports;
     ``urls``: topic number -> link (relative to the page) for the topics whose pages exist.
@@ -560,27 +631,33 @@ def history_svg(topics, edges: dict[str, tuple[str, ...]], urls: dict[str, str])
         return "h" + number.replace(".", "-")
 
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="history-svg" width="{width:.0f}" height="{height:.0f}"'
-        f' viewBox="0 0 {width:.0f} {height:.0f}" aria-labelledby="history-title">',
-        '<title id="history-title">The arrow of progress: each topic at its year, an arrow from each topic'
-        " to the topics whose code imports it</title>",
-        '<defs><marker id="history-arrow" viewBox="0 0 8 8" refX="7" refY="4" markerWidth="7" markerHeight="7"'
-        ' markerUnits="userSpaceOnUse" orient="auto-start-reverse">'
-        '<path d="M0,0 L8,4 L0,8 z" class="history-arrowhead"/></marker></defs>',
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="history-svg" width="{width:.0f}" '
+        f'height="{height:.0f}" viewBox="0 0 {width:.0f} {height:.0f}" '
+        'aria-labelledby="history-title">',
+        '<title id="history-title">The arrow of progress: each topic at its year, '
+        "an arrow from each topic to the topics whose code imports it</title>",
+        '<defs><marker id="history-arrow" viewBox="0 0 8 8" refX="7" refY="4" markerWidth="7" '
+        'markerHeight="7" markerUnits="userSpaceOnUse" orient="auto-start-reverse"><path '
+        'd="M0,0 L8,4 L0,8 z" class="history-arrowhead"/></marker></defs>',
     ]
     rules = []
     for year in years:
         y0 = row_top[year] - 5
         parts.append(f'<line class="history-grid" x1="0" x2="{width:.0f}" y1="{y0}" y2="{y0}"/>')
-        parts.append(f'<text class="history-year" x="4" y="{row_top[year] + 15}" font-size="12">{year}</text>')
+        parts.append(
+            f'<text class="history-year" x="4" y="{row_top[year] + 15}" '
+            f'font-size="12">{year}</text>'
+        )
     for column, section in enumerate(sections):
         x = left + column * col_w + 30 + node_w / 2
         words = f"{section.number}. {section.title}"
         first, second = (words, "") if _text_width(words, 12) <= col_w - 8 else words.rsplit(" ", 1)
         if second and _text_width(first, 12) > col_w - 8:
-            first, second = words.split(" ", 1)[0] + " " + words.split(" ", 2)[1], words.split(" ", 2)[2]
+            first = words.split(" ", 1)[0] + " " + words.split(" ", 2)[1]
+            second = words.split(" ", 2)[2]
         parts.append(
-            f'<text class="history-section" x="{x:.0f}" y="18" text-anchor="middle" font-size="12">{html.escape(first)}'
+            f'<text class="history-section" x="{x:.0f}" y="18" text-anchor="middle" '
+            f'font-size="12">{html.escape(first)}'
         )
         if second:
             parts.append(f'<tspan x="{x:.0f}" dy="15">{html.escape(second)}</tspan>')
@@ -604,8 +681,10 @@ def history_svg(topics, edges: dict[str, tuple[str, ...]], urls: dict[str, str])
                 mid = (a[0] + b[0]) / 2
                 d = _curve(a, (mid, a[1]), (mid, b[1]), b)
             parts.append(
-                f'<path class="history-edge e{nid(source)} e{nid(target)}" d="{d}" marker-end="url(#history-arrow)">'
-                f"<title>{html.escape(labels[target])} builds on {html.escape(labels[source])}</title></path>"
+                f'<path class="history-edge e{nid(source)} e{nid(target)}" d="{d}" '
+                'marker-end="url(#history-arrow)">'
+                f"<title>{html.escape(labels[target])} builds on "
+                f"{html.escape(labels[source])}</title></path>"
             )
     for t in topics:
         x, y = pos[t.number]
@@ -617,16 +696,20 @@ def history_svg(topics, edges: dict[str, tuple[str, ...]], urls: dict[str, str])
         )
         if t.number in urls:
             parts.append(
-                f'<a id="{nid(t.number)}" class="history-node" href="{html.escape(urls[t.number])}">'
+                f'<a id="{nid(t.number)}" class="history-node" '
+                f'href="{html.escape(urls[t.number])}">'
                 f"<title>{tip}</title>{box}</a>"
             )
             if any(t.number in s for s in edges.values()) or edges.get(t.number):
                 rules.append(
-                    f".history-svg:has(#{nid(t.number)}:hover,#{nid(t.number)}:focus) .e{nid(t.number)}"
+                    f".history-svg:has(#{nid(t.number)}:hover,#{nid(t.number)}:focus) "
+                    f".e{nid(t.number)}"
                     "{stroke:var(--md-accent-fg-color);stroke-opacity:1;stroke-width:2}"
                 )
         else:
-            parts.append(f'<g class="history-node history-coming"><title>{tip} — coming</title>{box}</g>')
+            parts.append(
+                f'<g class="history-node history-coming"><title>{tip} — coming</title>{box}</g>'
+            )
     parts.insert(3, f"<style>{''.join(rules)}</style>")
     parts.append("</svg>")
     return "".join(parts)
@@ -723,7 +806,9 @@ def on_page_content(content, page, config, files, **kwargs):
         urls = {n: get_relative_url(u, page.url) for n, u in topic_urls.items()}
         urls = {t.number: urls[t.number] for t in TOPICS if t.number in urls and t.implemented}
         svg = history_svg(TOPICS, topic_edges(), urls)
-        content = content.replace("<p>{{ history_graph }}</p>", f'<div class="history-graph">{svg}</div>')
+        content = content.replace(
+            "<p>{{ history_graph }}</p>", f'<div class="history-graph">{svg}</div>'
+        )
     return content
 
 

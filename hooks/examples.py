@@ -42,7 +42,17 @@ ROOT = Path(__file__).resolve().parent.parent
 CACHE_DIR = ROOT / ".cache" / "examples"
 log = logging.getLogger("mkdocs.plugins.examples")
 
-_PACKAGES = ("jax", "jaxlib", "flax", "optax", "chex", "numpy", "matplotlib", "scikit-learn", "markdown-exec")
+_PACKAGES = (
+    "jax",
+    "jaxlib",
+    "flax",
+    "optax",
+    "chex",
+    "numpy",
+    "matplotlib",
+    "scikit-learn",
+    "markdown-exec",
+)
 
 _state: dict = {"page": "<unknown>", "sessions": {}, "chains": {}, "pending": {}, "counter": 0}
 _stats = {"ran": 0, "cached": 0}
@@ -94,7 +104,8 @@ def _imports_in(source: str, package: str = "") -> set[str]:
             else:
                 mod = node.module or ""
             found.add(mod)
-            found |= {f"{mod}.{a.name}" for a in node.names}  # `from impl.x import y` may be a module
+            # `from impl.x import y` may be a module
+            found |= {f"{mod}.{a.name}" for a in node.names}
     return {m for m in found if m == "impl" or m.startswith("impl.")}
 
 
@@ -133,11 +144,20 @@ def _data_files_of(path: Path) -> set[Path]:
     """
     found = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.endswith(_DATA_SUFFIXES):
+        if (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and node.value.endswith(_DATA_SUFFIXES)
+        ):
             name = node.value
             if "\n" in name or len(name) > 200:
                 continue
-            candidates = [path.parent / name, ROOT / "essays" / name, ROOT / name, *path.parent.glob(f"*/{name}")]
+            candidates = [
+                path.parent / name,
+                ROOT / "essays" / name,
+                ROOT / name,
+                *path.parent.glob(f"*/{name}"),
+            ]
             found |= {c.resolve() for c in candidates if c.is_file()}
     return found
 
@@ -167,14 +187,22 @@ def _exec(code: str, session: str | None) -> str:
     return buffer.getvalue()
 
 
-def _run(code: str, returncode: int | None = None, session: str | None = None, id: str | None = None, **extra):
+def _run(
+    code: str,
+    returncode: int | None = None,
+    session: str | None = None,
+    id: str | None = None,
+    **extra,
+):
     if os.environ.get("IMPL_EXAMPLES") == "skip":
         return ""
     page = _state["page"]
     chain_key = (page, session) if session else None
     prior = _state["chains"].get(chain_key, []) if chain_key else []
     all_code = "\n".join([*prior, code])
-    key = hashlib.sha256(json.dumps([_SALT, _impl_digest(all_code), prior, code]).encode()).hexdigest()
+    key = hashlib.sha256(
+        json.dumps([_SALT, _impl_digest(all_code), prior, code]).encode()
+    ).hexdigest()
     cached = CACHE_DIR / f"{key}.out"
     use_cache = os.environ.get("IMPL_EXAMPLES_CACHE", "1") != "0"
     scoped = f"{page}::{session}" if session else None
@@ -227,4 +255,8 @@ def on_post_build(config, **kwargs):
     training = sys.modules.get("impl.training")  # loaded only if an example trained something
     if training is not None:
         cache = training.COMPILE_CACHE
-        log.info("training loops: %d compiled, %d reused from the compile cache", cache.misses, cache.hits)
+        log.info(
+            "training loops: %d compiled, %d reused from the compile cache",
+            cache.misses,
+            cache.hits,
+        )

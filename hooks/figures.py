@@ -16,7 +16,9 @@ import html
 import re
 from pathlib import Path
 
-_FIGURE = re.compile(r'(<div class="dl-figure" data-name="([^"]*)">)(<svg\b.*?</svg>)(\s*</div>)', re.DOTALL)
+_FIGURE = re.compile(
+    r'(<div class="dl-figure" data-name="([^"]*)">)(<svg\b.*?</svg>)(\s*</div>)', re.DOTALL
+)
 _ROOT_ATTRIBUTES = ("class", "role", "style", "width", "height", "aria-label")
 
 
@@ -53,7 +55,8 @@ def on_post_page(output: str, page, config, **kwargs) -> str:
         (folder / file_name).write_text(standalone(svg), encoding="utf-8")
         link = (
             f'<a class="dl-figure-open" href="{file_name}" target="_blank" '
-            f'title="The figure as an SVG file of its own, as large as the window">Open full size</a>'
+            'title="The figure as an SVG file of its own, as large as the window">'
+            "Open full size</a>"
         )
         return f"{opening}{svg}{link}{closing}"
 

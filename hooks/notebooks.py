@@ -37,7 +37,9 @@ _FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})\s*(?P<info>.*)$"
 _CONTAINER = re.compile(r"^(?P<indent>[ \t]*)(?P<kind>===\+?|!!!|\?\?\?\+?)\s*(?P<rest>.*)$")
 _SNIPPET = re.compile(r'^\s*--8<--\s+"(?P<spec>[^"]+)"\s*$')
 _H1 = re.compile(r"^# \S")
-_ATTR_LIST = re.compile(r"^[ \t]*\{:?[ \t]*[.#][^}\n]*\}[ \t]*$\n?|(?<=\))\{:?[ \t]*[.#\w][^}\n]*\}", re.MULTILINE)
+_ATTR_LIST = re.compile(
+    r"^[ \t]*\{:?[ \t]*[.#][^}\n]*\}[ \t]*$\n?|(?<=\))\{:?[ \t]*[.#\w][^}\n]*\}", re.MULTILINE
+)
 
 
 # ---------------------------------------------------------------------------------------
@@ -102,7 +104,11 @@ def with_reproduce(markdown: str, rel: str) -> str:
         return markdown
     lines = markdown.split("\n")
     executed = [(i, j, indent) for i, j, indent, info in _fences(lines) if 'exec="on"' in info]
-    runs = [f for f in executed if re.search(r"\.(experiment|analysis)\(", "\n".join(lines[f[0] : f[1]]))]
+    runs = [
+        f
+        for f in executed
+        if re.search(r"\.(experiment|analysis)\(", "\n".join(lines[f[0] : f[1]]))
+    ]
     printing = [f for f in executed if 'result="text"' in lines[f[0]]]
     target = (runs or printing or [None])[0]
     if target is None:
@@ -197,7 +203,9 @@ def _header(imports: list[str]) -> list[str]:
         else:
             plain.add(statement)
     lines = sorted(plain)
-    lines += [f"from {mod} import {', '.join(sorted(names))}" for mod, names in sorted(grouped.items())]
+    lines += [
+        f"from {mod} import {', '.join(sorted(names))}" for mod, names in sorted(grouped.items())
+    ]
     return lines
 
 
@@ -222,7 +230,10 @@ def resolve_snippets(specs: list[str]) -> str:
     where = ", ".join(f"`{s}`" for s in specs)
     head = [f"# The code the page includes from {where}, with the imports it needs."]
     header = _header(needed)
-    return "\n".join([*head, *header, *(["", ""] if header else []), "\n\n\n".join(codes)]).rstrip() + "\n"
+    return (
+        "\n".join([*head, *header, *(["", ""] if header else []), "\n\n\n".join(codes)]).rstrip()
+        + "\n"
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -281,10 +292,14 @@ def page_cells(rel: str, markdown: str | None = None) -> list[dict]:
                 specs = [s["spec"] for s in map(_SNIPPET.match, body.splitlines()) if s]
                 if 'exec="on"' in info:
                     flush()
-                    cells.append({"type": "code", "source": body.strip("\n") + "\n", "tags": ["executed"]})
+                    cells.append(
+                        {"type": "code", "source": body.strip("\n") + "\n", "tags": ["executed"]}
+                    )
                 elif specs and all(_SNIPPET.match(x) or not x.strip() for x in body.splitlines()):
                     flush()
-                    cells.append({"type": "code", "source": resolve_snippets(specs), "tags": ["snippet"]})
+                    cells.append(
+                        {"type": "code", "source": resolve_snippets(specs), "tags": ["snippet"]}
+                    )
                 else:
                     text += ["```python", body, "```"]
             else:
@@ -309,7 +324,8 @@ def _title(cells: list[dict], rel: str) -> str:
 
 def _intro(rel: str) -> str:
     return (
-        f"*Generated from `{rel}`, a page of the deep-learning project's site, by `hooks/notebooks.py`.* "
+        f"*Generated from `{rel}`, a page of the deep-learning project's site, by "
+        "`hooks/notebooks.py`.* "
         "Run it from the repository root with the project installed (`pip install -e .`); the "
         "cells are the page's own code, in page order, and each figure is saved as a PNG file."
     )
@@ -320,7 +336,12 @@ def notebook_json(rel: str, cells: list[dict] | None = None) -> str:
     cells = page_cells(rel) if cells is None else cells
     out = [{"cell_type": "markdown", "id": "intro", "metadata": {}, "source": _lines(_intro(rel))}]
     for k, cell in enumerate(cells):
-        entry = {"cell_type": cell["type"], "id": f"cell-{k}", "metadata": {}, "source": _lines(cell["source"])}
+        entry = {
+            "cell_type": cell["type"],
+            "id": f"cell-{k}",
+            "metadata": {},
+            "source": _lines(cell["source"]),
+        }
         if cell["tags"]:
             entry["metadata"]["tags"] = list(cell["tags"])
         if cell["type"] == "code":
@@ -330,7 +351,11 @@ def notebook_json(rel: str, cells: list[dict] | None = None) -> str:
         "cells": out,
         "metadata": {
             "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-            "language_info": {"name": "python", "file_extension": ".py", "mimetype": "text/x-python"},
+            "language_info": {
+                "name": "python",
+                "file_extension": ".py",
+                "mimetype": "text/x-python",
+            },
             "title": _title(cells, rel),
             "source": rel,
         },
@@ -361,7 +386,11 @@ def script_text(rel: str, cells: list[dict] | None = None) -> str:
 # MkDocs events.
 # ---------------------------------------------------------------------------------------
 def content_pages() -> list[str]:
-    return [p.relative_to(ROOT).as_posix() for d in CONTENT_DIRS for p in sorted((ROOT / d).rglob("*.md"))]
+    return [
+        p.relative_to(ROOT).as_posix()
+        for d in CONTENT_DIRS
+        for p in sorted((ROOT / d).rglob("*.md"))
+    ]
 
 
 def downloads(rel: str) -> tuple[str, str]:

@@ -5,8 +5,8 @@ navigation from the folders, and render LaTeX to MathML at build time.
   ``essays/`` and ``papers/`` with the repository root as its source folder, so the site's URLs
   mirror the repository (``papers/01-deep-neural-networks/01-dnn/``).
 * Navigation: Home, Part 1 (``essays/``), Part 2 (``papers/``), then the other pages of
-  ``docs/``; folders become sections titled from their names (``02-constraints`` -> "2. Constraints"),
-  files sort by name, and each page's title comes from its first heading.
+  ``docs/``; folders become sections titled from their names (``02-constraints`` -> "2.
+  Constraints"), files sort by name, and each page's title comes from its first heading.
 * Math: ``pymdownx.arithmatex`` (generic mode) marks ``$...$`` and ``$$...$$``; this hook turns
   each into MathML with ``latex2mathml``. Browsers render MathML natively, so no script, font
   or stylesheet is fetched from anywhere: the site reads fully offline.
@@ -42,8 +42,9 @@ def _section_title(folder: str) -> str:
 
 
 def _tree(paths: list[str], depth: int) -> list:
-    """Nested MkDocs nav entries for ``paths`` (all under one folder), ``index.md`` first, then files
-    and sub-folders together in name order (``01-introduction.md``, ``02-constraints/``, ``03-...``)."""
+    """Nested MkDocs nav entries for ``paths`` (all under one folder), ``index.md`` first, then
+    files and sub-folders together in name order (``01-introduction.md``, ``02-constraints/``,
+    ``03-...``)."""
     entries: list = []
     groups: dict[str, list[str]] = {}
     for path in sorted(paths):
@@ -55,7 +56,8 @@ def _tree(paths: list[str], depth: int) -> list:
     keyed = [((not p.endswith("/index.md"), p.split("/")[depth]), p) for p in entries]
     for folder, members in groups.items():
         keyed.append(((True, folder), {_section_title(folder): _tree(members, depth + 1)}))
-    return [entry for _, entry in sorted(keyed, key=lambda pair: pair[0])]  # files and folders in name order
+    # files and folders in name order
+    return [entry for _, entry in sorted(keyed, key=lambda pair: pair[0])]
 
 
 def on_files(files, config, **kwargs):
@@ -66,7 +68,9 @@ def on_files(files, config, **kwargs):
             files.append(File(rel, str(ROOT), config["site_dir"], config["use_directory_urls"]))
             added[folder].append(rel)
     docs_pages = sorted(
-        f.src_uri for f in files if f.src_uri.endswith(".md") and f.src_uri.split("/")[0] not in CONTENT_DIRS
+        f.src_uri
+        for f in files
+        if f.src_uri.endswith(".md") and f.src_uri.split("/")[0] not in CONTENT_DIRS
     )
     nav: list = [{"Home": "index.md"}]
     nav.append({"Part 1 — The essay": _tree(added["essays"], 1)})

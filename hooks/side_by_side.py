@@ -29,12 +29,15 @@ from dataclasses import dataclass
 LABELS = ("Functional (Linen)", "Object-oriented (NNX)")
 
 _HIGHLIGHT = r'<div class="(?:[^"]*\s)?highlight(?:\s[^"]*)?">(?:(?!</div>).)*?</div>'
-_PARA = r"<p\b[^>]*>(?:(?!</?p\b).)*?</p>"  # e.g. the "source: impl/....py, lines 71-80" link under a snippet
+# e.g. the "source: impl/....py, lines 71-80" link under a snippet
+_PARA = r"<p\b[^>]*>(?:(?!</?p\b).)*?</p>"
 _BLOCK = rf"(?P<{{side}}>(?:\s*(?:{_HIGHLIGHT}|{_PARA}))+)\s*"
 _TABS = re.compile(
     r'<div class="tabbed-set(?P<cls>[^"]*)"(?P<attrs>[^>]*)>(?P<inputs>(?:<input [^>]*>)+)'
     r'<div class="tabbed-labels">(?P<labels>(?:<label [^>]*>[^<]*</label>){2})</div>\s*'
-    r'<div class="tabbed-content">\s*<div class="tabbed-block">' + _BLOCK.format(side="left") + r"</div>\s*"
+    r'<div class="tabbed-content">\s*<div class="tabbed-block">'
+    + _BLOCK.format(side="left")
+    + r"</div>\s*"
     r'<div class="tabbed-block">' + _BLOCK.format(side="right") + r"</div>\s*</div>\s*</div>",
     re.DOTALL,
 )
@@ -102,7 +105,10 @@ def _pair(a: list[str], b: list[str], i0: int, j0: int) -> list[Row]:
     """Align a block of changed lines: as many pairs as possible, the most similar lines paired."""
     n, m = len(a), len(b)
     if n * m > 4000:  # a huge rewrite: pair in order
-        return [Row(i0 + k if k < n else None, j0 + k if k < m else None, False) for k in range(max(n, m))]
+        return [
+            Row(i0 + k if k < n else None, j0 + k if k < m else None, False)
+            for k in range(max(n, m))
+        ]
     sim = [[1.0 + _similarity(x, y) for y in b] for x in a]  # +1: pairing beats leaving a gap
     best = [[0.0] * (m + 1) for _ in range(n + 1)]
     for i in reversed(range(n)):
@@ -126,7 +132,9 @@ def align(left: list[str], right: list[str]) -> list[Row]:
     """Rows pairing the lines of ``left`` and ``right`` (plain text): equal lines side by side,
     changed lines paired with their most similar counterpart, the rest facing a gap."""
     rows: list[Row] = []
-    matcher = difflib.SequenceMatcher(None, [s.rstrip() for s in left], [s.rstrip() for s in right], autojunk=False)
+    matcher = difflib.SequenceMatcher(
+        None, [s.rstrip() for s in left], [s.rstrip() for s in right], autojunk=False
+    )
     for op, i1, i2, j1, j2 in matcher.get_opcodes():
         if op == "equal":
             rows += [Row(i1 + k, j1 + k, True) for k in range(i2 - i1)]
@@ -204,7 +212,11 @@ def diff_rows(left_block: str, right_block: str) -> str:
             state = "same"
         else:
             state = "diff"
-            if a is not None and b is not None and _similarity(left_text[row.left], right_text[row.right]) >= 0.5:
+            if (
+                a is not None
+                and b is not None
+                and _similarity(left_text[row.left], right_text[row.right]) >= 0.5
+            ):
                 spans_a, spans_b = changed_spans(left_text[row.left], right_text[row.right])
                 a, b = mark(a, spans_a), mark(b, spans_b)
         out.append(f'<tr class="sbs-{state}">{_cell("l", a, state)}{_cell("r", b, state)}</tr>')
@@ -212,7 +224,10 @@ def diff_rows(left_block: str, right_block: str) -> str:
 
 
 def side_by_side(
-    labels: tuple[str, str], left_blocks: list[str], right_blocks: list[str], notes: tuple[str, str] = ("", "")
+    labels: tuple[str, str],
+    left_blocks: list[str],
+    right_blocks: list[str],
+    notes: tuple[str, str] = ("", ""),
 ) -> str:
     """A two-column table comparing the code blocks of two tabs, block by block; ``notes`` (the
     tabs' paragraphs, such as the link to the source under a snippet) go in a last row."""
@@ -222,7 +237,9 @@ def side_by_side(
         for a, b in zip(left_blocks, right_blocks, strict=True)
     )
     if any(notes):
-        bodies += f'<tbody class="sbs-notes"><tr><td>{notes[0]}</td><td>{notes[1]}</td></tr></tbody>'
+        bodies += (
+            f'<tbody class="sbs-notes"><tr><td>{notes[0]}</td><td>{notes[1]}</td></tr></tbody>'
+        )
     return (
         '<table class="sbs highlight" data-search-exclude>'
         f"<colgroup><col><col></colgroup><thead><tr>{head}</tr></thead>{bodies}</table>"
@@ -246,9 +263,14 @@ def add_side_by_side(content: str, labels: tuple[str, str] = LABELS) -> str:
         if len(left) != len(right) or not left:
             return match.group(0)
         tabs = match.group(0).replace(
-            f'class="tabbed-set{match.group("cls")}"', f'class="tabbed-set{match.group("cls")} sbs-tabs"', 1
+            f'class="tabbed-set{match.group("cls")}"',
+            f'class="tabbed-set{match.group("cls")} sbs-tabs"',
+            1,
         )
-        notes = ("".join(_PARA_RE.findall(match.group("left"))), "".join(_PARA_RE.findall(match.group("right"))))
+        notes = (
+            "".join(_PARA_RE.findall(match.group("left"))),
+            "".join(_PARA_RE.findall(match.group("right"))),
+        )
         return tabs + "\n" + side_by_side(labels, left, right, notes)
 
     return _TABS.sub(replace, content)
@@ -284,7 +306,8 @@ def break_table_code(content: str) -> str:
 
     def cell(match: re.Match) -> str:
         return _INLINE_CODE.sub(
-            lambda m: "<code>" + _BREAK_AFTER.sub(r"\1<wbr>", m.group(1)) + "</code>", match.group(0)
+            lambda m: "<code>" + _BREAK_AFTER.sub(r"\1<wbr>", m.group(1)) + "</code>",
+            match.group(0),
         )
 
     return _CELL.sub(cell, content)

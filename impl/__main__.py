@@ -1,6 +1,6 @@
 """Command line: list the topics and chapters, or run one's experiment and save its figures.
 
-python -m impl                 # the map: every topic, marked where implemented, and the essay's chapters
+python -m impl                 # the map: every topic (marked if implemented), the essay's chapters
 python -m impl 1.1             # run topic 1.1 (or: python -m impl dnn), save dnn.png
 python -m impl dnn --seed 3 --out figures/dnn.svg
 python -m impl essay:size      # chapter 2.2 of the essay: its figures and experiment
@@ -31,7 +31,10 @@ def _list() -> str:
         chapter = chapters[entry.chapter]
         figures = ", ".join(run.figure for run in entry.runs)
         lines.append(f"    {name:<20} {chapter.number:<4} {chapter.title:<30} figures: {figures}")
-    lines.append("\n✓ = implemented. Run one with: python -m impl <number or name>, or python -m impl essay:<chapter>")
+    lines.append(
+        "\n✓ = implemented. Run one with: python -m impl "
+        "<number or name>, or python -m impl essay:<chapter>"
+    )
     return "\n".join(lines)
 
 
@@ -48,7 +51,9 @@ def find_essay_run(query: str) -> tuple[str, essay.EssayRun]:
         if wanted in (name, f"essay:{entry.chapter}") or wanted in {f"essay:{m}" for m in modules}:
             return name, entry
     names = ", ".join(essay.RUNS)
-    raise ValueError(f"essay: expected a chapter name ({names}) or essay:<chapter number>; got {query!r}")
+    raise ValueError(
+        f"essay: expected a chapter name ({names}) or essay:<chapter number>; got {query!r}"
+    )
 
 
 def chapter_hint(number: str) -> str | None:
@@ -81,7 +86,9 @@ def run_target(target: str, *, seed: int = 0, progress: bool | None = None):
     parameters = inspect.signature(function).parameters
     if "seed" in parameters:
         return function(seed=seed, progress=progress)
-    required = [p for p in parameters.values() if p.default is p.empty and p.kind is not p.VAR_KEYWORD]
+    required = [
+        p for p in parameters.values() if p.default is p.empty and p.kind is not p.VAR_KEYWORD
+    ]
     return function(module.load()) if required else function()
 
 
@@ -98,7 +105,8 @@ def _run_essay(query: str, args: argparse.Namespace, parser: argparse.ArgumentPa
         if isinstance(result, Report):
             print(result)
         if figure is not None:
-            print(f"figure saved to {plotting.save(figure, _figure_path(args.out, run.figure, several))}")
+            path = _figure_path(args.out, run.figure, several)
+            print(f"figure saved to {plotting.save(figure, path)}")
     return 0
 
 
@@ -107,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "topic",
         nargs="?",
-        help="topic number (1.1) or name (dnn), or an essay chapter (essay:size); omit to list them",
+        help="topic number (1.1) or name (dnn), or an essay chapter (essay:size); "
+        "omit to list them",
     )
     parser.add_argument("--seed", type=int, default=0, help="PRNG seed (default 0, as on the site)")
     parser.add_argument(
@@ -132,7 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     hint = chapter_hint(topic.number)
     if hint:
         print(hint, file=sys.stderr)
-    report = topic.load_experiment().experiment(seed=args.seed, progress=False if args.no_progress else None)
+    report = topic.load_experiment().experiment(
+        seed=args.seed, progress=False if args.no_progress else None
+    )
     print(report)
     if report.figure is not None:
         print(f"figure saved to {plotting.save(report.figure, args.out or f'{topic.name}.png')}")

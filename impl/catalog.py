@@ -67,7 +67,8 @@ class Topic:
     def implemented(self) -> bool:
         """True when the page, the model module and the experiment module all exist."""
         return (ROOT / self.page).exists() and all(
-            importlib.util.find_spec(name) is not None for name in (self.module_name, self.experiment_module_name)
+            importlib.util.find_spec(name) is not None
+            for name in (self.module_name, self.experiment_module_name)
         )
 
     def load(self) -> ModuleType:
@@ -92,7 +93,9 @@ class Chapter:
 
 SECTIONS = (
     Section(1, "Deep neural networks", "01-deep-neural-networks", "deep_networks"),
-    Section(2, "Optimization & regularization", "02-optimization-and-regularization", "optimization"),
+    Section(
+        2, "Optimization & regularization", "02-optimization-and-regularization", "optimization"
+    ),
     Section(3, "Sequence modeling", "03-sequence-modeling", "sequence"),
     Section(4, "Transformers", "04-transformers", "transformers"),
     Section(5, "Image generation", "05-image-generation", "generation"),
@@ -142,12 +145,18 @@ CHAPTERS = (
     Chapter("1", "Introduction", "essays/01-introduction.md"),
     Chapter("2.1", "Data", "essays/02-constraints/01-data.md"),
     Chapter("2.2", "Size", "essays/02-constraints/02-size.md"),
-    Chapter("2.3", "Optimization & regularization", "essays/02-constraints/03-optimization-and-regularization.md"),
+    Chapter(
+        "2.3",
+        "Optimization & regularization",
+        "essays/02-constraints/03-optimization-and-regularization.md",
+    ),
     Chapter("2.4", "Architecture", "essays/02-constraints/04-architecture.md"),
     Chapter("2.5", "Compute", "essays/02-constraints/05-compute.md"),
     Chapter("2.6", "Compute efficiency", "essays/02-constraints/06-compute-efficiency.md"),
     Chapter("2.7", "Energy", "essays/02-constraints/07-energy.md"),
-    Chapter("2.8", "Constraints & leverage", "essays/02-constraints/08-constraints-and-leverage.md"),
+    Chapter(
+        "2.8", "Constraints & leverage", "essays/02-constraints/08-constraints-and-leverage.md"
+    ),
     Chapter("3", "Narratives", "essays/03-narratives.md"),
     Chapter("4", "Inspiration", "essays/04-inspiration.md"),
     Chapter("5", "Intelligence", "essays/05-intelligence.md"),
@@ -187,5 +196,7 @@ def site_map(from_page: str) -> str:
             "|---|---|---|---|",
         ]
         for t in (t for t in TOPICS if t.section is section):
-            lines.append(f"| {t.number} | {link(t.title, t.page, t.implemented)} | {t.papers} | {t.claim} |")
+            lines.append(
+                f"| {t.number} | {link(t.title, t.page, t.implemented)} | {t.papers} | {t.claim} |"
+            )
     return "\n".join(lines)

@@ -41,7 +41,9 @@ def _is_int(value: Any) -> bool:
 def positive_int(name: str, value: Any) -> int:
     """Return ``value`` as an ``int`` if it is an integer > 0, else raise naming ``name``."""
     if not _is_int(value):
-        raise TypeError(f"{name}: expected a positive integer, got {value!r} ({type(value).__name__})")
+        raise TypeError(
+            f"{name}: expected a positive integer, got {value!r} ({type(value).__name__})"
+        )
     if value <= 0:
         raise ValueError(f"{name}: expected a positive integer, got {value}")
     return int(value)
@@ -50,7 +52,9 @@ def positive_int(name: str, value: Any) -> int:
 def non_negative_int(name: str, value: Any) -> int:
     """Return ``value`` as an ``int`` if it is an integer >= 0, else raise naming ``name``."""
     if not _is_int(value):
-        raise TypeError(f"{name}: expected a non-negative integer, got {value!r} ({type(value).__name__})")
+        raise TypeError(
+            f"{name}: expected a non-negative integer, got {value!r} ({type(value).__name__})"
+        )
     if value < 0:
         raise ValueError(f"{name}: expected a non-negative integer, got {value}")
     return int(value)
@@ -73,7 +77,9 @@ def in_range(
     right = "]" if high_inclusive else ")"
     interval = f"{left}{low:g}, {high:g}{right}"
     if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        raise TypeError(f"{name}: expected a number in {interval}, got {value!r} ({type(value).__name__})")
+        raise TypeError(
+            f"{name}: expected a number in {interval}, got {value!r} ({type(value).__name__})"
+        )
     v = float(value)
     ok_low = v >= low if low_inclusive else v > low
     ok_high = v <= high if high_inclusive else v < high
@@ -93,7 +99,10 @@ def hyperparameter(name: str, value: Any, low: float, high: float = float("inf")
     """
     if isinstance(value, jax.Array | np.ndarray | np.generic):
         if value.ndim != 0 or not jnp.issubdtype(value.dtype, jnp.number):
-            raise TypeError(f"{name}: expected a scalar number, got an array of shape {value.shape} ({value.dtype})")
+            raise TypeError(
+                f"{name}: expected a scalar number, got an "
+                f"array of shape {value.shape} ({value.dtype})"
+            )
         if isinstance(value, jax.core.Tracer):
             return  # shape and dtype are fine; the value is only known at run time
         if jnp.issubdtype(value.dtype, jnp.complexfloating):
@@ -118,7 +127,9 @@ def one_of(name: str, value: Any, choices: Iterable[Any]) -> Any:
     return value
 
 
-def array_shape(name: str, x: Any, shape: Sequence[int | str | None], *, dims: str | None = None) -> None:
+def array_shape(
+    name: str, x: Any, shape: Sequence[int | str | None], *, dims: str | None = None
+) -> None:
     """Check that ``x`` is an array of the given shape (``None`` or a string = any size).
 
     Args:

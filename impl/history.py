@@ -36,7 +36,8 @@ SHARED_FOR_MODELS = ("impl.checks", "impl.twins", "impl.data")
 
 
 def module_name(path: Path) -> str:
-    """``impl/sequence/rnn.py`` -> ``impl.sequence.rnn`` (a package's ``__init__`` is the package)."""
+    """``impl/sequence/rnn.py`` -> ``impl.sequence.rnn`` (a package's ``__init__`` is the
+    package)."""
     parts = path.resolve().relative_to(ROOT).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
@@ -54,7 +55,10 @@ def imports(path: Path, module: str | None = None) -> tuple[set[str], list[str]]
             return [alias.name for alias in node.names]
         base = node.module or ""
         if node.level:  # relative import
-            base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            base = ".".join(
+                package.split(".")[: len(package.split(".")) - node.level + 1]
+                + ([base] if base else [])
+            )
         # `from impl.x import y` may name a module y: keep both candidates, resolved by the caller
         return [base] + [f"{base}.{alias.name}" for alias in node.names]
 
@@ -65,7 +69,8 @@ def imports(path: Path, module: str | None = None) -> tuple[set[str], list[str]]
                     nested += [n for n in names(inner) if n == "impl" or n.startswith("impl.")]
     for node in tree.body:
         stack = [node]
-        while stack:  # module level, including under if/try, but not inside functions or classes' methods
+        # module level, including under if/try, but not inside functions or classes' methods
+        while stack:
             current = stack.pop()
             if isinstance(current, ast.Import | ast.ImportFrom):
                 top |= {n for n in names(current) if n == "impl" or n.startswith("impl.")}
@@ -85,7 +90,8 @@ def import_graph(root: Path = IMPL) -> dict[str, set[str]]:
     parsed = {name: imports(path, name)[0] for name, path in files.items()}
     empty_packages = {n for n, p in files.items() if p.name == "__init__.py" and not parsed[n]}
     return {
-        name: {m for m in top if m in files and m != name and m not in empty_packages} for name, top in parsed.items()
+        name: {m for m in top if m in files and m != name and m not in empty_packages}
+        for name, top in parsed.items()
     }
 
 

@@ -55,7 +55,9 @@ __all__ = [
 WIDTH = 7.0  # inches: the widest figure, shown 1:1 (672 CSS px) in the text column at 1400 px
 MAX_COLUMNS = 3  # panels side by side, at most
 MIN_FONT_PT = 8.0  # the smallest text a figure may draw, in points (10.7 CSS px when shown 1:1)
-MIN_TEXT_PX = 10.0  # on a narrow screen a figure shrinks no further than this text size, then scrolls
+MIN_TEXT_PX = (
+    10.0  # on a narrow screen a figure shrinks no further than this text size, then scrolls
+)
 _PX_PER_PT = 4 / 3  # CSS px per point: an SVG `width="504pt"` is 672 px wide
 
 _INK = "#010203"  # sentinel "foreground" colour, replaced by currentColor in SVG output
@@ -110,11 +112,17 @@ def figure(ncols: int = 1, nrows: int = 1, *, width: float = WIDTH, height: floa
     figure is shown 1:1 in the page's column: more panels take more rows (``nrows``).
     """
     if not 1 <= ncols <= MAX_COLUMNS:
-        raise ValueError(f"ncols must be 1 to {MAX_COLUMNS} (more panels go on more rows), got {ncols}")
+        raise ValueError(
+            f"ncols must be 1 to {MAX_COLUMNS} (more panels go on more rows), got {ncols}"
+        )
     if not 0 < width <= WIDTH:
-        raise ValueError(f"width must be in (0, {WIDTH}] inches so that the figure is shown 1:1, got {width}")
+        raise ValueError(
+            f"width must be in (0, {WIDTH}] inches so that the figure is shown 1:1, got {width}"
+        )
     with _style():
-        fig, axes = plt.subplots(nrows, ncols, figsize=(width, height), layout="constrained", **kwargs)
+        fig, axes = plt.subplots(
+            nrows, ncols, figsize=(width, height), layout="constrained", **kwargs
+        )
     return fig, axes
 
 
@@ -137,11 +145,11 @@ _OFFSETS = [
 def label_points(ax, points, *, fontsize: float = MIN_FONT_PT) -> list:
     """Name points of ``ax`` (``(x, y, text)`` in data coordinates) with labels that do not collide.
 
-    Each label takes the offset (`_OFFSETS`) that covers least of the labels placed before it
-    (the worst), the legends, the markers and the lines already drawn in ``ax``, and of the space
-    outside the axes; offsets far enough to need a thin leader line back to the point cost extra,
-    growing with the distance, so a label moves away only to uncover something. Call it last, once limits, scales and
-    legends are set. Returns the annotations.
+    Each label takes the offset (`_OFFSETS`) that covers least of the labels placed before it (the
+    worst), the legends, the markers and the lines already drawn in ``ax``, and of the space outside
+    the axes; offsets far enough to need a thin leader line back to the point cost extra, growing
+    with the distance, so a label moves away only to uncover something. Call it last, once limits,
+    scales and legends are set. Returns the annotations.
     """
     fig = ax.figure
     fig.canvas.draw()
@@ -150,7 +158,9 @@ def label_points(ax, points, *, fontsize: float = MIN_FONT_PT) -> list:
     pad = 4 * fig.dpi / 72  # half the side of the square kept clear around a marker, in pixels
     obstacles = [(_box(xy, pad), 3.0) for xy in _markers(ax)]
     obstacles += [(_box(xy, pad / 4), 0.5) for xy in _line_samples(ax, step=pad)]
-    obstacles += [(leg.get_window_extent(renderer), 100.0) for leg in [ax.get_legend(), *fig.legends] if leg]
+    obstacles += [
+        (leg.get_window_extent(renderer), 100.0) for leg in [ax.get_legend(), *fig.legends] if leg
+    ]
     placed = []
     for x, y, text in points:
         origin = ax.transData.transform((x, y))
@@ -159,11 +169,16 @@ def label_points(ax, points, *, fontsize: float = MIN_FONT_PT) -> list:
             note = _note(ax, x, y, text, dx, dy, fontsize)
             box = note.get_window_extent(renderer)
             note.remove()
-            score = sum(w * _area(box, o) for o, w in obstacles) + 10 * (box.width * box.height - _area(box, frame))
+            score = sum(w * _area(box, o) for o, w in obstacles) + 10 * (
+                box.width * box.height - _area(box, frame)
+            )
             leader = abs(dx) + abs(dy) > 10
             if leader:  # the line must not cross another label either
                 end = origin + np.array([dx, dy]) * fig.dpi / 72
-                line = [_box(xy, pad / 4) for xy in origin + (end - origin) * np.linspace(0.15, 1, 12)[:, None]]
+                line = [
+                    _box(xy, pad / 4)
+                    for xy in origin + (end - origin) * np.linspace(0.15, 1, 12)[:, None]
+                ]
                 score += sum(min(w, 10) * _area(b, o) for b in line for o, w in obstacles if w >= 3)
             if leader:  # set apart, a label is harder to read: worth it only to uncover something
                 score += 100 + 3 * np.hypot(dx, dy)
@@ -176,7 +191,10 @@ def label_points(ax, points, *, fontsize: float = MIN_FONT_PT) -> list:
         obstacles.append((box, 100.0))  # labels must not cover labels
         if leader:
             end = origin + np.array([dx, dy]) * fig.dpi / 72
-            obstacles += [(_box(xy, pad / 4), 3.0) for xy in origin + (end - origin) * np.linspace(0, 1, 12)[:, None]]
+            obstacles += [
+                (_box(xy, pad / 4), 3.0)
+                for xy in origin + (end - origin) * np.linspace(0, 1, 12)[:, None]
+            ]
         placed.append(note)
     return placed
 
@@ -215,9 +233,22 @@ def _line_samples(ax, step: float) -> list:
 def _note(ax, x, y, text, dx, dy, fontsize, leader=False):
     ha = "left" if dx > 0 else "right" if dx < 0 else "center"
     va = "bottom" if dy > 0 else "top" if dy < 0 else "center"
-    line = {"arrowstyle": "-", "lw": 0.8, "color": _INK, "alpha": 0.7, "shrinkA": 1, "shrinkB": 3} if leader else None
-    return ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", ha=ha, va=va, fontsize=fontsize,
-                       annotation_clip=False, arrowprops=line)  # fmt: skip
+    line = (
+        {"arrowstyle": "-", "lw": 0.8, "color": _INK, "alpha": 0.7, "shrinkA": 1, "shrinkB": 3}
+        if leader
+        else None
+    )
+    return ax.annotate(
+        text,
+        (x, y),
+        xytext=(dx, dy),
+        textcoords="offset points",
+        ha=ha,
+        va=va,
+        fontsize=fontsize,
+        annotation_clip=False,
+        arrowprops=line,
+    )
 
 
 def _area(a: Bbox, b: Bbox) -> float:
@@ -245,12 +276,18 @@ def _columns(fig: Figure) -> int:
 
     Twin axes (same box), insets (inside another box) and colour bars are not panels.
     """
-    boxes = [ax.get_position() for ax in fig.axes if ax.get_visible() and ax.get_label() != "<colorbar>"]
+    boxes = [
+        ax.get_position() for ax in fig.axes if ax.get_visible() and ax.get_label() != "<colorbar>"
+    ]
     most = 0
     for box in boxes:
-        beside = sorted((o for o in boxes if o.y0 < box.y1 - 1e-6 and box.y0 < o.y1 - 1e-6), key=lambda o: o.x1)
+        beside = sorted(
+            (o for o in boxes if o.y0 < box.y1 - 1e-6 and box.y0 < o.y1 - 1e-6), key=lambda o: o.x1
+        )
         count, right = 0, -float("inf")
-        for other in beside:  # the most boxes in a row that do not overlap sideways (interval scheduling)
+        for (
+            other
+        ) in beside:  # the most boxes in a row that do not overlap sideways (interval scheduling)
             if other.x0 >= right - 1e-6:
                 count, right = count + 1, other.x1
         most = max(most, count)
@@ -267,10 +304,15 @@ def check(fig: Figure) -> None:
         raise ValueError(f"figure is {fig.get_figwidth():g} in wide; at most WIDTH = {WIDTH} in")
     fig.canvas.draw()  # positions after the constrained layout
     if (columns := _columns(fig)) > MAX_COLUMNS:
-        raise ValueError(f"figure has {columns} panels side by side; at most {MAX_COLUMNS} (use more rows)")
+        raise ValueError(
+            f"figure has {columns} panels side by side; at most {MAX_COLUMNS} (use more rows)"
+        )
     if (font := smallest_font(fig)) < MIN_FONT_PT:
         small = sorted({t.get_text()[:20] for t in _texts(fig) if t.get_fontsize() == font})
-        raise ValueError(f"figure draws {font:g} pt text ({', '.join(small)}); at least MIN_FONT_PT = {MIN_FONT_PT}")
+        raise ValueError(
+            f"figure draws {font:g} pt text ({', '.join(small)}); "
+            f"at least MIN_FONT_PT = {MIN_FONT_PT}"
+        )
 
 
 def to_svg(fig: Figure) -> str:
@@ -291,7 +333,9 @@ def to_svg(fig: Figure) -> str:
     svg = svg[svg.index("<svg") :]  # drop the XML prolog and DOCTYPE: this goes inside HTML
     svg = re.sub(r"\s*<metadata>.*?</metadata>", "", svg, flags=re.DOTALL)
     style = f"max-width:100%;min-width:{floor_px:.0f}px;height:auto"
-    return svg.replace(_INK, "currentColor").replace("<svg ", f'<svg class="figure" role="img" style="{style}" ', 1)
+    return svg.replace(_INK, "currentColor").replace(
+        "<svg ", f'<svg class="figure" role="img" style="{style}" ', 1
+    )
 
 
 def show(fig: Figure, alt: str = "", *, name: str = "figure") -> None:

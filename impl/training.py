@@ -125,7 +125,9 @@ class Progress:
         bar = "#" * int(frac * self.width) + "." * (self.width - int(frac * self.width))
         extra = "  ".join(f"{k} {v:.4g}" for k, v in metrics.items())
         elapsed = time.perf_counter() - self.start
-        sys.stderr.write(f"\r{self.label} [{bar}] {frac:4.0%}  {done}/{self.total}  {extra}  {elapsed:.1f}s ")
+        sys.stderr.write(
+            f"\r{self.label} [{bar}] {frac:4.0%}  {done}/{self.total}  {extra}  {elapsed:.1f}s "
+        )
         sys.stderr.flush()
 
     def close(self) -> None:
@@ -179,12 +181,12 @@ class _Identity:
 def fingerprint(obj: Any, _depth: int = 0) -> Any:
     """A hashable key that is equal for two *configurations* that compute the same thing.
 
-    Functions are keyed by their code, defaults and the fingerprints of the values they close
-    over; tuples (Optax's ``GradientTransformation`` is one) and ``partial`` objects by their
-    contents; numbers and strings by value; small concrete arrays (and PRNG keys) by their
-    bytes. Anything else — a mutable list or dict, a large array, an unknown object, nesting
-    deeper than 12 levels — by identity. So ``sgd(0.1, momentum=0.9)`` built twice gives the same key (both are
-    closures over the same numbers), while ``sgd(0.2, ...)`` gives another.
+    Functions are keyed by their code, defaults and the fingerprints of the values they close over;
+    tuples (Optax's ``GradientTransformation`` is one) and ``partial`` objects by their contents;
+    numbers and strings by value; small concrete arrays (and PRNG keys) by their bytes. Anything
+    else — a mutable list or dict, a large array, an unknown object, nesting deeper than 12 levels —
+    by identity. So ``sgd(0.1, momentum=0.9)`` built twice gives the same key (both are closures
+    over the same numbers), while ``sgd(0.2, ...)`` gives another.
 
     Like ``jax.jit`` itself, this assumes a function's closed-over values are not mutated after
     it is first compiled.
@@ -205,14 +207,23 @@ def fingerprint(obj: Any, _depth: int = 0) -> Any:
                 cells.append(deeper(cell.cell_contents))
             except ValueError:  # an empty cell (a name assigned after the function was made)
                 return _Identity(obj)
-        return ("function", obj.__code__, deeper(obj.__defaults__), deeper(obj.__kwdefaults__), tuple(cells))
+        return (
+            "function",
+            obj.__code__,
+            deeper(obj.__defaults__),
+            deeper(obj.__kwdefaults__),
+            tuple(cells),
+        )
     if isinstance(obj, types.MethodType):
         return ("method", deeper(obj.__func__), deeper(obj.__self__))
     if isinstance(obj, tuple):
         return (type(obj), tuple(deeper(item) for item in obj))
-    if isinstance(obj, np.ndarray | np.generic | jax.Array) and not isinstance(obj, jax.core.Tracer):
+    if isinstance(obj, np.ndarray | np.generic | jax.Array) and not isinstance(
+        obj, jax.core.Tracer
+    ):
         if np.size(obj) <= _SMALL_ARRAY:
-            if jax.dtypes.issubdtype(obj.dtype, jax.dtypes.prng_key):  # a typed key: its bits and its RNG
+            # a typed key: its bits and its RNG
+            if jax.dtypes.issubdtype(obj.dtype, jax.dtypes.prng_key):
                 return ("key", str(obj.dtype), fingerprint(jax.random.key_data(obj)))
             value = np.asarray(obj)
             return ("array", str(value.dtype), value.shape, value.tobytes())
@@ -283,8 +294,11 @@ def _build_chunk(step_fn: Callable, batch_size: int | None, mesh: Mesh | None) -
     return run_chunk
 
 
-def _train_step(loss_fn: Callable, optimizer: optax.GradientTransformation, stateful: bool) -> Callable:
-    """``train``'s step: one gradient step of ``loss_fn`` with ``optimizer`` on ``(params, opt_state, model_state)``."""
+def _train_step(
+    loss_fn: Callable, optimizer: optax.GradientTransformation, stateful: bool
+) -> Callable:
+    """``train``'s step: one gradient step of ``loss_fn`` with ``optimizer`` on
+    ``(params, opt_state, model_state)``."""
 
     def step(state, batch, key):
         params, opt_state, model_state = state
@@ -294,7 +308,9 @@ def _train_step(loss_fn: Callable, optimizer: optax.GradientTransformation, stat
                 loss, (metrics, new_state) = loss_fn(p, model_state, batch, key)
                 return loss, (dict(metrics), new_state)
 
-            (loss, (metrics, model_state)), grads = jax.value_and_grad(objective, has_aux=True)(params)
+            (loss, (metrics, model_state)), grads = jax.value_and_grad(objective, has_aux=True)(
+                params
+            )
         else:
             objective = lambda p: _as_loss_and_metrics(loss_fn(p, batch, key))  # noqa: E731
             (loss, metrics), grads = jax.value_and_grad(objective, has_aux=True)(params)
@@ -322,7 +338,9 @@ def _check_data(data: PyTree) -> None:
     n = leaves[0].shape[0] if leaves[0].ndim else 0
     if any(leaf.ndim == 0 or leaf.shape[0] != n for leaf in leaves):
         shapes = [tuple(leaf.shape) for leaf in leaves]
-        raise ValueError(f"data: expected arrays sharing a leading (example) dimension, got shapes {shapes}")
+        raise ValueError(
+            f"data: expected arrays sharing a leading (example) dimension, got shapes {shapes}"
+        )
 
 
 class RunResult(NamedTuple):
@@ -382,7 +400,9 @@ def run(
     steps = checks.positive_int("steps", steps)
     chunk = checks.positive_int("chunk", chunk)
     if not callable(step_fn):
-        raise TypeError(f"step_fn: expected a function (state, batch, key) -> (state, metrics), got {step_fn!r}")
+        raise TypeError(
+            f"step_fn: expected a function (state, batch, key) -> (state, metrics), got {step_fn!r}"
+        )
     if data is not None:
         _check_data(data)
     if batch_size is not None:
@@ -395,9 +415,14 @@ def run(
     elif devices is not None:
         state, data = jax.device_put((state, data), devices[0])
     run_chunk = COMPILE_CACHE.get(
-        ("chunk", fingerprint(step_fn), batch_size, mesh), lambda: _build_chunk(step_fn, batch_size, mesh)
+        ("chunk", fingerprint(step_fn), batch_size, mesh),
+        lambda: _build_chunk(step_fn, batch_size, mesh),
     )
-    jitted_eval = COMPILE_CACHE.get(("eval", fingerprint(eval_fn)), lambda: jax.jit(eval_fn)) if eval_fn else None
+    jitted_eval = (
+        COMPILE_CACHE.get(("eval", fingerprint(eval_fn)), lambda: jax.jit(eval_fn))
+        if eval_fn
+        else None
+    )
 
     bar = Progress(steps, label, progress_enabled(progress))
     history: dict[str, list[np.ndarray]] = {}
@@ -414,7 +439,9 @@ def run(
             done += length
             if jitted_eval is not None:
                 scores = jax.device_get(jitted_eval(state))
-                _check_finite({k: np.asarray([v]) for k, v in scores.items()}, first_step=done, where="eval")
+                _check_finite(
+                    {k: np.asarray([v]) for k, v in scores.items()}, first_step=done, where="eval"
+                )
                 evals["step"].append(done)
                 for name, value in scores.items():
                     evals.setdefault(name, []).append(float(value))
@@ -553,7 +580,8 @@ def first_step(values, threshold: float, *, window: int, below: bool = True) -> 
     Averaging over a window keeps one lucky mini-batch from counting as "reached".
     """
     checks.positive_int("window", window)
-    mean = np.convolve(np.asarray(values), np.ones(window) / window, mode="valid")  # mean[i]: steps i .. i + window - 1
+    # mean[i]: steps i .. i + window - 1
+    mean = np.convolve(np.asarray(values), np.ones(window) / window, mode="valid")
     hits = np.flatnonzero(mean < threshold if below else mean >= threshold)
     return int(hits[0]) + window if hits.size else None
 

@@ -50,7 +50,9 @@ def to_nnx(tree: PyTree, kind: type[nnx.Variable] = nnx.Param) -> Any:
         return nnx.List([to_nnx(value, kind) for value in tree])
     if isinstance(tree, jax.Array) or hasattr(tree, "shape"):
         return kind(tree)
-    raise TypeError(f"tree: expected dicts, lists and arrays, got a leaf of type {type(tree).__name__}")
+    raise TypeError(
+        f"tree: expected dicts, lists and arrays, got a leaf of type {type(tree).__name__}"
+    )
 
 
 def declare(module: nn.Module, init_fn: Callable[..., dict], *args, **kwargs) -> dict:
@@ -64,15 +66,24 @@ def declare(module: nn.Module, init_fn: Callable[..., dict], *args, **kwargs) ->
     """
     shapes = jax.eval_shape(lambda key: init_fn(key, *args, **kwargs), jax.random.key(0))
     if not isinstance(shapes, dict):
-        raise TypeError(f"init_fn: expected a function returning a dict of entries, got {type(shapes).__name__}")
-    return {name: module.param(name, lambda key, name=name: init_fn(key, *args, **kwargs)[name]) for name in shapes}
+        raise TypeError(
+            f"init_fn: expected a function returning a dict of entries, got {type(shapes).__name__}"
+        )
+    return {
+        name: module.param(name, lambda key, name=name: init_fn(key, *args, **kwargs)[name])
+        for name in shapes
+    }
 
 
 def _lists_back(tree: PyTree) -> PyTree:
     """NNX reports an ``nnx.List`` as a dict keyed 0..n-1; give the list back."""
     if isinstance(tree, dict):
         keys = list(tree)
-        if keys and all(isinstance(k, int) for k in keys) and sorted(keys) == list(range(len(keys))):
+        if (
+            keys
+            and all(isinstance(k, int) for k in keys)
+            and sorted(keys) == list(range(len(keys)))
+        ):
             return [_lists_back(tree[i]) for i in range(len(keys))]
         return {key: _lists_back(value) for key, value in tree.items()}
     return tree
@@ -88,8 +99,8 @@ def pure(node: Any, kind: type[nnx.Variable] = nnx.Param) -> PyTree:
 
 
 def variables(model: nnx.Module) -> dict[str, PyTree]:
-    """The NNX model's state as a Linen-style variables dict: ``{"params": ..., "batch_stats": ...}``
-    (collections the model does not have are left out)."""
+    """The NNX model's state as a Linen-style variables dict:
+    ``{"params": ..., "batch_stats": ...}`` (collections the model does not have are left out)."""
     out = {}
     for collection, kind in COLLECTIONS.items():
         tree = pure(model, kind)
@@ -103,7 +114,8 @@ def _paths(tree: PyTree) -> set[str]:
 
 
 def load_linen(model: nnx.Module, linen_variables: dict[str, PyTree]) -> nnx.Module:
-    """Copy a Linen variables dict (``{"params": ..., "batch_stats": ...}``) into ``model`` in place.
+    """Copy a Linen variables dict (``{"params": ..., "batch_stats": ...}``) into ``model`` in
+    place.
 
     The trees must match key for key and shape for shape; otherwise a ``ValueError`` lists the
     paths that differ. Returns ``model`` for chaining.
@@ -111,10 +123,13 @@ def load_linen(model: nnx.Module, linen_variables: dict[str, PyTree]) -> nnx.Mod
     for collection, tree in linen_variables.items():
         if collection not in COLLECTIONS:
             expected = sorted(COLLECTIONS)
-            raise ValueError(f"linen_variables: unknown collection {collection!r}; expected one of {expected}")
+            raise ValueError(
+                f"linen_variables: unknown collection {collection!r}; expected one of {expected}"
+            )
         kind = COLLECTIONS[collection]
         current = pure(model, kind)
-        tree = _lists_back(_plain(tree))  # plain dicts and lists (Linen may hand over FrozenDicts, tuples)
+        # plain dicts and lists (Linen may hand over FrozenDicts, tuples)
+        tree = _lists_back(_plain(tree))
         ours, theirs = _paths(current), _paths(tree)
         if ours != theirs:
             raise ValueError(

@@ -46,11 +46,27 @@ def _claim_and_seed(name: str) -> tuple[str, int | None]:
     return (match.group(1), int(match.group(2))) if match else (name, None)
 
 
-def run(seeds: list[int], select: str | None, workers: int, out: Path, paths: list[str] | None = None) -> int:
+def run(
+    seeds: list[int], select: str | None, workers: int, out: Path, paths: list[str] | None = None
+) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         junit = Path(tmp) / "junit.xml"
-        env = {**os.environ, "IMPL_CLAIM_SEEDS": ",".join(map(str, seeds)), "IMPL_RECORD_METRICS": tmp}
-        command = [sys.executable, "-m", "pytest", "-m", "claim", "-q", f"--junitxml={junit}", "-p", "no:randomly"]
+        env = {
+            **os.environ,
+            "IMPL_CLAIM_SEEDS": ",".join(map(str, seeds)),
+            "IMPL_RECORD_METRICS": tmp,
+        }
+        command = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-m",
+            "claim",
+            "-q",
+            f"--junitxml={junit}",
+            "-p",
+            "no:randomly",
+        ]
         command += ["-n", str(workers)] if workers > 1 else []
         command += ["-k", select] if select else []
         command += list(paths or [])
@@ -61,7 +77,10 @@ def run(seeds: list[int], select: str | None, workers: int, out: Path, paths: li
         metrics = _metrics(Path(tmp))
     table = _table(outcomes, metrics, seeds, minutes)
     out.write_text(table)
-    raw = {claim: {str(s): v for s, v in sorted(per_seed.items())} for claim, per_seed in metrics.items()}
+    raw = {
+        claim: {str(s): v for s, v in sorted(per_seed.items())}
+        for claim, per_seed in metrics.items()
+    }
     out.with_suffix(".json").write_text(json.dumps(raw, indent=1, sort_keys=True) + "\n")
     print(f"wrote {out} and {out.with_suffix('.json').name} ({minutes:.1f} min)")
     return 0
@@ -128,7 +147,10 @@ def _table(outcomes, metrics, seeds, minutes) -> str:
         lines += [f"### `{claim}`", "", "| quantity | median | min | max |", "|---|---|---|---|"]
         for name in names:
             values = [v[name] for v in per_seed.values() if name in v]
-            lines.append(f"| {name} | {statistics.median(values):.4g} | {min(values):.4g} | {max(values):.4g} |")
+            lines.append(
+                f"| {name} | {statistics.median(values):.4g} "
+                f"| {min(values):.4g} | {max(values):.4g} |"
+            )
         lines.append("")
     return "\n".join(lines) + "\n"
 
@@ -137,9 +159,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", default="0-9", help="seeds: '0-9' or '0,3,5' (default 0-9)")
     parser.add_argument("-k", dest="select", help="pytest -k expression selecting claims")
-    parser.add_argument("-n", dest="workers", type=int, default=2, help="pytest-xdist workers (default 2)")
+    parser.add_argument(
+        "-n", dest="workers", type=int, default=2, help="pytest-xdist workers (default 2)"
+    )
     parser.add_argument("paths", nargs="*", help="test files or folders (default: the whole suite)")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "claims.md", help="where to write the table")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "docs" / "claims.md", help="where to write the table"
+    )
     args = parser.parse_args(argv)
     return run(_seeds(args.seeds), args.select, args.workers, args.out, args.paths)
 

@@ -39,7 +39,8 @@ def _strict_dtypes(request):
 # 0-9 through IMPL_CLAIM_SEEDS to measure each claim's margin on ten seeds.
 SEEDS = tuple(int(s) for s in os.environ.get("IMPL_CLAIM_SEEDS", "0,1,2").split(","))
 
-_RECORD = os.environ.get("IMPL_RECORD_METRICS")  # a folder: each worker appends what reports measured
+# a folder: each worker appends what reports measured
+_RECORD = os.environ.get("IMPL_RECORD_METRICS")
 if _RECORD:
     import json
 

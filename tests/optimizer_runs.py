@@ -17,7 +17,10 @@ import optax
 def gradient_noise(tree_fn, seed: int, steps: int):
     """Fixed noise ``[steps, *leaf.shape]`` per leaf of ``tree_fn(seed)``, drawn once and reused."""
     rng = np.random.default_rng(seed + 100)
-    return jax.tree.map(lambda x: jnp.asarray(0.3 * rng.standard_normal((steps, *x.shape)), jnp.float32), tree_fn(seed))
+    return jax.tree.map(
+        lambda x: jnp.asarray(0.3 * rng.standard_normal((steps, *x.shape)), jnp.float32),
+        tree_fn(seed),
+    )
 
 
 def run_steps(opt: optax.GradientTransformation, tree_fn, seed: int = 0, steps: int = 200):
@@ -46,5 +49,7 @@ def run_steps(opt: optax.GradientTransformation, tree_fn, seed: int = 0, steps: 
 
 def relative_difference(ours, theirs) -> float:
     """Largest elementwise ``|a - b| / max(|b|, 1e-6)`` over every leaf of two pytrees."""
-    diffs = jax.tree.map(lambda a, b: jnp.max(jnp.abs(a - b) / jnp.maximum(jnp.abs(b), 1e-6)), ours, theirs)
+    diffs = jax.tree.map(
+        lambda a, b: jnp.max(jnp.abs(a - b) / jnp.maximum(jnp.abs(b), 1e-6)), ours, theirs
+    )
     return float(max(jax.tree.leaves(diffs)))

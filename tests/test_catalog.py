@@ -19,19 +19,25 @@ def test_implemented_topics_have_page_module_and_tests():
     assert implemented, "at least topic 1.1 exists"
     for t in implemented:
         assert (catalog.ROOT / t.test_file).exists(), t.test_file
-        assert callable(getattr(t.load_experiment(), "experiment", None)), f"{t.experiment_module_name}.experiment"
+        assert callable(getattr(t.load_experiment(), "experiment", None)), (
+            f"{t.experiment_module_name}.experiment"
+        )
         assert not hasattr(t.load(), "experiment"), (
             f"{t.module_name}: the experiment belongs in {t.experiment_module_name}"
         )
 
 
 def test_every_page_and_module_on_disk_is_in_the_catalog():
-    pages = {p.relative_to(catalog.ROOT).as_posix() for p in (catalog.ROOT / "papers").rglob("*.md")}
+    pages = {
+        p.relative_to(catalog.ROOT).as_posix() for p in (catalog.ROOT / "papers").rglob("*.md")
+    }
     known = {t.page for t in catalog.TOPICS} | {"papers/index.md"}
     assert pages <= known, sorted(pages - known)
     for t in catalog.TOPICS:
         if (catalog.ROOT / t.page).exists():
-            assert importlib.util.find_spec(t.module_name), f"page {t.page} has no module {t.module_name}"
+            assert importlib.util.find_spec(t.module_name), (
+                f"page {t.page} has no module {t.module_name}"
+            )
             assert importlib.util.find_spec(t.experiment_module_name), (
                 f"page {t.page} has no {t.experiment_module_name}"
             )
@@ -40,7 +46,9 @@ def test_every_page_and_module_on_disk_is_in_the_catalog():
 def test_topic_years_are_plausible_and_follow_the_papers():
     for t in catalog.TOPICS:
         assert 1980 <= t.year <= 2026, t
-        assert str(t.year) in t.papers, f"{t.number}: year {t.year} is not among its papers ({t.papers})"
+        assert str(t.year) in t.papers, (
+            f"{t.number}: year {t.year} is not among its papers ({t.papers})"
+        )
 
 
 @pytest.mark.parametrize("query", ["1.1", "dnn", "DNN", " dnn "])

@@ -44,9 +44,14 @@ def test_array_shape_names_argument_and_layout():
     checks.array_shape("x", jnp.zeros((4, 2)), ("batch", 2))
     with pytest.raises(ValueError, match=r"x: expected shape \[batch, 2\], got \(4, 3\)"):
         checks.array_shape("x", jnp.zeros((4, 3)), ("batch", 2))
-    with pytest.raises(ValueError, match=r"images: expected shape \[batch, height, width, channels\]"):
+    with pytest.raises(
+        ValueError, match=r"images: expected shape \[batch, height, width, channels\]"
+    ):
         checks.array_shape(
-            "images", jnp.zeros((4, 8, 8)), (None, None, None, None), dims="[batch, height, width, channels]"
+            "images",
+            jnp.zeros((4, 8, 8)),
+            (None, None, None, None),
+            dims="[batch, height, width, channels]",
         )
     with pytest.raises(TypeError, match="x: expected an array, got list"):
         checks.array_shape("x", [1, 2], (2,))
@@ -63,7 +68,8 @@ def test_prng_key_accepts_seeds_and_keys():
 
 
 def test_hyperparameter_accepts_concrete_integer_and_float_scalars_as_jit_does():
-    checks.hyperparameter("n", jnp.asarray(3), 0.0)  # rejected before issue #11, accepted inside jit
+    # rejected before issue #11, accepted inside jit
+    checks.hyperparameter("n", jnp.asarray(3), 0.0)
     checks.hyperparameter("x", np.float32(0.5), 0.0, 1.0)
     jax.jit(lambda v: checks.hyperparameter("n", v, 0.0))(jnp.asarray(3))
     with pytest.raises(ValueError, match="n: expected a number in"):

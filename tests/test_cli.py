@@ -53,7 +53,9 @@ def test_every_essay_target_names_a_function_the_cli_can_call():
             function = getattr(module, function_name)
             parameters = inspect.signature(function).parameters
             if "seed" not in parameters and any(p.default is p.empty for p in parameters.values()):
-                assert callable(getattr(module, "load", None)), f"{run.target} needs the module's load()"
+                assert callable(getattr(module, "load", None)), (
+                    f"{run.target} needs the module's load()"
+                )
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def hook():
-    spec = importlib.util.spec_from_file_location("connect_hook_under_test", ROOT / "hooks" / "connect.py")
+    spec = importlib.util.spec_from_file_location(
+        "connect_hook_under_test", ROOT / "hooks" / "connect.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -96,7 +98,9 @@ def test_every_source_file_gets_a_page_out_of_search(hook):
     assert hook.source_uri("impl/deep_networks/dnn.py") == "source/impl/deep_networks/dnn.py.md"
     page = hook.source_page("impl/deep_networks/dnn.py")
     assert "search:\n  exclude: true" in page
-    assert "[1.1 DNN](../../../papers/01-deep-neural-networks/01-dnn.md) — this is its model" in page
+    assert (
+        "[1.1 DNN](../../../papers/01-deep-neural-networks/01-dnn.md) — this is its model" in page
+    )
     assert "- **Imports:** [`impl.checks`](../checks.py.md)" in page
     assert "(../../tests/deep_networks/test_dnn.py.md)" in page  # its tests
     assert 'data-source="impl/deep_networks/dnn.py"' in page
@@ -136,7 +140,11 @@ def test_snippet_includes_link_to_their_lines(hook):
 def test_snippet_lines_reads_whole_files_and_line_ranges(hook):
     path, first, last = hook.snippet_lines("impl/deep_networks/dnn.py")
     assert (path, first) == ("impl/deep_networks/dnn.py", 1) and last > 100
-    assert hook.snippet_lines("impl/deep_networks/dnn.py:3:9") == ("impl/deep_networks/dnn.py", 3, 9)
+    assert hook.snippet_lines("impl/deep_networks/dnn.py:3:9") == (
+        "impl/deep_networks/dnn.py",
+        3,
+        9,
+    )
     assert hook.snippet_lines("impl/deep_networks/dnn.py:no_such_section") is None
     assert hook.snippet_lines("essays/milestones.csv") is None
 
@@ -144,7 +152,10 @@ def test_snippet_lines_reads_whole_files_and_line_ranges(hook):
 # -- links in prose --------------------------------------------------------------------------
 
 TOPICS = {"1.1": "papers/a/01-dnn/", "2.8": "papers/b/08-adam/", "3.5": "papers/c/05-ed/"}
-SOURCES = {"impl/deep_networks/dnn.py": "source/impl/deep_networks/dnn.py/", "tests/t.py": "source/tests/t.py/"}
+SOURCES = {
+    "impl/deep_networks/dnn.py": "source/impl/deep_networks/dnn.py/",
+    "tests/t.py": "source/tests/t.py/",
+}
 MODULES = {"impl.deep_networks.dnn": "impl/deep_networks/dnn.py"}
 
 
@@ -155,7 +166,10 @@ def _link(hook, content, url="papers/c/07-attention/"):
 def test_topic_mentions_link_to_their_pages(hook):
     out, counts = _link(hook, "<p>the GRU of topic 3.5 and topics 1.1 and 2.8, topic 9.9.</p>")
     assert '<a class="topic-link" href="../05-ed/">topic 3.5</a>' in out
-    assert 'topics <a class="topic-link" href="../../a/01-dnn/">1.1</a> and <a class="topic-link"' in out
+    assert (
+        'topics <a class="topic-link" href="../../a/01-dnn/">1.1</a> and <a class="topic-link"'
+        in out
+    )
     assert "topic 9.9" in out and counts["topic"] == 3
     out, _ = _link(hook, "<p>Topic 3.5's model</p>")
     assert '<a class="topic-link" href="../05-ed/">Topic 3.5</a>' in out
@@ -182,13 +196,16 @@ def test_a_topic_already_linked_by_its_title_is_not_linked_twice(hook):
 def test_source_paths_and_modules_link_to_their_source_pages(hook):
     out, counts = _link(
         hook,
-        "<p>see <code>impl/deep_networks/dnn.py</code>, tests/t.py and <code>impl.deep_networks.dnn.mlp</code></p>",
+        "<p>see <code>impl/deep_networks/dnn.py</code>, tests/t.py and "
+        "<code>impl.deep_networks.dnn.mlp</code></p>",
     )
     dnn = "../../../source/impl/deep_networks/dnn.py/"
     assert f'<a class="source-path" href="{dnn}"><code>impl/deep_networks/dnn.py</code></a>' in out
     assert '<a class="source-path" href="../../../source/tests/t.py/">tests/t.py</a>' in out
     assert out.count("impl/deep_networks/dnn.py/") == 2 and counts["path"] == 3
-    untouched = "<pre><code>impl/deep_networks/dnn.py</code></pre><p><code>impl/missing.py</code></p>"
+    untouched = (
+        "<pre><code>impl/deep_networks/dnn.py</code></pre><p><code>impl/missing.py</code></p>"
+    )
     assert _link(hook, untouched)[0] == untouched
 
 
@@ -211,16 +228,22 @@ def test_footnote_sources_become_links(hook):
     assert "[doi:10.1038/323533a0](https://doi.org/10.1038/323533a0)." in out
     assert "<https://example.org/page>," in out
     assert "[arxiv.org/abs/2001.08361](https://arxiv.org/abs/2001.08361)." in out
-    assert "[^d]: D, [arXiv:1502.05767](https://arxiv.org/abs/1502.05767), `10.1/x`." in out  # already linked
+    # already linked
+    assert "[^d]: D, [arXiv:1502.05767](https://arxiv.org/abs/1502.05767), `10.1/x`." in out
     assert "[10.1145/3065386](https://doi.org/10.1145/3065386)." in out
     assert count == 4  # a, b, c, e
 
 
 def test_adjacent_footnote_markers_are_separated(hook):
-    two = '<sup id="fnref:a"><a href="#fn:a">1</a></sup><sup id="fnref:b"><a href="#fn:b">2</a></sup>'
+    two = (
+        '<sup id="fnref:a"><a href="#fn:a">1</a></sup><sup id="fnref:b"><a href="#fn:b">2</a></sup>'
+    )
     out = hook.separate_footnote_markers(two)
     assert '</sup><sup class="footnote-sep" aria-hidden="true">,</sup><sup id="fnref:b">' in out
-    apart = '<sup id="fnref:a"><a href="#fn:a">1</a></sup> text <sup id="fnref:b"><a href="#fn:b">2</a></sup>'
+    apart = (
+        '<sup id="fnref:a"><a href="#fn:a">1</a></sup> text '
+        '<sup id="fnref:b"><a href="#fn:b">2</a></sup>'
+    )
     assert hook.separate_footnote_markers(apart) == apart
 
 

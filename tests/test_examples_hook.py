@@ -11,7 +11,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture
 def hook(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("examples_hook_under_test", ROOT / "hooks" / "examples.py")
+    spec = importlib.util.spec_from_file_location(
+        "examples_hook_under_test", ROOT / "hooks" / "examples.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     monkeypatch.setattr(module, "CACHE_DIR", tmp_path / "cache")
@@ -35,7 +37,9 @@ def test_sessions_are_scoped_to_the_page(hook):
 
 def test_output_includes_prints_from_library_code(hook):
     _page(hook, "a.md")
-    out = hook._run("import sys\nprint('from block')\nsys.stdout.write('from library\\n')", session="s")
+    out = hook._run(
+        "import sys\nprint('from block')\nsys.stdout.write('from library\\n')", session="s"
+    )
     assert out == "from block\nfrom library\n"
 
 
@@ -76,7 +80,9 @@ def test_a_failing_example_names_the_page_and_the_error(hook, caplog):
     ):
         hook._run("1 / 0", session="s")
     assert "papers/x.md: example failed: ZeroDivisionError" in caplog.text
-    assert not list(hook.CACHE_DIR.glob("*")) or all(p.read_text() != "" for p in hook.CACHE_DIR.iterdir())
+    assert not list(hook.CACHE_DIR.glob("*")) or all(
+        p.read_text() != "" for p in hook.CACHE_DIR.iterdir()
+    )
 
 
 def test_skip_mode_runs_nothing(hook, monkeypatch):
@@ -103,4 +109,6 @@ def test_the_cache_key_follows_the_data_files_a_module_reads(hook, tmp_path, mon
 def test_the_milestone_data_is_part_of_the_essay_pages_keys(hook):
     from impl.essay import milestones
 
-    assert (ROOT / "essays" / "milestones.csv").resolve() in hook._data_files_of(Path(milestones.__file__))
+    assert (ROOT / "essays" / "milestones.csv").resolve() in hook._data_files_of(
+        Path(milestones.__file__)
+    )

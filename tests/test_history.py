@@ -41,7 +41,9 @@ _TOPICS_BY_MODULE = {t.module_name: t for t in catalog.TOPICS}
 _EXPERIMENTS = {t.experiment_module_name: t for t in catalog.TOPICS}
 
 
-@pytest.mark.parametrize("topic", [t for t in catalog.TOPICS if t.implemented], ids=lambda t: t.number)
+@pytest.mark.parametrize(
+    "topic", [t for t in catalog.TOPICS if t.implemented], ids=lambda t: t.number
+)
 def test_a_topic_model_imports_only_shared_pieces_and_earlier_topics(topic):
     graph = _graph()
     for imported in sorted(graph[topic.module_name]):
@@ -53,14 +55,17 @@ def test_a_topic_model_imports_only_shared_pieces_and_earlier_topics(topic):
         )
         other = _TOPICS_BY_MODULE[imported]
         assert other.year <= topic.year, (
-            f"{topic.number} ({topic.year}) imports {other.number} {other.title} ({other.year}), published later"
+            f"{topic.number} ({topic.year}) imports {other.number} "
+            f"{other.title} ({other.year}), published later"
         )
 
 
 def test_no_module_imports_another_topics_experiment():
     for name, imported in _graph().items():
         for module in imported & set(_EXPERIMENTS):
-            assert name == module, f"{name} imports the experiment {module}; import its model file instead"
+            assert name == module, (
+                f"{name} imports the experiment {module}; import its model file instead"
+            )
 
 
 def test_the_checker_sees_cycles_and_nested_imports(tmp_path):

@@ -26,7 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _load_hook():
-    spec = importlib.util.spec_from_file_location("notebooks_hook_under_test", ROOT / "hooks" / "notebooks.py")
+    spec = importlib.util.spec_from_file_location(
+        "notebooks_hook_under_test", ROOT / "hooks" / "notebooks.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -43,7 +45,10 @@ def notebooks() -> dict[str, dict]:
 
 def test_every_page_of_the_essay_and_part_2_gets_a_notebook():
     assert len(PAGES) >= 30
-    assert "papers/01-deep-neural-networks/01-dnn.md" in PAGES and "essays/02-constraints/02-size.md" in PAGES
+    assert (
+        "papers/01-deep-neural-networks/01-dnn.md" in PAGES
+        and "essays/02-constraints/02-size.md" in PAGES
+    )
 
 
 def _check_notebook(nb: dict) -> None:
@@ -60,7 +65,14 @@ def _check_notebook(nb: dict) -> None:
         assert all(isinstance(line, str) for line in cell["source"])
         assert 1 <= len(cell["id"]) <= 64
         if cell["cell_type"] == "code":
-            assert set(cell) == {"cell_type", "id", "metadata", "source", "execution_count", "outputs"}
+            assert set(cell) == {
+                "cell_type",
+                "id",
+                "metadata",
+                "source",
+                "execution_count",
+                "outputs",
+            }
             assert cell["execution_count"] is None and cell["outputs"] == []
             ast.parse("".join(cell["source"]))  # every code cell is valid Python
         else:
@@ -99,8 +111,11 @@ def test_a_page_becomes_text_executed_blocks_and_resolved_snippets(notebooks):
     code = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
     text = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
     assert "--8<--" not in "\n".join(code)  # snippets are resolved to their real code
-    assert any("class LinenMLP(nn.Module)" in c for c in code) and any("class NnxMLP" in c for c in code)
-    assert any("def experiment(" in c for c in code)  # experiment() itself, not only loss_fn and fit
+    assert any("class LinenMLP(nn.Module)" in c for c in code) and any(
+        "class NnxMLP" in c for c in code
+    )
+    # experiment() itself, not only loss_fn and fit
+    assert any("def experiment(" in c for c in code)
     assert any("dnn_experiment.experiment(seed=0)" in c for c in code)
     assert "## The claim, reproduced" in text and "**Functional (Linen)**" in text
     assert "python -m impl 1.1 --seed 0" in text and "{ .dl-reproduce }" not in text
@@ -123,7 +138,9 @@ def test_every_snippet_cell_runs_on_its_own(notebooks):
         for cell in nb["cells"]:
             if "snippet" in cell["metadata"].get("tags", []):
                 try:
-                    exec(compile("".join(cell["source"]), rel, "exec"), {"__name__": "__notebook__"})
+                    exec(
+                        compile("".join(cell["source"]), rel, "exec"), {"__name__": "__notebook__"}
+                    )
                 except Exception as error:  # report every failing cell at once
                     failures.append(f"{rel}: {type(error).__name__}: {error}")
     assert failures == []
@@ -135,15 +152,24 @@ def test_topic_pages_and_chapters_with_code_get_a_reproduce_line():
     for topic in catalog.TOPICS:
         if (ROOT / topic.page).exists():
             line = hook.reproduce_line(topic.page)
-            assert f"`python -m impl {topic.number} --seed 0`" in line and f"`{topic.name}.png`" in line
+            assert (
+                f"`python -m impl {topic.number} --seed 0`" in line
+                and f"`{topic.name}.png`" in line
+            )
             text = hook.with_reproduce((ROOT / topic.page).read_text(encoding="utf-8"), topic.page)
             after = text.split(f"python -m impl {topic.number} --seed 0")[0]
-            assert ".experiment(seed=0)" in after.rsplit('exec="on"', 1)[1], topic.page  # right under it
+            # right under it
+            assert ".experiment(seed=0)" in after.rsplit('exec="on"', 1)[1], topic.page
     for chapter in catalog.CHAPTERS:
         text = (ROOT / chapter.path).read_text(encoding="utf-8")
         if 'exec="on"' in text:
             assert "python -m impl essay:" in hook.with_reproduce(text, chapter.path), chapter.path
-    assert hook.reproduce_line("essays/02-constraints/02-size.md").count("python -m impl essay:size --seed 0") == 1
+    assert (
+        hook.reproduce_line("essays/02-constraints/02-size.md").count(
+            "python -m impl essay:size --seed 0"
+        )
+        == 1
+    )
     assert hook.reproduce_line("papers/index.md") is None
 
 
@@ -156,9 +182,13 @@ def test_every_topic_page_shows_experiment_and_the_code_that_runs_it():
         text = (ROOT / topic.page).read_text(encoding="utf-8")
         snippet = f'--8<-- "{topic.experiment_module_name.replace(".", "/")}.py:run"'
         assert snippet in text, f"{topic.page} does not include experiment() itself"
-        source = (ROOT / f"{topic.experiment_module_name.replace('.', '/')}.py").read_text(encoding="utf-8")
+        source = (ROOT / f"{topic.experiment_module_name.replace('.', '/')}.py").read_text(
+            encoding="utf-8"
+        )
         assert "# --8<-- [start:run]\ndef experiment(" in source, topic.experiment_module_name
-        fences = [line for line in text.splitlines() if 'exec="on"' in line and 'result="text"' in line]
+        fences = [
+            line for line in text.splitlines() if 'exec="on"' in line and 'result="text"' in line
+        ]
         runs = [f for f in fences if f'session="{topic.name.replace("_", "-")}"' in f]
         assert runs and all('source="above"' in f for f in runs), topic.page
 
@@ -185,7 +215,10 @@ _RUNNER = textwrap.dedent(
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "rel",
-    ["papers/01-deep-neural-networks/01-dnn.md", "essays/02-constraints/08-constraints-and-leverage.md"],
+    [
+        "papers/01-deep-neural-networks/01-dnn.md",
+        "essays/02-constraints/08-constraints-and-leverage.md",
+    ],
 )
 def test_a_sample_of_notebooks_runs_end_to_end(rel, tmp_path):
     path = tmp_path / Path(rel).with_suffix(".ipynb").name

@@ -30,7 +30,9 @@ def test_show_prints_svg_in_site_builds_and_saves_elsewhere(capsys, tmp_path, mo
     fig, _ = plotting.figure()
     plotting.show(fig, alt='a "quoted" label')
     out = capsys.readouterr().out
-    assert out.startswith('<div class="dl-figure" data-name="figure"><svg aria-label="a &quot;quoted&quot; label"')
+    assert out.startswith(
+        '<div class="dl-figure" data-name="figure"><svg aria-label="a &quot;quoted&quot; label"'
+    )
     monkeypatch.setenv("IMPL_SITE_BUILD", "0")
     monkeypatch.chdir(tmp_path)
     fig, _ = plotting.figure()
@@ -99,7 +101,8 @@ def test_svg_shrinks_no_further_than_10px_text():
     width_pt = 72 * plotting.WIDTH
     assert f'width="{width_pt:g}pt"' in svg  # drawn 1:1: 504 pt = 672 CSS px
     floor = float(re.search(r"min-width:(\d+)px", svg).group(1))
-    assert floor == pytest.approx(plotting.MIN_TEXT_PX * width_pt / 9, abs=0.5)  # 9 pt text -> 10 px
+    # 9 pt text -> 10 px
+    assert floor == pytest.approx(plotting.MIN_TEXT_PX * width_pt / 9, abs=0.5)
     assert 9 * 4 / 3 >= 12  # and at 1:1 (a desktop window) that same text is 12 CSS px
 
 
@@ -135,7 +138,10 @@ def test_label_points_keeps_crowded_labels_apart_and_inside_the_axes():
     boxes = [_text_box(n, renderer) for n in notes]
     assert len(notes) == 10 and _overlaps(boxes) == []
     frame = ax.get_window_extent(renderer)
-    assert all(frame.x0 <= b.x0 and b.x1 <= frame.x1 and frame.y0 <= b.y0 and b.y1 <= frame.y1 for b in boxes)
+    assert all(
+        frame.x0 <= b.x0 and b.x1 <= frame.x1 and frame.y0 <= b.y0 and b.y1 <= frame.y1
+        for b in boxes
+    )
     plt.close(fig)
 
 
@@ -143,14 +149,20 @@ def test_milestone_charts_have_no_overlapping_labels_and_pass_the_checks():
     from impl.essay import hardware, milestones
 
     rows = milestones.load()
-    figures = [milestones.parameters_figure(rows), milestones.compute_figure(rows), milestones.data_figure(rows)]
+    figures = [
+        milestones.parameters_figure(rows),
+        milestones.compute_figure(rows),
+        milestones.data_figure(rows),
+    ]
     figures += [hardware.throughput_figure(hardware.load()), hardware.ridge_figure(hardware.load())]
     for fig in figures:
         plotting.check(fig)
         renderer = fig.canvas.get_renderer()
         for ax in fig.axes:
             boxes = [_text_box(t, renderer) for t in ax.texts if t.get_text().strip()]
-            assert _overlaps(boxes) == [], [ax.texts[i].get_text() for pair in _overlaps(boxes) for i in pair]
+            assert _overlaps(boxes) == [], [
+                ax.texts[i].get_text() for pair in _overlaps(boxes) for i in pair
+            ]
         plt.close(fig)
 
 
@@ -167,14 +179,22 @@ def test_every_figure_in_impl_fits_the_column_with_readable_text():
     for path, call in _calls_to_figure():
         where = f"{path.relative_to(ROOT)}:{call.lineno}"
         func = call.func
-        if isinstance(func, ast.Attribute) and func.attr == "figure" and getattr(func.value, "id", "") == "plotting":
+        if (
+            isinstance(func, ast.Attribute)
+            and func.attr == "figure"
+            and getattr(func.value, "id", "") == "plotting"
+        ):
             found += 1
             if call.args and isinstance(call.args[0], ast.Constant):
                 assert call.args[0].value <= plotting.MAX_COLUMNS, where
             width = [k.value for k in call.keywords if k.arg == "width"]
-            assert not width or (isinstance(width[0], ast.Constant) and width[0].value <= plotting.WIDTH), where
+            assert not width or (
+                isinstance(width[0], ast.Constant) and width[0].value <= plotting.WIDTH
+            ), where
         for keyword in call.keywords:
-            if keyword.arg in ("fontsize", "title_fontsize", "labelsize") and isinstance(keyword.value, ast.Constant):
+            if keyword.arg in ("fontsize", "title_fontsize", "labelsize") and isinstance(
+                keyword.value, ast.Constant
+            ):
                 size = keyword.value.value
                 assert not isinstance(size, (int, float)) or size >= plotting.MIN_FONT_PT, where
                 assert size not in ("xx-small", "x-small"), where
@@ -202,7 +222,7 @@ def test_hook_writes_each_figure_as_a_standalone_svg_and_links_it(tmp_path, caps
     written = tmp_path / "papers/x/01-dnn/dnn.svg"
     root = ET.fromstring(written.read_bytes())  # well-formed XML on its own
     assert root.tag.endswith("svg") and "width" not in root.attrib and "viewBox" in root.attrib
-    assert "color:#000" in root.attrib["style"] and root.find("{http://www.w3.org/2000/svg}title").text == (
-        'a "quoted" label'
-    )
+    assert "color:#000" in root.attrib["style"] and root.find(
+        "{http://www.w3.org/2000/svg}title"
+    ).text == ('a "quoted" label')
     assert (tmp_path / "papers/x/01-dnn/dnn-2.svg").exists()

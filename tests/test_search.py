@@ -16,7 +16,13 @@ from material.plugins.search.plugin import Parser
 from site_build import built_site
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKERS = Path(sys.modules["material"].__file__).parent / "templates" / "assets" / "javascripts" / "workers"
+WORKERS = (
+    Path(sys.modules["material"].__file__).parent
+    / "templates"
+    / "assets"
+    / "javascripts"
+    / "workers"
+)
 
 RANK_JS = r"""
 const fs = require("fs"), vm = require("vm");
@@ -41,7 +47,9 @@ vm.runInThisContext(fs.readFileSync(worker, "utf8"));
 
 
 def load_hook():
-    spec = importlib.util.spec_from_file_location("side_by_side_hook_under_test", ROOT / "hooks" / "side_by_side.py")
+    spec = importlib.util.spec_from_file_location(
+        "side_by_side_hook_under_test", ROOT / "hooks" / "side_by_side.py"
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # its dataclass looks itself up there
     spec.loader.exec_module(module)
@@ -57,9 +65,11 @@ def indexed_text(html: str) -> str:
 
 
 FIGURE = (
-    '<p>Prose about the gates.</p><div class="dl-figure"><svg viewBox="0 0 10 10"><g><text>0.25</text>'
+    '<p>Prose about the gates.</p><div class="dl-figure"><svg viewBox="0 0 10 '
+    '10"><g><text>0.25</text>'
     "<text>tick label</text></g></svg></div>"
-    '<p>Inline <span class="math math-inline"><math alttext="\\hat m"><mover><mi>m</mi><mo>^</mo></mover>'
+    '<p>Inline <span class="math math-inline"><math alttext="\\hat '
+    'm"><mover><mi>m</mi><mo>^</mo></mover>'
     "</math></span> math.</p><p>After.</p>"
 )
 
@@ -82,9 +92,14 @@ def test_exclude_from_search_marks_each_element_once():
 
 def test_page_tags_name_topics_and_chapters():
     hook = load_hook()
-    assert hook.page_tags("papers/03-sequence-modeling/03-forget-gate.md") == ["Learning to forget", "Forget gate"]
+    assert hook.page_tags("papers/03-sequence-modeling/03-forget-gate.md") == [
+        "Learning to forget",
+        "Forget gate",
+    ]
     assert hook.page_tags("papers/02-optimization-and-regularization/07-gelu.md") == ["GELU"]
-    assert hook.page_tags("papers/03-sequence-modeling/05-encoder-decoder.md") == ["Encoder-decoder"]
+    assert hook.page_tags("papers/03-sequence-modeling/05-encoder-decoder.md") == [
+        "Encoder-decoder"
+    ]
     assert hook.page_tags("essays/02-constraints/01-data.md") == ["Data"]
     assert hook.page_tags("docs/performance.md") == []
 
@@ -114,13 +129,17 @@ def test_search_index_holds_no_math_or_figure_text(search_index):
         assert char not in text, f"math in the search index: {char!r}"
     assert "data-search-exclude" not in text
     forget = [
-        d for d in search_index["docs"] if d["location"].startswith("papers/03-sequence-modeling/03-forget-gate/")
+        d
+        for d in search_index["docs"]
+        if d["location"].startswith("papers/03-sequence-modeling/03-forget-gate/")
     ]
     assert forget and all(d.get("tags") == ["Learning to forget", "Forget gate"] for d in forget)
 
 
 @pytest.mark.site
-@pytest.mark.skipif(shutil.which("node") is None, reason="needs Node to run Material's search worker")
+@pytest.mark.skipif(
+    shutil.which("node") is None, reason="needs Node to run Material's search worker"
+)
 def test_search_ranks_each_topic_page_first_for_its_name(search_index, tmp_path):
     queries = _topic_queries()
     assert "Forget gate" in queries and "GELU" in queries
@@ -128,10 +147,18 @@ def test_search_ranks_each_topic_page_first_for_its_name(search_index, tmp_path)
     (tmp_path / "queries.json").write_text(json.dumps(list(queries)))
     worker = next(WORKERS.glob("search.*.min.js"))
     result = subprocess.run(
-        ["node", str(tmp_path / "rank.js"), str(worker), str(built_site() / "search" / "search_index.json"),
-         str(tmp_path / "queries.json")],
-        capture_output=True, text=True, timeout=120, check=True,
-    )  # fmt: skip
+        [
+            "node",
+            str(tmp_path / "rank.js"),
+            str(worker),
+            str(built_site() / "search" / "search_index.json"),
+            str(tmp_path / "queries.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     ranked = json.loads(result.stdout)
     wrong = {q: ranked[q][:2] for q, url in queries.items() if not ranked[q] or ranked[q][0] != url}
     assert not wrong, wrong

@@ -18,15 +18,18 @@ def highlighted(lines: list[str], block: int = 0) -> str:
 
 
 LINEN = [
-    '<span class="k">class</span> <span class="nc">LinenMLP</span><span class="p">(</span>nn.Module<span class="p">):'
+    '<span class="k">class</span> <span class="nc">LinenMLP</span><span '
+    'class="p">(</span>nn.Module<span class="p">):'
     "</span>",
     '    <span class="n">features</span>: <span class="nb">int</span>',
     "",
     '    <span class="k">def</span> <span class="fm">__call__</span>(self, x):',
-    '        <span class="k">return</span> mlp(self.param(<span class="s2">&quot;layers&quot;</span>), x)',
+    '        <span class="k">return</span> mlp(self.param(<span '
+    'class="s2">&quot;layers&quot;</span>), x)',
 ]
 NNX = [
-    '<span class="k">class</span> <span class="nc">NnxMLP</span><span class="p">(</span>nnx.Module<span class="p">):'
+    '<span class="k">class</span> <span class="nc">NnxMLP</span><span '
+    'class="p">(</span>nnx.Module<span class="p">):'
     "</span>",
     '    <span class="k">def</span> <span class="fm">__init__</span>(self, sizes, *, rngs):',
     "        self.layers = to_nnx(init(rngs))",
@@ -38,11 +41,13 @@ NNX = [
 
 def tabs(left: str, right: str, labels=hook.LABELS, n: int = 1) -> str:
     return (
-        f'<div class="tabbed-set tabbed-alternate" data-tabs="{n}:2"><input checked="checked" id="__tabbed_{n}_1" '
-        f'name="__tabbed_{n}" type="radio" /><input id="__tabbed_{n}_2" name="__tabbed_{n}" type="radio" />'
-        f'<div class="tabbed-labels"><label for="__tabbed_{n}_1">{labels[0]}</label>'
-        f'<label for="__tabbed_{n}_2">{labels[1]}</label></div>\n<div class="tabbed-content">\n'
-        f'<div class="tabbed-block">\n{left}\n</div>\n<div class="tabbed-block">\n{right}\n</div>\n</div>\n</div>'
+        f'<div class="tabbed-set tabbed-alternate" data-tabs="{n}:2"><input '
+        f'checked="checked" id="__tabbed_{n}_1" name="__tabbed_{n}" type="radio" '
+        f'/><input id="__tabbed_{n}_2" name="__tabbed_{n}" type="radio" /><div '
+        f'class="tabbed-labels"><label for="__tabbed_{n}_1">{labels[0]}</label><label '
+        f'for="__tabbed_{n}_2">{labels[1]}</label></div>\n<div '
+        f'class="tabbed-content">\n<div class="tabbed-block">\n{left}\n</div>\n<div '
+        f'class="tabbed-block">\n{right}\n</div>\n</div>\n</div>'
     )
 
 
@@ -50,12 +55,21 @@ def test_code_lines_drop_anchors_and_close_tokens_across_lines():
     block = highlighted(['<span class="sd">"""Two', 'lines."""</span>', "x"])
     lines = hook.code_lines(block)
     assert lines == ['<span class="sd">"""Two</span>', '<span class="sd">lines."""</span>', "x"]
-    assert [hook.text_of(line) for line in hook.code_lines(highlighted(LINEN))][4].endswith('param("layers"), x)')
+    assert [hook.text_of(line) for line in hook.code_lines(highlighted(LINEN))][4].endswith(
+        'param("layers"), x)'
+    )
 
 
 def test_align_pairs_equal_lines_and_the_most_similar_changed_ones():
     left = ["class A:", "    a = 1", "", "    def f(self):", "        return a"]
-    right = ["class B:", "    def __init__(self):", "        self.a = 1", "", "    def f(self):", "        return b"]
+    right = [
+        "class B:",
+        "    def __init__(self):",
+        "        self.a = 1",
+        "",
+        "    def f(self):",
+        "        return b",
+    ]
     rows = hook.align(left, right)
     pairs = [(r.left, r.right, r.same) for r in rows]
     assert (2, 3, True) in pairs and (3, 4, True) in pairs  # blank line and `def f` line up
@@ -82,14 +96,19 @@ def test_add_side_by_side_builds_a_table_after_the_tabs():
     html = tabs(highlighted(LINEN), highlighted(NNX, 1))
     out = hook.add_side_by_side(html)
     assert out.startswith(
-        html.replace('class="tabbed-set tabbed-alternate"', 'class="tabbed-set tabbed-alternate sbs-tabs"')
+        html.replace(
+            'class="tabbed-set tabbed-alternate"', 'class="tabbed-set tabbed-alternate sbs-tabs"'
+        )
     )
     table = out[out.index('<table class="sbs highlight"') :]
     assert "data-search-exclude" in table and "__codelineno" not in table  # no duplicate ids
     assert re.findall(r"<th[^>]*>([^<]*)</th>", table) == list(hook.LABELS)
     rows = re.findall(r'<tr class="sbs-(same|diff)">', table)
     assert rows.count("same") == 2  # the blank line and `def __call__`: nothing else is equal
-    assert "sbs-gap" in table and '<span class="nc"><mark class="sbs-word">NnxMLP</mark></span>' in table
+    assert (
+        "sbs-gap" in table
+        and '<span class="nc"><mark class="sbs-word">NnxMLP</mark></span>' in table
+    )
     assert indexed_text(out).count("LinenMLP") == 1  # search sees the code once, from the tabs
 
 
@@ -117,7 +136,9 @@ def test_map_tables_and_table_code():
     html = "<table>\n<thead>\n<tr>\n<th>#</th>\n<th>topic</th>\n<th>paper</th></tr></thead></table>"
     html += "<table><thead><tr><th>x</th>"
     assert hook.mark_map_tables(html).count("<table data-map>") == 1
-    cell = "<td><code>scale_by_adam(bias_correction=False)</code> and <code>sgd + momentum</code></td>"
+    cell = (
+        "<td><code>scale_by_adam(bias_correction=False)</code> and <code>sgd + momentum</code></td>"
+    )
     out = hook.break_table_code(cell)
     assert "<code>scale_<wbr>by_<wbr>adam(<wbr>bias_<wbr>correction=<wbr>False)</code>" in out
     assert "<code>sgd + momentum</code>" in out

@@ -9,7 +9,8 @@ import site_build
 
 ROOT = Path(__file__).resolve().parent.parent
 EXTERNAL = re.compile(
-    r"""(?:<(?:script|img|iframe|source|audio|video|embed)\b[^>]*\bsrc\s*=\s*["']?\s*(?:https?:)?//)"""
+    r"""(?:<(?:script|img|iframe|source|audio|video|embed)\b[^>]*\b"""
+    r"""src\s*=\s*["']?\s*(?:https?:)?//)"""
     r"""|(?:<link\b[^>]*\bhref\s*=\s*["']?\s*(?:https?:)?//[^"'\s>]*["']?[^>]*>)"""
     r"""|(?:@import\s+(?:url\()?["']?\s*(?:https?:)?//)"""
     r"""|(?:url\(\s*["']?\s*(?:https?:)?//)""",
@@ -42,7 +43,9 @@ def test_detector_catches_external_assets(tmp_path):
     )
     (tmp_path / "b.css").write_text("@font-face { src: url(https://fonts.example.com/f.woff2) }")
     (tmp_path / "c.html").write_text('<link rel="stylesheet" href="//fonts.example.com/css">')
-    (tmp_path / "d.html").write_text('<pre><code>"url(https://fonts.example.com/f.woff2)"</code></pre>')
+    (tmp_path / "d.html").write_text(
+        '<pre><code>"url(https://fonts.example.com/f.woff2)"</code></pre>'
+    )
     assert len(external_assets(tmp_path)) == 3
 
 
@@ -72,12 +75,19 @@ def test_site_renders_math_as_mathml_and_has_every_page(built_site):
 
 @pytest.mark.site
 def test_site_serves_its_source_with_line_anchors_out_of_search(built_site):
-    sources = [p for d in ("impl", "tests") for p in (ROOT / d).rglob("*.py") if "__pycache__" not in p.parts]
+    sources = [
+        p
+        for d in ("impl", "tests")
+        for p in (ROOT / d).rglob("*.py")
+        if "__pycache__" not in p.parts
+    ]
     for path in sources:
         page = built_site / "source" / path.relative_to(ROOT).as_posix() / "index.html"
         assert page.exists(), page
     dnn = (built_site / "source/impl/deep_networks/dnn.py/index.html").read_text()
-    assert 'id="L1"' in dnn and 'href="#L1"' in dnn and "papers/01-deep-neural-networks/01-dnn/" in dnn
+    assert (
+        'id="L1"' in dnn and 'href="#L1"' in dnn and "papers/01-deep-neural-networks/01-dnn/" in dnn
+    )
     index = (built_site / "search/search_index.json").read_text()
     assert '"location":"source/' not in index.replace(" ", "")
 
@@ -86,7 +96,9 @@ def test_site_serves_its_source_with_line_anchors_out_of_search(built_site):
 def test_site_links_snippets_paths_and_topics_to_their_pages(built_site):
     page = (built_site / "papers/01-deep-neural-networks/01-dnn/index.html").read_text()
     links = re.findall(r'<p class="source-link"><a href="([^"]+)"', page)
-    assert links and all(link.startswith("../../../source/impl/") and "#L" in link for link in links)
+    assert links and all(
+        link.startswith("../../../source/impl/") and "#L" in link for link in links
+    )
     assert "Builds on, built upon by" in page and "Computed from the code" in page
     cnn = (built_site / "papers/01-deep-neural-networks/02-cnn/index.html").read_text()
     assert re.search(r'<a class="topic-link" href="../01-dnn/">topic 1\.1</a>', cnn)
@@ -99,7 +111,10 @@ def test_site_links_snippets_paths_and_topics_to_their_pages(built_site):
 def test_site_numbers_footnotes_in_reading_order_and_links_their_sources(built_site):
     size = (built_site / "essays/02-constraints/02-size/index.html").read_text()
     numbers = [
-        int(n) for n in re.findall(r'<sup id="fnref:[^"]+"><a class="footnote-ref" href="#fn:[^"]+">(\d+)</a>', size)
+        int(n)
+        for n in re.findall(
+            r'<sup id="fnref:[^"]+"><a class="footnote-ref" href="#fn:[^"]+">(\d+)</a>', size
+        )
     ]
     assert numbers == list(range(1, len(numbers) + 1))  # 1, 2, 3, … as the reader meets them
     assert '<sup class="footnote-sep" aria-hidden="true">,</sup>' in size

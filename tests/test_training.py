@@ -34,7 +34,9 @@ def _params():
 
 
 def test_train_fits_linear_regression_and_records_history():
-    result = train(regression_loss, _params(), OPT, _data(), key=0, steps=300, batch_size=16, chunk=100)
+    result = train(
+        regression_loss, _params(), OPT, _data(), key=0, steps=300, batch_size=16, chunk=100
+    )
     assert result.history["loss"].shape == (300,)
     assert result.history["abs_w"].shape == (300,)
     assert result.history["loss"][-1] < 1e-3 < result.history["loss"][0]
@@ -61,7 +63,16 @@ def test_second_call_with_new_values_does_not_recompile():
     opt = sgd(0.05)
     train(loss, _params(), opt, _data(0), key=0, steps=50, batch_size=8, chunk=25)
     first = len(traces)
-    train(loss, {"w": jnp.ones((3, 1)), "b": jnp.ones((1, 1))}, opt, _data(1), key=1, steps=50, batch_size=8, chunk=25)
+    train(
+        loss,
+        {"w": jnp.ones((3, 1)), "b": jnp.ones((1, 1))},
+        opt,
+        _data(1),
+        key=1,
+        steps=50,
+        batch_size=8,
+        chunk=25,
+    )
     assert first >= 1 and len(traces) == first
 
 
@@ -72,7 +83,13 @@ def test_nan_guard_names_the_step_and_metric():
 
     with pytest.raises(TrainingDiverged, match=r"training diverged at step 9: loss = -inf") as info:
         train(
-            exploding, {"t": jnp.zeros((1,))}, _ConstantStep(0.125), {"x": jnp.zeros((2, 1))}, key=0, steps=20, chunk=5
+            exploding,
+            {"t": jnp.zeros((1,))},
+            _ConstantStep(0.125),
+            {"x": jnp.zeros((2, 1))},
+            key=0,
+            steps=20,
+            chunk=5,
         )
     assert (info.value.step, info.value.metric) == (9, "loss")
 
@@ -93,7 +110,17 @@ def test_eval_fn_runs_after_each_chunk():
     def evaluate(params):
         return {"w0": params["w"][0, 0]}
 
-    result = train(regression_loss, _params(), OPT, _data(), key=0, steps=90, batch_size=16, chunk=30, eval_fn=evaluate)
+    result = train(
+        regression_loss,
+        _params(),
+        OPT,
+        _data(),
+        key=0,
+        steps=90,
+        batch_size=16,
+        chunk=30,
+        eval_fn=evaluate,
+    )
     assert result.evals["step"].tolist() == [30, 60, 90]
     assert abs(result.evals["w0"][-1] - 1.0) < 0.1
 
@@ -104,7 +131,16 @@ def test_model_state_is_threaded_through_steps():
         loss, metrics = regression_loss(params, batch, None)
         return loss, (metrics, {"seen": state["seen"] + batch["x"].shape[0]})
 
-    result = train(counting, _params(), OPT, _data(), key=0, steps=10, batch_size=4, model_state={"seen": jnp.int32(0)})
+    result = train(
+        counting,
+        _params(),
+        OPT,
+        _data(),
+        key=0,
+        steps=10,
+        batch_size=4,
+        model_state={"seen": jnp.int32(0)},
+    )
     assert int(result.model_state["seen"]) == 40
 
 
@@ -125,7 +161,14 @@ def test_train_rejects_bad_arguments(kwargs, error, message):
 
 def test_train_rejects_ragged_data():
     with pytest.raises(ValueError, match="data: expected arrays sharing a leading"):
-        train(regression_loss, _params(), OPT, {"x": jnp.zeros((4, 3)), "y": jnp.zeros((5, 1))}, key=0, steps=1)
+        train(
+            regression_loss,
+            _params(),
+            OPT,
+            {"x": jnp.zeros((4, 3)), "y": jnp.zeros((5, 1))},
+            key=0,
+            steps=1,
+        )
 
 
 @pytest.mark.multidevice
@@ -139,22 +182,31 @@ def test_data_parallel_on_eight_devices_matches_one_device():
         from impl.training import train, _mesh_for
         k1, k2 = jax.random.split(jax.random.key(0))
         x = jax.random.normal(k1, (256, 3))
-        data = {"x": x, "y": x @ jnp.array([[1.0], [-2.0], [0.5]]) + 0.1 * jax.random.normal(k2, (256, 1))}
+        y = x @ jnp.array([[1.0], [-2.0], [0.5]]) + 0.1 * jax.random.normal(k2, (256, 1))
+        data = {"x": x, "y": y}
         def loss(p, b, k):
             return jnp.mean((b["x"] @ p["w"] - b["y"]) ** 2)
         opt = sgd(0.05, momentum=0.9)
         p0 = {"w": jnp.zeros((3, 1))}
         assert _mesh_for(64, jax.devices()).devices.size == 8
         many = train(loss, p0, opt, data, key=1, steps=60, batch_size=64, chunk=20)
-        one = train(loss, p0, opt, data, key=1, steps=60, batch_size=64, chunk=20, devices=jax.devices()[:1])
+        one = train(
+            loss, p0, opt, data, key=1, steps=60, batch_size=64, chunk=20, devices=jax.devices()[:1]
+        )
         assert len(many.params["w"].sharding.device_set) == 8
         np.testing.assert_allclose(many.history["loss"], one.history["loss"], rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(many.params["w"], one.params["w"], rtol=1e-5, atol=1e-6)
         print("ok", float(many.history["loss"][-1]))
         """
     )
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    env = {
+        **os.environ,
+        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+        "JAX_PLATFORMS": "cpu",
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.startswith("ok")
 
@@ -176,7 +228,8 @@ def test_nested_metrics_are_flattened_and_array_metrics_kept():
 
 
 @pytest.mark.parametrize(
-    ("steps", "largest", "chunk"), [(1200, 300, 300), (1000, 300, 250), (700, 500, 350), (7, 250, 7), (13, 5, 1)]
+    ("steps", "largest", "chunk"),
+    [(1200, 300, 300), (1000, 300, 250), (700, 500, 350), (7, 250, 7), (13, 5, 1)],
 )
 def test_even_chunk_is_the_largest_divisor_within_the_bound(steps, largest, chunk):
     assert even_chunk(steps, largest) == chunk
@@ -205,11 +258,17 @@ def test_an_optimizer_rebuilt_with_the_same_hyperparameters_does_not_recompile()
         traces.append(1)  # runs only while tracing
         return regression_loss(params, batch, key)
 
-    train(loss, _params(), sgd(0.05, momentum=0.9), _data(0), key=0, steps=20, batch_size=8, chunk=10)
+    train(
+        loss, _params(), sgd(0.05, momentum=0.9), _data(0), key=0, steps=20, batch_size=8, chunk=10
+    )
     first = len(traces)
-    train(loss, _params(), sgd(0.05, momentum=0.9), _data(0), key=0, steps=20, batch_size=8, chunk=10)
+    train(
+        loss, _params(), sgd(0.05, momentum=0.9), _data(0), key=0, steps=20, batch_size=8, chunk=10
+    )
     assert first >= 1 and len(traces) == first  # a new object, the same configuration: no trace
-    train(loss, _params(), sgd(0.07, momentum=0.9), _data(0), key=0, steps=20, batch_size=8, chunk=10)
+    train(
+        loss, _params(), sgd(0.07, momentum=0.9), _data(0), key=0, steps=20, batch_size=8, chunk=10
+    )
     assert len(traces) > first  # another learning rate is another program
 
 
@@ -239,7 +298,11 @@ def test_fingerprint_keys_configurations_not_objects():
     assert fingerprint(sgd(0.1, momentum=0.9)) != fingerprint(sgd(0.1, momentum=0.8))
     assert fingerprint(0.0) != fingerprint(-0.0)
     assert fingerprint(jnp.arange(3.0)) == fingerprint(jnp.arange(3.0))
-    assert fingerprint(jax.random.key(1)) == fingerprint(jax.random.key(1)) != fingerprint(jax.random.key(2))
+    assert (
+        fingerprint(jax.random.key(1))
+        == fingerprint(jax.random.key(1))
+        != fingerprint(jax.random.key(2))
+    )
     big = jnp.zeros(1000)
     assert fingerprint(big) != fingerprint(jnp.zeros(1000))  # large arrays: by identity
     mutable = [1]

@@ -12,7 +12,10 @@ pytestmark = pytest.mark.strict_dtypes  # no implicit dtype promotion in this mo
 def _tree(key=0):
     k1, k2 = jax.random.split(jax.random.key(key))
     return {
-        "layers": [{"kernel": jax.random.normal(k1, (2, 3)), "bias": jnp.zeros(3)}, {"kernel": jnp.ones((3, 1))}],
+        "layers": [
+            {"kernel": jax.random.normal(k1, (2, 3)), "bias": jnp.zeros(3)},
+            {"kernel": jnp.ones((3, 1))},
+        ],
         "scale": jax.random.normal(k2, (4,)),
     }
 
@@ -38,14 +41,18 @@ def test_load_linen_copies_every_collection_in_place():
     new = _tree(1)
     twins.load_linen(model, {"params": new, "batch_stats": {"stats": {"mean": jnp.ones(3)}}})
     chex.assert_trees_all_equal(twins.pure(model), new)
-    chex.assert_trees_all_equal(twins.variables(model)["batch_stats"], {"stats": {"mean": jnp.ones(3)}})
+    chex.assert_trees_all_equal(
+        twins.variables(model)["batch_stats"], {"stats": {"mean": jnp.ones(3)}}
+    )
 
 
 def test_load_linen_names_the_paths_that_differ():
     model = Holder(_tree())
     wrong = _tree()
     wrong["offset"] = wrong.pop("scale")
-    with pytest.raises(ValueError, match=r"only in Linen: \[\"\['offset'\]\"\], only in NNX: \[\"\['scale'\]\"\]"):
+    with pytest.raises(
+        ValueError, match=r"only in Linen: \[\"\['offset'\]\"\], only in NNX: \[\"\['scale'\]\"\]"
+    ):
         twins.load_linen(model, {"params": wrong})
     bad_shape = _tree()
     bad_shape["scale"] = jnp.zeros(5)
@@ -72,16 +79,24 @@ def test_declare_registers_one_linen_param_per_entry_of_the_init_tree():
 
     def init(key, d):
         k1, k2 = jax.random.split(key)
-        return {"w": jax.random.normal(k1, (d, 2)), "layers": [{"b": jnp.zeros(2)}], "s": jax.random.normal(k2, (1,))}
+        return {
+            "w": jax.random.normal(k1, (d, 2)),
+            "layers": [{"b": jnp.zeros(2)}],
+            "s": jax.random.normal(k2, (1,)),
+        }
 
     class Model(nn.Module):
         @nn.compact
         def __call__(self, x):
             params = twins.declare(self, init, x.shape[-1])
-            return x @ params["w"] + params["layers"][0]["b"].reshape(1, 2) + params["s"].reshape(1, 1)
+            return (
+                x @ params["w"] + params["layers"][0]["b"].reshape(1, 2) + params["s"].reshape(1, 1)
+            )
 
     variables = Model().init(jax.random.key(0), jnp.ones((3, 4)))
-    chex.assert_trees_all_equal_structs(twins._plain(variables["params"]), init(jax.random.key(0), 4))
+    chex.assert_trees_all_equal_structs(
+        twins._plain(variables["params"]), init(jax.random.key(0), 4)
+    )
     with pytest.raises(TypeError, match="init_fn: expected a function returning a dict"):
 
         class Bad(nn.Module):

@@ -31,8 +31,16 @@ from flax import nnx
 from impl import twins
 
 
-def load_twins(linen, nnx_model, inputs: tuple, *, key: jax.Array | None = None, init_kwargs: dict | None = None):
-    """Initialise ``linen`` on ``inputs`` and copy its variables into ``nnx_model``; return the variables."""
+def load_twins(
+    linen,
+    nnx_model,
+    inputs: tuple,
+    *,
+    key: jax.Array | None = None,
+    init_kwargs: dict | None = None,
+):
+    """Initialise ``linen`` on ``inputs`` and copy its variables into ``nnx_model``; return the
+    variables."""
     key = jax.random.key(0) if key is None else key
     variables = linen.init(key, *inputs, **(init_kwargs or {}))
     variables = {k: v for k, v in variables.items() if k in twins.COLLECTIONS}
@@ -87,9 +95,12 @@ def assert_twins_agree(
         grads_nnx = nnx.grad(lambda m: loss(nnx_apply(m, *inputs)))(nnx_model)
         grads_nnx = twins._lists_back(nnx.to_pure_dict(grads_nnx))
         chex.assert_trees_all_close(twins._plain(grads_linen), grads_nnx, rtol=rtol, atol=atol)
-    if jnp.issubdtype(jnp.asarray(inputs[0]).dtype, jnp.inexact):  # and with respect to the first input
+    # and with respect to the first input
+    if jnp.issubdtype(jnp.asarray(inputs[0]).dtype, jnp.inexact):
         rest = inputs[1:]
         dx_linen = jax.grad(lambda x: loss(linen_apply(variables, x, *rest)))(inputs[0])
-        dx_nnx = nnx.grad(lambda m, x: loss(nnx_apply(m, x, *rest)), argnums=1)(nnx_model, inputs[0])
+        dx_nnx = nnx.grad(lambda m, x: loss(nnx_apply(m, x, *rest)), argnums=1)(
+            nnx_model, inputs[0]
+        )
         chex.assert_trees_all_close(dx_linen, dx_nnx, rtol=rtol, atol=atol)
     return variables, out_linen, out_nnx

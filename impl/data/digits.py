@@ -21,7 +21,8 @@ __all__ = ["DigitsSplit", "load_digits"]
 
 
 class DigitsSplit(NamedTuple):
-    """A train/test split. ``x_*`` is ``float32[n, 64]`` or ``float32[n, 8, 8, 1]``; ``y_*`` is ``int32[n]``."""
+    """A train/test split. ``x_*`` is ``float32[n, 64]`` or ``float32[n, 8, 8, 1]``; ``y_*`` is
+    ``int32[n]``."""
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -58,7 +59,9 @@ def load_digits(
     Returns:
         A `DigitsSplit` of numpy arrays (``float32`` inputs, ``int32`` labels).
     """
-    checks.in_range("test_fraction", test_fraction, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
+    checks.in_range(
+        "test_fraction", test_fraction, 0.0, 1.0, low_inclusive=False, high_inclusive=False
+    )
     checks.non_negative_int("seed", seed)
     x, y = _raw()
     rng = np.random.default_rng(seed)
@@ -74,7 +77,9 @@ def load_digits(
     if n_train is not None:
         checks.positive_int("n_train", n_train)
         if n_train > len(train):
-            raise ValueError(f"n_train: expected at most {len(train)} training examples, got {n_train}")
+            raise ValueError(
+                f"n_train: expected at most {len(train)} training examples, got {n_train}"
+            )
         train = train[:n_train]
     x_train, x_test = x[train], x[test]
     if as_images:

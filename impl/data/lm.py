@@ -26,7 +26,9 @@ __all__ = ["lm_windows", "train_test_split"]
 
 def _stream(name: str, ids: Any) -> np.ndarray | jax.Array:
     if not hasattr(ids, "shape") or not hasattr(ids, "dtype"):
-        raise TypeError(f"{name}: expected a 1-D integer array of token ids, got {type(ids).__name__}")
+        raise TypeError(
+            f"{name}: expected a 1-D integer array of token ids, got {type(ids).__name__}"
+        )
     if not jnp.issubdtype(ids.dtype, jnp.integer):
         raise TypeError(f"{name}: expected integer token ids, got dtype {ids.dtype}")
     if ids.ndim != 1:
@@ -52,9 +54,13 @@ def lm_windows(ids: Any, *, context: int, n: int, key: jax.Array | int) -> dict[
     n = checks.positive_int("n", n)
     key = checks.prng_key("key", key)
     if ids.shape[0] < context + 1:
-        raise ValueError(f"ids: expected at least context + 1 = {context + 1} tokens, got {ids.shape[0]}")
-    starts = jax.random.randint(key, (n,), 0, ids.shape[0] - context)  # [n], last start N - context - 1
-    windows = jnp.asarray(ids, jnp.int32)[starts[:, None] + jnp.arange(context + 1)[None, :]]  # [n, context + 1]
+        raise ValueError(
+            f"ids: expected at least context + 1 = {context + 1} tokens, got {ids.shape[0]}"
+        )
+    # [n], last start N - context - 1
+    starts = jax.random.randint(key, (n,), 0, ids.shape[0] - context)
+    # [n, context + 1]
+    windows = jnp.asarray(ids, jnp.int32)[starts[:, None] + jnp.arange(context + 1)[None, :]]
     return {"inputs": windows[:, :-1], "targets": windows[:, 1:]}
 
 
@@ -70,11 +76,14 @@ def train_test_split(ids: Any, test_fraction: float = 0.1) -> tuple[Any, Any]:
         ``(train, test)``: ``ids[:N - n_test]`` and ``ids[N - n_test:]``, both non-empty.
     """
     ids = _stream("ids", ids)
-    fraction = checks.in_range("test_fraction", test_fraction, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
+    fraction = checks.in_range(
+        "test_fraction", test_fraction, 0.0, 1.0, low_inclusive=False, high_inclusive=False
+    )
     total = ids.shape[0]
     n_test = round(total * fraction)
     if n_test == 0 or n_test == total:
         raise ValueError(
-            f"ids: {total} tokens are too few to hold out test_fraction={test_fraction} with both parts non-empty"
+            f"ids: {total} tokens are too few to hold out "
+            f"test_fraction={test_fraction} with both parts non-empty"
         )
     return ids[: total - n_test], ids[total - n_test :]

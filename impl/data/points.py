@@ -17,7 +17,9 @@ __all__ = ["gaussian_mixture", "moons", "two_spirals", "xor"]
 def _split_count(n: int, classes: int) -> int:
     checks.positive_int("n", n)
     if n % classes:
-        raise ValueError(f"n: expected a multiple of {classes} (one equal share per class), got {n}")
+        raise ValueError(
+            f"n: expected a multiple of {classes} (one equal share per class), got {n}"
+        )
     return n // classes
 
 

@@ -59,22 +59,30 @@ def _symbols(key: jax.Array | int, n: int, length: int, n_symbols: int) -> jax.A
     checks.positive_int("n", n)
     checks.positive_int("length", length)
     checks.positive_int("n_symbols", n_symbols)
-    return jax.random.randint(key, (n, length), FIRST_SYMBOL, FIRST_SYMBOL + n_symbols, dtype=jnp.int32)
+    return jax.random.randint(
+        key, (n, length), FIRST_SYMBOL, FIRST_SYMBOL + n_symbols, dtype=jnp.int32
+    )
 
 
-def copy_task(key: jax.Array | int, n: int = 256, *, length: int = 8, n_symbols: int = 8) -> SeqTask:
+def copy_task(
+    key: jax.Array | int, n: int = 256, *, length: int = 8, n_symbols: int = 8
+) -> SeqTask:
     """Output the input sequence unchanged. ``inputs, targets: int32[n, length]``."""
     x = _symbols(checks.prng_key("key", key), n, length, n_symbols)
     return SeqTask(x, x, FIRST_SYMBOL + n_symbols)
 
 
-def reverse_task(key: jax.Array | int, n: int = 256, *, length: int = 8, n_symbols: int = 8) -> SeqTask:
+def reverse_task(
+    key: jax.Array | int, n: int = 256, *, length: int = 8, n_symbols: int = 8
+) -> SeqTask:
     """Output the input sequence reversed. ``inputs, targets: int32[n, length]``."""
     x = _symbols(checks.prng_key("key", key), n, length, n_symbols)
     return SeqTask(x, x[:, ::-1], FIRST_SYMBOL + n_symbols)
 
 
-def sort_task(key: jax.Array | int, n: int = 256, *, length: int = 8, n_symbols: int = 8) -> SeqTask:
+def sort_task(
+    key: jax.Array | int, n: int = 256, *, length: int = 8, n_symbols: int = 8
+) -> SeqTask:
     """Output the input symbols in ascending order. ``inputs, targets: int32[n, length]``."""
     x = _symbols(checks.prng_key("key", key), n, length, n_symbols)
     return SeqTask(x, jnp.sort(x, axis=1), FIRST_SYMBOL + n_symbols)
@@ -107,7 +115,12 @@ def addition(key: jax.Array | int, n: int = 256, *, digits: int = 3) -> SeqTask:
 
 
 def delayed_recall(
-    key: jax.Array | int, n: int = 256, *, delay: int = 50, n_symbols: int = 4, n_distractors: int = 4
+    key: jax.Array | int,
+    n: int = 256,
+    *,
+    delay: int = 50,
+    n_symbols: int = 4,
+    n_distractors: int = 4,
 ) -> SeqTask:
     """Remember the first token across ``delay`` distractor tokens (a long-time-lag task).
 
@@ -121,7 +134,9 @@ def delayed_recall(
     checks.positive_int("n_symbols", n_symbols)
     checks.positive_int("n_distractors", n_distractors)
     k_first, k_rest = jax.random.split(key)
-    first = jax.random.randint(k_first, (n,), FIRST_SYMBOL, FIRST_SYMBOL + n_symbols, dtype=jnp.int32)
+    first = jax.random.randint(
+        k_first, (n,), FIRST_SYMBOL, FIRST_SYMBOL + n_symbols, dtype=jnp.int32
+    )
     start = FIRST_SYMBOL + n_symbols
     rest = jax.random.randint(k_rest, (n, delay), start, start + n_distractors, dtype=jnp.int32)
     return SeqTask(jnp.concatenate([first[:, None], rest], axis=1), first, start + n_distractors)

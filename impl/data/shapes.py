@@ -6,8 +6,9 @@ position (classification, CLIP), and an English caption such as ``"a red circle,
 (text-to-image). All of it is drawn with ``jax.numpy`` from one PRNG key, vectorised with ``vmap``.
 
 Shapes (``size`` = image side):
-    images ``float32[n, size, size, 3]`` in ``[0, 1]``; masks and edges ``float32[n, size, size, 1]``
-    in ``{0, 1}``; ``shape``, ``colour``, ``position`` are ``int32[n]``.
+    images ``float32[n, size, size, 3]`` in ``[0, 1]``; masks and edges
+    ``float32[n, size, size, 1]`` in ``{0, 1}``; ``shape``, ``colour``, ``position`` are
+    ``int32[n]``.
 """
 
 from __future__ import annotations
@@ -50,7 +51,10 @@ class Shapes(NamedTuple):
     @property
     def captions(self) -> list[str]:
         """One caption per sample, e.g. ``"a blue triangle, bottom right"``."""
-        return [caption(int(s), int(c), int(p)) for s, c, p in zip(self.shape, self.colour, self.position)]
+        return [
+            caption(int(s), int(c), int(p))
+            for s, c, p in zip(self.shape, self.colour, self.position)
+        ]
 
 
 def caption(shape: int, colour: int, position: int) -> str:
@@ -58,7 +62,9 @@ def caption(shape: int, colour: int, position: int) -> str:
     return f"a {list(COLOURS)[colour]} {SHAPES[shape]}, {POSITIONS[position]}"
 
 
-def _draw_one(key, size: int, shape, colour, position, min_radius: float, max_radius: float, noise: float):
+def _draw_one(
+    key, size: int, shape, colour, position, min_radius: float, max_radius: float, noise: float
+):
     """Rasterise one sample. Returns ``(image [s,s,3], mask [s,s,1], edges [s,s,1])``."""
     k_jitter, k_radius, k_noise = jax.random.split(key, 3)
     row, col = position // 3, position % 3

@@ -47,7 +47,9 @@ def _utf8(text: Any) -> bytes:
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError as error:  # a lone surrogate
-        raise ValueError(f"text: not encodable as UTF-8 ({error.reason} at index {error.start})") from error
+        raise ValueError(
+            f"text: not encodable as UTF-8 ({error.reason} at index {error.start})"
+        ) from error
 
 
 def _decode_bytes(name: str, ids: Any, table: list[bytes]) -> str:
@@ -106,7 +108,9 @@ class CharTokenizer:
         object.__setattr__(self, "_bytes", table + [bytes([b]) for b in range(len(byte_tokens))])
 
     @classmethod
-    def train(cls, text: str, vocab_size: int | None = None, *, byte_fallback: bool = True) -> CharTokenizer:
+    def train(
+        cls, text: str, vocab_size: int | None = None, *, byte_fallback: bool = True
+    ) -> CharTokenizer:
         """Collect the characters of ``text``.
 
         Args:
@@ -138,7 +142,8 @@ class CharTokenizer:
         return cls(tuple(sorted(ranked)), byte_fallback)
 
     def encode(self, text: str) -> np.ndarray:
-        """Text to ids, ``int32[n_tokens]``: one id per known character, its bytes (or UNK) otherwise."""
+        """Text to ids, ``int32[n_tokens]``: one id per known character, its bytes (or UNK)
+        otherwise."""
         _utf8(text)
         ids: list[int] = []
         fallback = FIRST_TOKEN + len(self.chars)  # id of byte token 0x00
@@ -226,12 +231,17 @@ class BPETokenizer:
                 raise ValueError(f"merges[{k}]: expected a triple of ids (a, b, c), got {m!r}")
             a, b, c = (int(i) for i in m)
             if not (FIRST_TOKEN <= a < len(table) and FIRST_TOKEN <= b < len(table)):
-                raise ValueError(f"merges[{k}]: ids {a}, {b} are not tokens learned before this merge")
+                raise ValueError(
+                    f"merges[{k}]: ids {a}, {b} are not tokens learned before this merge"
+                )
             joined = table[a] + table[b]
             if c == len(table):
                 table.append(joined)
             elif not (FIRST_TOKEN <= c < len(table) and table[c] == joined):
-                raise ValueError(f"merges[{k}]: {c} is neither the next id, {len(table)}, nor an id spelling a + b")
+                raise ValueError(
+                    f"merges[{k}]: {c} is neither the next id, "
+                    f"{len(table)}, nor an id spelling a + b"
+                )
             ranks.setdefault((a, b), (k, c))
         alphabet = byte_alphabet()
         spelled = ["".join(alphabet[x] for x in t) for t in table[FIRST_TOKEN:]]
@@ -262,14 +272,16 @@ class BPETokenizer:
         checks.positive_int("vocab_size", vocab_size)
         if vocab_size <= FIRST_TOKEN + N_BYTES:
             raise ValueError(
-                f"vocab_size: expected more than {FIRST_TOKEN + N_BYTES} (7 special tokens and 256 bytes), "
-                f"got {vocab_size}"
+                f"vocab_size: expected more than {FIRST_TOKEN + N_BYTES} "
+                f"(7 special tokens and 256 bytes), got {vocab_size}"
             )
-        pieces = collections.Counter(pretokenize(text))  # distinct pieces in order of first appearance
+        # distinct pieces in order of first appearance
+        pieces = collections.Counter(pretokenize(text))
         words = [[FIRST_TOKEN + b for b in p.encode("utf-8")] for p in pieces]
         freq = list(pieces.values())
         pairs: collections.Counter[tuple[int, int]] = collections.Counter()
-        where: dict[tuple[int, int], set[int]] = collections.defaultdict(set)  # pair -> pieces holding it
+        # pair -> pieces holding it
+        where: dict[tuple[int, int], set[int]] = collections.defaultdict(set)
         for w, (seq, f) in enumerate(zip(words, freq)):
             for p in zip(seq, seq[1:]):
                 pairs[p] += f
@@ -340,5 +352,6 @@ class BPETokenizer:
         return np.array(ids, dtype=np.int32)
 
     def decode(self, ids: Any) -> str:
-        """Ids back to text; special ids vanish and `UNK` becomes U+FFFD. Exact for `encode`'s output."""
+        """Ids back to text; special ids vanish and `UNK` becomes U+FFFD. Exact for `encode`'s
+        output."""
         return _decode_bytes("ids", ids, self._bytes)

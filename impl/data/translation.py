@@ -24,12 +24,22 @@ import numpy as np
 from impl import checks
 from impl.data.sequences import BOS, EOS, FIRST_SYMBOL, PAD
 
-__all__ = ["LEXICON", "MAX_LEN", "MIN_LEN", "N_WORDS", "VOCAB", "score_by_length", "translation_task"]
+__all__ = [
+    "LEXICON",
+    "MAX_LEN",
+    "MIN_LEN",
+    "N_WORDS",
+    "VOCAB",
+    "score_by_length",
+    "translation_task",
+]
 
 N_WORDS = 12  # the toy languages' vocabulary, ids FIRST_SYMBOL .. FIRST_SYMBOL + N_WORDS - 1
 VOCAB = FIRST_SYMBOL + N_WORDS
 # The "lexicon": source word i translates to target word LEXICON[i] (a fixed permutation).
-LEXICON = np.concatenate([np.arange(FIRST_SYMBOL), FIRST_SYMBOL + np.random.default_rng(0).permutation(N_WORDS)])
+LEXICON = np.concatenate(
+    [np.arange(FIRST_SYMBOL), FIRST_SYMBOL + np.random.default_rng(0).permutation(N_WORDS)]
+)
 MIN_LEN, MAX_LEN = 2, 16  # the sentence lengths the topics train and test on
 
 
@@ -56,14 +66,20 @@ def translation_task(key: jax.Array, n: int, *, min_len: int, max_len: int) -> d
     tgt = jnp.concatenate([translated, jnp.full((n, 1), PAD)], axis=1)  # [n, max_len + 1]
     tgt_out = jnp.where(pos == length[:, None], EOS, tgt)
     tgt_in = jnp.concatenate([jnp.full((n, 1), BOS), tgt_out[:, :-1]], axis=1)
-    return {"src": src, "tgt_in": tgt_in.astype(jnp.int32), "tgt_out": tgt_out.astype(jnp.int32), "length": length}
+    return {
+        "src": src,
+        "tgt_in": tgt_in.astype(jnp.int32),
+        "tgt_out": tgt_out.astype(jnp.int32),
+        "length": length,
+    }
 
 
 # --8<-- [end:task]
 
 
 def score_by_length(out, test: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Score translations ``out int[n, MAX_LEN + 1]`` of ``test`` per source length ``MIN_LEN..MAX_LEN``.
+    """Score translations ``out int[n, MAX_LEN + 1]`` of ``test`` per source length
+    ``MIN_LEN..MAX_LEN``.
 
     Returns ``(word accuracy, sentence accuracy)``, each ``[n_lengths]``: the fraction of
     target words right, and of sentences right word for word *and* ended by ``EOS`` on time.

@@ -93,12 +93,16 @@ class Vocab:
     def __post_init__(self) -> None:
         symbols = self.symbols
         if isinstance(symbols, str) or not isinstance(symbols, Iterable):
-            raise TypeError(f"symbols: expected a list of token strings, got {type(symbols).__name__}")
+            raise TypeError(
+                f"symbols: expected a list of token strings, got {type(symbols).__name__}"
+            )
         symbols = tuple(symbols)
         seen: set[str] = set()
         for i, token in enumerate(symbols):
             if not isinstance(token, str):
-                raise TypeError(f"symbols[{i}]: expected a string, got {token!r} ({type(token).__name__})")
+                raise TypeError(
+                    f"symbols[{i}]: expected a string, got {token!r} ({type(token).__name__})"
+                )
             if not token:
                 raise ValueError(f"symbols[{i}]: expected a non-empty string")
             if token in SPECIAL_TOKENS:
@@ -145,11 +149,15 @@ class Vocab:
         for characters, or use a tokenizer from `impl.data.tokenizers`.
         """
         if isinstance(tokens, str) or not isinstance(tokens, Iterable):
-            raise TypeError(f"tokens: expected a sequence of token strings, got {type(tokens).__name__}")
+            raise TypeError(
+                f"tokens: expected a sequence of token strings, got {type(tokens).__name__}"
+            )
         tokens = list(tokens)
         for i, token in enumerate(tokens):
             if not isinstance(token, str):
-                raise TypeError(f"tokens[{i}]: expected a string, got {token!r} ({type(token).__name__})")
+                raise TypeError(
+                    f"tokens[{i}]: expected a string, got {token!r} ({type(token).__name__})"
+                )
         return np.array([self._index.get(t, UNK) for t in tokens], dtype=np.int32)
 
     def decode(self, ids: Any, *, skip_special: bool = True) -> list[str]:
@@ -198,8 +206,8 @@ class Vocab:
         elif longest > length:
             i = max(range(len(rows)), key=lambda k: len(rows[k]))
             raise ValueError(
-                f"seqs[{i}]: {len(rows[i]) + extra} tokens (BOS/EOS included) do not fit length={length}; "
-                "shorten the sequence or raise length"
+                f"seqs[{i}]: {len(rows[i]) + extra} tokens (BOS/EOS included) do "
+                f"not fit length={length}; shorten the sequence or raise length"
             )
         ids = np.full((len(rows), length), PAD, dtype=np.int32)  # [n, T]
         mask = np.zeros((len(rows), length), dtype=bool)  # [n, T]

@@ -76,7 +76,9 @@ def local_response_norm(
     # A sliding-window sum of squares along the channel axis; zero channels beyond 0 and N - 1
     # clip the sum's range exactly as the formula's max and min do.
     pads = [(0, 0), (0, 0), (0, 0), (half, half)]
-    energy = jax.lax.reduce_window(a**2, 0.0, jax.lax.add, (1, 1, 1, 2 * half + 1), (1, 1, 1, 1), pads)
+    energy = jax.lax.reduce_window(
+        a**2, 0.0, jax.lax.add, (1, 1, 1, 2 * half + 1), (1, 1, 1, 1), pads
+    )
     return a / (k + alpha * energy) ** beta  # [batch, h, w, N]
 
 
@@ -159,7 +161,12 @@ def alexnet(
 
 
 def _check_config(
-    channels: Sequence[int], hidden: int, n_classes: int, activation: str, dropout_rate: float, in_channels: int
+    channels: Sequence[int],
+    hidden: int,
+    n_classes: int,
+    activation: str,
+    dropout_rate: float,
+    in_channels: int,
 ) -> None:
     if len(channels) < 2:
         raise ValueError(f"channels: expected at least two conv widths, got {tuple(channels)}")
@@ -175,9 +182,15 @@ def _check_config(
 def _check_input(x, in_channels: int, size: tuple[int, int] | None = None) -> None:
     check_images("x", x, in_channels)
     if x.shape[1] < 3 or x.shape[2] < 3:
-        raise ValueError(f"x: expected images of at least 3x3 pixels (the conv kernels' size), got {x.shape[1:3]}")
+        raise ValueError(
+            "x: expected images of at least 3x3 pixels "
+            f"(the conv kernels' size), got {x.shape[1:3]}"
+        )
     if size is not None and tuple(x.shape[1:3]) != tuple(size):
-        raise ValueError(f"x: expected {size[0]}x{size[1]} images (the size the model was built for), got {x.shape}")
+        raise ValueError(
+            f"x: expected {size[0]}x{size[1]} images (the "
+            f"size the model was built for), got {x.shape}"
+        )
 
 
 # --8<-- [start:linen]
@@ -195,11 +208,27 @@ class LinenAlexNet(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
-        _check_config(self.channels, self.hidden, self.n_classes, self.activation, self.dropout_rate, self.in_channels)
+        _check_config(
+            self.channels,
+            self.hidden,
+            self.n_classes,
+            self.activation,
+            self.dropout_rate,
+            self.in_channels,
+        )
         _check_input(x, self.in_channels)
         image_shape = (x.shape[1], x.shape[2], self.in_channels)
-        layers = self.param("layers", init_alexnet, image_shape, self.channels, self.hidden, self.n_classes)
-        return alexnet(layers, x, key=key, activation=self.activation, dropout_rate=self.dropout_rate, lrn=self.lrn)
+        layers = self.param(
+            "layers", init_alexnet, image_shape, self.channels, self.hidden, self.n_classes
+        )
+        return alexnet(
+            layers,
+            x,
+            key=key,
+            activation=self.activation,
+            dropout_rate=self.dropout_rate,
+            lrn=self.lrn,
+        )
 
 
 # --8<-- [end:linen]
@@ -225,12 +254,21 @@ class NnxAlexNet(nnx.Module):
         _check_config(channels, hidden, n_classes, activation, dropout_rate, image_shape[2])
         self.image_shape = tuple(image_shape)
         self.activation, self.dropout_rate, self.lrn = activation, dropout_rate, lrn
-        self.layers = twins.to_nnx(init_alexnet(rngs.params(), image_shape, channels, hidden, n_classes))
+        self.layers = twins.to_nnx(
+            init_alexnet(rngs.params(), image_shape, channels, hidden, n_classes)
+        )
 
     def __call__(self, x: jax.Array, *, key: jax.Array | None = None) -> jax.Array:
         _check_input(x, self.image_shape[2], self.image_shape[:2])
         layers = twins.pure(self.layers)  # the {"convs", "fcs"} tree `alexnet` takes
-        return alexnet(layers, x, key=key, activation=self.activation, dropout_rate=self.dropout_rate, lrn=self.lrn)
+        return alexnet(
+            layers,
+            x,
+            key=key,
+            activation=self.activation,
+            dropout_rate=self.dropout_rate,
+            lrn=self.lrn,
+        )
 
 
 # --8<-- [end:nnx]

@@ -70,7 +70,9 @@ def learning_rate(count: jax.Array) -> jax.Array:
 
 
 OPTIMIZER = sgd(learning_rate=learning_rate, momentum=0.9)  # momentum 0.9 as in section 5
-TARGET_LOSS = 0.1  # Figure 1's criterion was 25% training error on CIFAR-10; digits get there at once
+TARGET_LOSS = (
+    0.1  # Figure 1's criterion was 25% training error on CIFAR-10; digits get there at once
+)
 
 
 def fit(key, digits, *, steps: int = 1200, batch_size: int = 64, **kwargs):
@@ -95,8 +97,10 @@ def fit(key, digits, *, steps: int = 1200, batch_size: int = 64, **kwargs):
 # --8<-- [end:experiment]
 
 
-SLUGS = {"ReLU": "relu", "tanh": "tanh", "ReLU + shifts + dropout": "relu_regularised"}  # metric prefixes
-_evaluate = jax.jit(alexnet, static_argnames=("activation", "dropout_rate", "lrn"))  # no key: no dropout
+# metric prefixes
+SLUGS = {"ReLU": "relu", "tanh": "tanh", "ReLU + shifts + dropout": "relu_regularised"}
+# no key: no dropout
+_evaluate = jax.jit(alexnet, static_argnames=("activation", "dropout_rate", "lrn"))
 
 
 def steps_to(loss: np.ndarray, target: float, window: int = 25) -> int:
@@ -111,7 +115,10 @@ def lrn_departure(params, x: jax.Array) -> float:
     ``max |LRN(a) / (a k^-beta) - 1|`` over every unit of ``x`` (``[n, 8, 8, 1]``)."""
     conv1, conv2 = params["convs"][:2]
     a1 = relu(conv2d(x, **conv1))  # [n, 8, 8, c0]
-    a2 = relu(conv2d(max_pool(local_response_norm(a1), window=3, stride=2, padding="SAME"), **conv2))  # [n, 4, 4, c1]
+    # [n, 4, 4, c1]
+    a2 = relu(
+        conv2d(max_pool(local_response_norm(a1), window=3, stride=2, padding="SAME"), **conv2)
+    )
     worst = 0.0
     for a in (a1, a2):
         ratio = local_response_norm(a) / jnp.where(a > 0, a * 2.0**-0.75, 1.0)  # k = 2, beta = 0.75
@@ -130,17 +137,27 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 1200
     checks.positive_int("steps", steps)
     start = time.perf_counter()
     digits = data.load_digits(as_images=True, seed=seed, test_fraction=0.5)  # 899 train, 898 test
-    key = jax.random.key(seed, impl="rbg")  # see cnn_experiment: far quicker to compile on CPU than threefry
+    # see cnn_experiment: far quicker to compile on CPU than threefry
+    key = jax.random.key(seed, impl="rbg")
     result = fit(key, digits, steps=steps, progress=progress, label="1.3 alexnet")
     metrics = {}
     for name, (activation, _) in RUNS.items():
         slug = SLUGS[name]
-        both = _evaluate(result.params[name], jnp.concatenate([digits.x_train, digits.x_test]), activation=activation)
+        both = _evaluate(
+            result.params[name],
+            jnp.concatenate([digits.x_train, digits.x_test]),
+            activation=activation,
+        )
         n = len(digits.y_train)
-        for split, logits, y in (("train", both[:n], digits.y_train), ("test", both[n:], digits.y_test)):
+        for split, logits, y in (
+            ("train", both[:n], digits.y_train),
+            ("test", both[n:], digits.y_test),
+        ):
             metrics[f"{slug}_{split}_accuracy"] = float(accuracy(logits, y))
             metrics[f"{slug}_{split}_loss"] = float(cross_entropy(logits, y))
-        metrics[f"{slug}_accuracy_gap"] = metrics[f"{slug}_train_accuracy"] - metrics[f"{slug}_test_accuracy"]
+        metrics[f"{slug}_accuracy_gap"] = (
+            metrics[f"{slug}_train_accuracy"] - metrics[f"{slug}_test_accuracy"]
+        )
         metrics[f"{slug}_loss_gap"] = metrics[f"{slug}_test_loss"] - metrics[f"{slug}_train_loss"]
         metrics[f"{slug}_steps_to_target"] = steps_to(result.history[name], TARGET_LOSS)
     metrics["relu_speedup"] = metrics["tanh_steps_to_target"] / metrics["relu_steps_to_target"]
@@ -151,20 +168,36 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 1200
         f"{'acc gap':>7} {'loss gap':>8}"
     ]
     for name, slug in SLUGS.items():
-        m = {k: metrics[f"{slug}_{k}"] for k in ("steps_to_target", "train_accuracy", "test_accuracy")}
+        m = {
+            k: metrics[f"{slug}_{k}"]
+            for k in ("steps_to_target", "train_accuracy", "test_accuracy")
+        }
         gaps = metrics[f"{slug}_accuracy_gap"], metrics[f"{slug}_loss_gap"]
         reached = str(m["steps_to_target"]) if m["steps_to_target"] <= steps else f"not in {steps}"
         lines.append(
             f"{name:<24} {reached:>17} {m['train_accuracy']:>9.1%} {m['test_accuracy']:>8.1%} "
             f"{gaps[0]:>7.1%} {gaps[1]:>8.3f}"
         )
-    lines.append(f"ReLU speed-up over tanh (steps ratio): {metrics['relu_speedup']:.2f}x (the paper: about 6x)")
-    lines.append(f"LRN departs from a constant 2^-0.75 scale by at most {metrics['lrn_max_departure']:.1e} (relative)")
     lines.append(
-        f"{steps} steps of SGD + momentum for each run, batch 64; gaps = train - test accuracy, test - train loss"
+        "ReLU speed-up over tanh (steps ratio): "
+        f"{metrics['relu_speedup']:.2f}x (the paper: about 6x)"
+    )
+    lines.append(
+        "LRN departs from a constant 2^-0.75 scale by at "
+        f"most {metrics['lrn_max_departure']:.1e} (relative)"
+    )
+    lines.append(
+        f"{steps} steps of SGD + momentum for each run, batch "
+        "64; gaps = train - test accuracy, test - train loss"
     )
     fig = _figure(result.history, metrics, digits, seed)
-    return Report("1.3 AlexNet — ReLU vs tanh, and regularisation", metrics, lines, fig, time.perf_counter() - start)
+    return Report(
+        "1.3 AlexNet — ReLU vs tanh, and regularisation",
+        metrics,
+        lines,
+        fig,
+        time.perf_counter() - start,
+    )
 
 
 # --8<-- [end:run]
@@ -177,7 +210,9 @@ def _figure(history, metrics, digits, seed):
         loss = history[name]
         smooth = np.convolve(loss, np.ones(25) / 25, mode="valid")
         ax.plot(np.arange(len(smooth)) + 25, smooth, label=name, color=plotting.PALETTE[i])
-        ax.axvline(metrics[f"{SLUGS[name]}_steps_to_target"], color=plotting.PALETTE[i], ls=":", lw=1)
+        ax.axvline(
+            metrics[f"{SLUGS[name]}_steps_to_target"], color=plotting.PALETTE[i], ls=":", lw=1
+        )
     ax.axhline(TARGET_LOSS, color="grey", lw=0.8)
     ax.set(title="training loss (25-step mean)", xlabel="step", yscale="log")
     ax.legend(fontsize=8)
@@ -185,7 +220,13 @@ def _figure(history, metrics, digits, seed):
     names = ["ReLU", "ReLU + shifts + dropout"]
     for j, split in enumerate(("train", "test")):
         values = [100 * metrics[f"{SLUGS[n]}_{split}_accuracy"] for n in names]
-        bars = ax.bar(np.arange(2) + (j - 0.5) * 0.38, values, 0.38, label=split, color=plotting.PALETTE[2 + j])
+        bars = ax.bar(
+            np.arange(2) + (j - 0.5) * 0.38,
+            values,
+            0.38,
+            label=split,
+            color=plotting.PALETTE[2 + j],
+        )
         ax.bar_label(bars, [f"{v:.1f}" for v in values], fontsize=8, padding=1)
     ax.set(xticks=range(2), ylim=(90, 103), ylabel="accuracy (%)", title="train vs test")
     ax.set_xticklabels(["plain", "shifts +\ndropout"])
@@ -195,7 +236,9 @@ def _figure(history, metrics, digits, seed):
     shifted = np.asarray(random_shift(jax.random.key(seed), x, 1))[..., 0]
     gap = np.full((8, 1), np.nan)
     row = lambda imgs: np.hstack([m for img in imgs for m in (img, gap)][:-1])  # noqa: E731
-    axes[2].imshow(np.vstack([row(shifted[:3]), np.full((1, 26), np.nan), row(shifted[3:])]), cmap="viridis")
+    axes[2].imshow(
+        np.vstack([row(shifted[:3]), np.full((1, 26), np.nan), row(shifted[3:])]), cmap="viridis"
+    )
     axes[2].set(title="random shifts", xticks=[], yticks=[])
     axes[2].grid(False)
     return fig

@@ -22,7 +22,8 @@ MLPs it is compared with, optimizer, figure) lives in `impl.deep_networks.cnn_ex
 
 Shapes: images are NHWC, ``float32[batch, height, width, channels]``; kernels are HWIO,
 ``float32[kh, kw, c_in, c_out]``; logits ``float32[batch, n_classes]``. Parameters:
-``{"convs": [{"kernel": [k, k, c_in, c_out], "bias": [c_out]}, ...], "hidden": dense, "out": dense}``.
+``{"convs": [{"kernel": [k, k, c_in, c_out], "bias": [c_out]}, ...], "hidden": dense,
+"out": dense}``.
 """
 
 from __future__ import annotations
@@ -71,8 +72,14 @@ def check_images(name: str, x, channels: int | None = None) -> None:
     if channels is not None and x.shape[-1] != channels:
         hint = ""
         if x.shape[1] == channels:
-            hint = "; it looks channels-first (NCHW): move the channel axis last with jnp.moveaxis(x, 1, -1)"
-        raise ValueError(f"{name}: expected NHWC {_NHWC} with {channels} channels, got shape {tuple(x.shape)}{hint}")
+            hint = (
+                "; it looks channels-first (NCHW): move the channel axis last with "
+                "jnp.moveaxis(x, 1, -1)"
+            )
+        raise ValueError(
+            f"{name}: expected NHWC {_NHWC} with {channels} channels, got shape "
+            f"{tuple(x.shape)}{hint}"
+        )
 
 
 def _pair(name: str, value) -> tuple[int, int]:
@@ -98,14 +105,18 @@ def _same_pads(size: int, k: int, stride: int) -> tuple[int, int]:
 
 
 # --8<-- [start:core]
-def init_conv(key: jax.Array, kernel_size: int, c_in: int, c_out: int, *, gain: float = 1.0) -> Layer:
+def init_conv(
+    key: jax.Array, kernel_size: int, c_in: int, c_out: int, *, gain: float = 1.0
+) -> Layer:
     """A conv layer: ``kernel [k, k, c_in, c_out] ~ N(0, gain / fan_in)``, zero ``bias [c_out]``.
 
     ``fan_in = k * k * c_in`` inputs feed each output unit; ``gain=1`` suits tanh (LeCun),
     ``gain=2`` suits ReLU (He et al., 2015).
     """
     fan_in = kernel_size * kernel_size * c_in
-    kernel = jax.random.normal(key, (kernel_size, kernel_size, c_in, c_out)) * jnp.sqrt(gain / fan_in)
+    kernel = jax.random.normal(key, (kernel_size, kernel_size, c_in, c_out)) * jnp.sqrt(
+        gain / fan_in
+    )
     return {"kernel": kernel, "bias": jnp.zeros((c_out,))}
 
 
@@ -122,7 +133,9 @@ def patches(x: jax.Array, window: tuple[int, int], stride: tuple[int, int]) -> j
     return x[:, rows[:, None, :, None], cols[None, :, None, :], :]  # one gather
 
 
-def conv2d(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, *, stride=1, padding="SAME") -> jax.Array:
+def conv2d(
+    x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, *, stride=1, padding="SAME"
+) -> jax.Array:
     """2-D convolution (cross-correlation, as in every deep-learning library) over NHWC images.
 
     ``y[n, i, j, o] = sum_{a, b, c} x[n, s*i + a, s*j + b, c] * kernel[a, b, c, o] + bias[o]``:
@@ -142,7 +155,9 @@ def conv2d(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, *, st
     Returns:
         ``[batch, out_height, out_width, c_out]``.
     """
-    checks.array_shape("kernel", kernel, ("kh", "kw", "c_in", "c_out"), dims="[kh, kw, c_in, c_out]")
+    checks.array_shape(
+        "kernel", kernel, ("kh", "kw", "c_in", "c_out"), dims="[kh, kw, c_in, c_out]"
+    )
     check_images("x", x, kernel.shape[2])
     checks.one_of("padding", padding, PADDINGS)
     strides = _pair("stride", stride)
@@ -153,8 +168,11 @@ def conv2d(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, *, st
     if padding == "SAME":  # zeros around the border
         pads = [_same_pads(x.shape[1], kh, strides[0]), _same_pads(x.shape[2], kw, strides[1])]
         x = jnp.pad(x, [(0, 0), *pads, (0, 0)])
-    elif padding == "CIRCULAR":  # the opposite border's pixels; output i centred on input stride * i
-        x = jnp.pad(x, [(0, 0), ((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2), (0, 0)], mode="wrap")
+    # the opposite border's pixels; output i centred on input stride * i
+    elif padding == "CIRCULAR":
+        x = jnp.pad(
+            x, [(0, 0), ((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2), (0, 0)], mode="wrap"
+        )
     windows = patches(x, (kh, kw), strides)  # [b, out_h, out_w, kh, kw, c_in]
     rows = windows.reshape(*windows.shape[:3], kh * kw * c_in)  # im2col: one row per output pixel
     y = rows @ kernel.reshape(kh * kw * c_in, c_out)  # [b, out_h, out_w, c_out]
@@ -186,7 +204,8 @@ def max_pool(x: jax.Array, window=2, stride=None, padding="VALID") -> jax.Array:
 
 
 def avg_pool(x: jax.Array, window=2, stride=None, padding="VALID") -> jax.Array:
-    """The mean under each ``window`` (per channel): LeNet's sub-sampling, without its trainable scale.
+    """The mean under each ``window`` (per channel): LeNet's sub-sampling, without its trainable
+    scale.
 
     With ``"SAME"`` padding the zeros count towards the mean, as in ``flax.linen.avg_pool``.
     """
@@ -246,7 +265,9 @@ def count_params(params) -> int:
     return int(sum(leaf.size for leaf in jax.tree.leaves(params)))
 
 
-def _check_config(channels: Sequence[int], hidden: int, n_classes: int, kernel_size: int, in_channels: int) -> None:
+def _check_config(
+    channels: Sequence[int], hidden: int, n_classes: int, kernel_size: int, in_channels: int
+) -> None:
     if len(channels) == 0:
         raise ValueError("channels: expected at least one conv layer, got ()")
     for i, c in enumerate(channels):
@@ -261,17 +282,22 @@ def _check_geometry(height: int, width: int, n_conv: int, kernel_size: int) -> N
     """The last conv layer sees ``size / 2**(n_conv - 1)``; the classifier ``size / 2**n_conv``."""
     h, w = height >> (n_conv - 1), width >> (n_conv - 1)
     if kernel_size > min(height, width):
-        raise ValueError(f"kernel_size: a {kernel_size}x{kernel_size} kernel is larger than the {height}x{width} input")
+        raise ValueError(
+            f"kernel_size: a {kernel_size}x{kernel_size} kernel is larger than the "
+            f"{height}x{width} input"
+        )
     if h // 2 == 0 or w // 2 == 0 or kernel_size > min(h, w):
         raise ValueError(
-            f"channels: {n_conv} conv+pool blocks shrink the {height}x{width} input to {h}x{w} before the "
-            f"last conv layer ({kernel_size}x{kernel_size} kernel, then a 2x2 pool); use fewer blocks"
+            f"channels: {n_conv} conv+pool blocks shrink the {height}x{width} input "
+            f"to {h}x{w} before the last conv layer ({kernel_size}x{kernel_size} "
+            "kernel, then a 2x2 pool); use fewer blocks"
         )
 
 
 # --8<-- [start:linen]
 class LinenCNN(nn.Module):
-    """Functional twin: ``init`` returns ``{"params": {"layers": init_cnn(key, ...)}}`` — the tree `cnn` takes.
+    """Functional twin: ``init`` returns ``{"params": {"layers": init_cnn(key, ...)}}`` — the tree
+    `cnn` takes.
 
     ``in_channels`` is stated, not guessed, so a channels-first batch is caught at once; the
     image's height and width are read from ``x`` at ``init``.
@@ -285,12 +311,20 @@ class LinenCNN(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        _check_config(self.channels, self.hidden, self.n_classes, self.kernel_size, self.in_channels)
+        _check_config(
+            self.channels, self.hidden, self.n_classes, self.kernel_size, self.in_channels
+        )
         check_images("x", x, self.in_channels)
         _check_geometry(x.shape[1], x.shape[2], len(self.channels), self.kernel_size)
         image_shape = (x.shape[1], x.shape[2], self.in_channels)
         layers = self.param(
-            "layers", init_cnn, image_shape, self.channels, self.hidden, self.n_classes, kernel_size=self.kernel_size
+            "layers",
+            init_cnn,
+            image_shape,
+            self.channels,
+            self.hidden,
+            self.n_classes,
+            kernel_size=self.kernel_size,
         )  # {"convs": [{"kernel", "bias"}, ...], "hidden": {...}, "out": {...}}
         return cnn(layers, x)
 
@@ -321,13 +355,18 @@ class NnxCNN(nnx.Module):
         _check_geometry(h, w, len(channels), kernel_size)
         self.image_shape = tuple(image_shape)
         self.layers = twins.to_nnx(
-            init_cnn(rngs.params(), image_shape, channels, hidden, n_classes, kernel_size=kernel_size)
+            init_cnn(
+                rngs.params(), image_shape, channels, hidden, n_classes, kernel_size=kernel_size
+            )
         )
 
     def __call__(self, x: jax.Array) -> jax.Array:
         check_images("x", x, self.image_shape[2])
         checks.array_shape(
-            "x", x, ("batch", *self.image_shape), dims=f"[batch, {', '.join(map(str, self.image_shape))}]"
+            "x",
+            x,
+            ("batch", *self.image_shape),
+            dims=f"[batch, {', '.join(map(str, self.image_shape))}]",
         )
         return cnn(twins.pure(self.layers), x)  # the {"convs", "hidden", "out"} tree `cnn` takes
 

@@ -40,14 +40,16 @@ MODELS = {  # name -> (init, predict); the MLPs have ~1x and ~4x the CNN's param
 
 
 def loss_fn(params, batch, key):
-    """The three models side by side (``params = {name: model}``) on ``{"x": [b, 8, 8, 1], "y": int[b]}``.
+    """The three models side by side (``params = {name: model}``) on
+    ``{"x": [b, 8, 8, 1], "y": int[b]}``.
 
     They share nothing but the mini-batch, so the gradient of the summed loss with respect to
     one model's weights is that model's own: three independent trainings in one compiled loop.
     """
     del key
     losses = {
-        name: cross_entropy(predict(params[name], batch["x"]), batch["y"]) for name, (_, predict) in MODELS.items()
+        name: cross_entropy(predict(params[name], batch["x"]), batch["y"])
+        for name, (_, predict) in MODELS.items()
     }
     return sum(losses.values()), losses
 
@@ -60,7 +62,16 @@ def fit(key, digits, *, steps: int = 600, batch_size: int = 64, **kwargs):
     keys = jax.random.split(key, len(MODELS) + 1)
     params = {name: init(k) for k, (name, (init, _)) in zip(keys, MODELS.items())}
     batches = {"x": digits.x_train, "y": digits.y_train}
-    return train(loss_fn, params, OPTIMIZER, batches, key=keys[-1], steps=steps, batch_size=batch_size, **kwargs)
+    return train(
+        loss_fn,
+        params,
+        OPTIMIZER,
+        batches,
+        key=keys[-1],
+        steps=steps,
+        batch_size=batch_size,
+        **kwargs,
+    )
 
 
 # --8<-- [end:experiment]
@@ -77,37 +88,56 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 600)
     checks.non_negative_int("seed", seed)
     checks.positive_int("steps", steps)
     start = time.perf_counter()
-    digits = data.load_digits(as_images=True, seed=seed, test_fraction=0.5)  # 899 to train, 898 held out
+    # 899 to train, 898 held out
+    digits = data.load_digits(as_images=True, seed=seed, test_fraction=0.5)
     # An "rbg" key (XLA's RngBitGenerator) compiles several times faster on CPU than the default
     # threefry; it is just as explicit and reproducible on a given platform.
     key = jax.random.key(seed, impl="rbg")
-    result = fit(key, digits, steps=steps, chunk=even_chunk(steps, 300), progress=progress, label="1.2 cnn")
+    result = fit(
+        key, digits, steps=steps, chunk=even_chunk(steps, 300), progress=progress, label="1.2 cnn"
+    )
     metrics, slugs = {}, {}
     for name, (_, predict) in MODELS.items():
-        slug = slugs[name] = name.split(" ")[0].lower() + ("" if name == "CNN" else "_" + name.split("-")[1])
+        slug = slugs[name] = name.split(" ")[0].lower() + (
+            "" if name == "CNN" else "_" + name.split("-")[1]
+        )
         params = result.params[name]
-        metrics[f"{slug}_test_accuracy"] = float(accuracy(predict(params, digits.x_test), digits.y_test))
-        metrics[f"{slug}_train_accuracy"] = float(accuracy(predict(params, digits.x_train), digits.y_train))
+        metrics[f"{slug}_test_accuracy"] = float(
+            accuracy(predict(params, digits.x_test), digits.y_test)
+        )
+        metrics[f"{slug}_train_accuracy"] = float(
+            accuracy(predict(params, digits.x_train), digits.y_train)
+        )
         metrics[f"{slug}_params"] = count_params(params)
 
     # Equivariance with the trained first-layer kernels: shifting the digit shifts the feature maps.
     kernel = result.params["CNN"]["convs"][0]["kernel"]  # [3, 3, 1, 16]
     x = jnp.asarray(digits.x_test[:1])  # [1, 8, 8, 1]
-    shift = lambda a: jnp.roll(a, (1, 2), axis=(1, 2))  # noqa: E731  one row down, two columns right
-    maps, maps_of_shifted = conv2d(x, kernel, padding="CIRCULAR"), conv2d(shift(x), kernel, padding="CIRCULAR")
+    shift = lambda a: jnp.roll(a, (1, 2), axis=(1, 2))  # noqa: E731  one row down, two right
+    maps = conv2d(x, kernel, padding="CIRCULAR")
+    maps_of_shifted = conv2d(shift(x), kernel, padding="CIRCULAR")
     metrics["equivariance_max_error"] = float(jnp.max(jnp.abs(maps_of_shifted - shift(maps))))
 
     lines = [f"{'model':<15} {'parameters':>10} {'train acc':>10} {'test acc':>9}"]
     for name, slug in slugs.items():
         m = [metrics[f"{slug}_{k}"] for k in ("params", "train_accuracy", "test_accuracy")]
         lines.append(f"{name:<15} {m[0]:>10,} {m[1]:>10.1%} {m[2]:>9.1%}")
-    lines.append(f"test digits: {len(digits.y_test)}; {steps} steps of SGD + momentum, batch 64, for each model")
     lines.append(
-        f"equivariance: max |conv(shift x) - shift(conv x)| = {metrics['equivariance_max_error']:.1e}"
-        " (circular padding)"
+        f"test digits: {len(digits.y_test)}; {steps} steps "
+        "of SGD + momentum, batch 64, for each model"
+    )
+    lines.append(
+        "equivariance: max |conv(shift x) - shift(conv x)| = "
+        f"{metrics['equivariance_max_error']:.1e} (circular padding)"
     )
     fig = _figure(result.history, slugs, metrics, (x, shift(x), maps, maps_of_shifted))
-    return Report("1.2 CNN — a small conv net against larger MLPs", metrics, lines, fig, time.perf_counter() - start)
+    return Report(
+        "1.2 CNN — a small conv net against larger MLPs",
+        metrics,
+        lines,
+        fig,
+        time.perf_counter() - start,
+    )
 
 
 # --8<-- [end:run]
@@ -125,13 +155,16 @@ def _figure(history, slugs, metrics, shown):
     accs = [100 * metrics[f"{slugs[n]}_test_accuracy"] for n in names]
     bars = ax.bar(range(len(names)), accs, color=plotting.PALETTE[: len(names)])
     ax.bar_label(bars, [f"{a:.1f}" for a in accs], padding=2, fontsize=9)
-    labels = [f"{n}\n{metrics[slugs[n] + '_params']:,}\nparams".replace("MLP ", "MLP\n") for n in names]
+    labels = [
+        f"{n}\n{metrics[slugs[n] + '_params']:,}\nparams".replace("MLP ", "MLP\n") for n in names
+    ]
     ax.set(xticks=range(len(names)), ylim=(min(accs) - 4, 100.5), ylabel="test accuracy (%)")
     ax.set_xticklabels(labels, fontsize=8)
     ax.set_title("held-out digits")
     ax = axes[1]
     for n in names:
-        smooth = np.convolve(history[n], np.ones(25) / 25, mode="valid")  # mini-batch noise averaged out
+        # mini-batch noise averaged out
+        smooth = np.convolve(history[n], np.ones(25) / 25, mode="valid")
         ax.plot(np.arange(len(smooth)) + 25, smooth, label=n)
     ax.set(title="training loss (25-step mean)", xlabel="step", yscale="log")
     ax.legend(fontsize=8)

@@ -15,8 +15,9 @@ Layout: pure functions hold the math; `LinenMLP` (functional, ``init``/``apply``
 `NnxMLP` (object-oriented) hold the tree that `init_mlp` declares and call the same functions.
 The experiment (toy tasks, optimizer, figure) lives in `impl.deep_networks.dnn_experiment`.
 
-Shapes: ``x`` is ``float32[batch, d_in]``; logits ``float32[batch, n_classes]``; labels ``int32[batch]``.
-Parameters are a list of layers, each ``{"kernel": [d_in, d_out], "bias": [d_out]}``.
+Shapes: ``x`` is ``float32[batch, d_in]``; logits ``float32[batch, n_classes]``; labels
+``int32[batch]``. Parameters are a list of layers, each
+``{"kernel": [d_in, d_out], "bias": [d_out]}``.
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ def init_mlp(key: jax.Array, sizes: Sequence[int]) -> list[Layer]:
 
 
 def dense(layer: Layer, x: jax.Array) -> jax.Array:
-    """Total input to each unit, eq. 1: ``x_j = sum_i y_i w_ji`` (+ bias). ``[b, d_in] -> [b, d_out]``."""
+    """Total input to each unit, eq. 1: ``x_j = sum_i y_i w_ji`` (+ bias).
+    ``[b, d_in] -> [b, d_out]``."""
     y = x @ layer["kernel"]
     return y + layer["bias"].reshape((1,) * (y.ndim - 1) + (-1,))  # explicit broadcast over batch
 
@@ -136,12 +138,16 @@ def backprop(
 
 
 def _check_input(x: jax.Array, d_in: int | None = None) -> None:
-    checks.array_shape("x", x, ("batch", d_in if d_in is not None else "d_in"), dims="[batch, d_in]")
+    checks.array_shape(
+        "x", x, ("batch", d_in if d_in is not None else "d_in"), dims="[batch, d_in]"
+    )
 
 
 def _check_sizes(sizes: Sequence[int], activation: str) -> None:
     if len(sizes) < 2:
-        raise ValueError(f"sizes: expected [d_in, ..., n_out] with at least two entries, got {list(sizes)}")
+        raise ValueError(
+            f"sizes: expected [d_in, ..., n_out] with at least two entries, got {list(sizes)}"
+        )
     for i, s in enumerate(sizes):
         checks.positive_int(f"sizes[{i}]", s)
     checks.one_of("activation", activation, ACTIVATIONS)
@@ -163,7 +169,8 @@ class LinenMLP(nn.Module):
         _check_input(x)
         sizes = [x.shape[-1], *self.features]
         _check_sizes(sizes, self.activation)
-        layers = self.param("layers", init_mlp, sizes)  # [{"kernel": [d_in, d_out], "bias": [d_out]}, ...]
+        # [{"kernel": [d_in, d_out], "bias": [d_out]}, ...]
+        layers = self.param("layers", init_mlp, sizes)
         return mlp(layers, x, self.activation)
 
 
@@ -194,5 +201,7 @@ class NnxMLP(nnx.Module):
 
 def max_relative_difference(a, b) -> float:
     """``max |a - b| / max(|b|, tiny)`` over every leaf of two pytrees of the same structure."""
-    diffs = jax.tree.map(lambda u, v: jnp.max(jnp.abs(u - v)) / jnp.maximum(jnp.max(jnp.abs(v)), 1e-12), a, b)
+    diffs = jax.tree.map(
+        lambda u, v: jnp.max(jnp.abs(u - v)) / jnp.maximum(jnp.max(jnp.abs(v)), 1e-12), a, b
+    )
     return float(max(jax.tree.leaves(diffs)))

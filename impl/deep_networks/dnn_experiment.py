@@ -18,7 +18,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from impl import checks, data, plotting
-from impl.deep_networks.dnn import accuracy, backprop, cross_entropy, init_mlp, max_relative_difference, mlp
+from impl.deep_networks.dnn import (
+    accuracy,
+    backprop,
+    cross_entropy,
+    init_mlp,
+    max_relative_difference,
+    mlp,
+)
 from impl.optimization.adam import sgd
 from impl.report import Report
 from impl.training import Progress, progress_enabled, train
@@ -28,7 +35,8 @@ __all__ = ["OPTIMIZER", "experiment", "fit", "loss_fn"]
 
 # --8<-- [start:experiment]
 def loss_fn(params, batch, key):
-    """Mean cross-entropy of the MLP on a batch ``{"x": [b, d_in], "y": int[b]}``; ``key`` unused."""
+    """Mean cross-entropy of the MLP on a batch ``{"x": [b, d_in], "y": int[b]}``; ``key``
+    unused."""
     del key  # a deterministic model: no dropout
     logits = mlp(params, batch["x"])
     return cross_entropy(logits, batch["y"]), {"accuracy": accuracy(logits, batch["y"])}
@@ -41,7 +49,9 @@ def fit(key, x, y, sizes: Sequence[int], *, steps: int):
     """Train an MLP of ``sizes`` on ``(x, y)``, full batch, with hand-written SGD + momentum."""
     k_init, k_train = jax.random.split(key)
     params = init_mlp(k_init, sizes)
-    return train(loss_fn, params, OPTIMIZER, {"x": x, "y": y}, key=k_train, steps=steps, progress=False)
+    return train(
+        loss_fn, params, OPTIMIZER, {"x": x, "y": y}, key=k_train, steps=steps, progress=False
+    )
 
 
 # --8<-- [end:experiment]
@@ -90,9 +100,18 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 3000
     lines = [f"{'task':<12} {'model':<24} {'train loss':>10} {'test acc':>9}"]
     for (task, model), (result, *_, test_acc) in runs.items():
         lines.append(f"{task:<12} {model:<24} {result.history['loss'][-1]:>10.4f} {test_acc:>9.1%}")
-    lines.append(f"hand-written backprop vs jax.grad: max relative difference {metrics['backprop_max_rel_diff']:.1e}")
+    lines.append(
+        "hand-written backprop vs jax.grad: max relative difference "
+        f"{metrics['backprop_max_rel_diff']:.1e}"
+    )
     fig = _figure(runs, tasks)
-    return Report("1.1 DNN — linear model vs one hidden layer", metrics, lines, fig, time.perf_counter() - start)
+    return Report(
+        "1.1 DNN — linear model vs one hidden layer",
+        metrics,
+        lines,
+        fig,
+        time.perf_counter() - start,
+    )
 
 
 # --8<-- [end:run]
@@ -123,7 +142,9 @@ def _figure(runs, tasks):
             result, x, y, test_acc = runs[(task, model)]
             ax = axes[row, col]
             pred = np.asarray(jnp.argmax(mlp(result.params, points), axis=-1)).reshape(gx.shape)
-            ax.contourf(gx, gy, pred, levels=[-0.5, 0.5, 1.5], colors=plotting.PALETTE[:2], alpha=0.25)
+            ax.contourf(
+                gx, gy, pred, levels=[-0.5, 0.5, 1.5], colors=plotting.PALETTE[:2], alpha=0.25
+            )
             ax.scatter(*np.asarray(x).T, c=[plotting.PALETTE[int(c)] for c in np.asarray(y)], s=6)
             ax.set(title=f"{task}: {model}\ntest accuracy {test_acc:.0%}", xticks=[], yticks=[])
             ax.set_aspect("equal")

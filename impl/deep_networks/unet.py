@@ -77,11 +77,15 @@ def init_conv_block(keys: jax.Array, c_in: int, c_out: int) -> Block:
     ``keys``: ``[2]`` PRNG keys, one per conv (e.g. ``jax.random.split(key)``).
     """
     _check_keys(keys, 2)
-    return [init_conv(keys[0], 3, c_in, c_out, gain=2.0), init_conv(keys[1], 3, c_out, c_out, gain=2.0)]
+    return [
+        init_conv(keys[0], 3, c_in, c_out, gain=2.0),
+        init_conv(keys[1], 3, c_out, c_out, gain=2.0),
+    ]
 
 
 def conv_block(params: Block, x: jax.Array) -> jax.Array:
-    """conv 3x3 -> ReLU -> conv 3x3 -> ReLU, "SAME" padding: ``[b, h, w, c_in] -> [b, h, w, c_out]``."""
+    """conv 3x3 -> ReLU -> conv 3x3 -> ReLU, "SAME" padding:
+    ``[b, h, w, c_in] -> [b, h, w, c_out]``."""
     x = relu(conv2d(x, **params[0]))  # [b, h, w, c_out]
     return relu(conv2d(x, **params[1]))  # [b, h, w, c_out]
 
@@ -115,13 +119,18 @@ def down_path(params: Sequence[Block], x: jax.Array) -> tuple[jax.Array, list[ja
 
 
 def init_up_conv(key: jax.Array, c_in: int, c_out: int) -> Layer:
-    """A 2x2 up-convolution: ``kernel [2, 2, c_in, c_out] ~ N(0, 2 / c_in)``, zero ``bias [c_out]``."""
-    return {"kernel": jax.random.normal(key, (2, 2, c_in, c_out)) * jnp.sqrt(2.0 / c_in), "bias": jnp.zeros((c_out,))}
+    """A 2x2 up-convolution: ``kernel [2, 2, c_in, c_out] ~ N(0, 2 / c_in)``, zero
+    ``bias [c_out]``."""
+    return {
+        "kernel": jax.random.normal(key, (2, 2, c_in, c_out)) * jnp.sqrt(2.0 / c_in),
+        "bias": jnp.zeros((c_out,)),
+    }
 
 
 def up_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
-    """The paper's "up-convolution" (a stride-2 transposed convolution with a 2x2 kernel):
-    every input pixel paints a 2x2 block of the output, ``y[2i + a, 2j + b] = x[i, j] @ kernel[a, b] + bias``.
+    """The paper's "up-convolution" (a stride-2 transposed convolution with a 2x2 kernel): every
+    input pixel paints a 2x2 block of the output,
+    ``y[2i + a, 2j + b] = x[i, j] @ kernel[a, b] + bias``.
 
     ``x [batch, h, w, c_in] -> [batch, 2h, 2w, c_out]``; ``kernel [2, 2, c_in, c_out]``.
     """
@@ -130,7 +139,9 @@ def up_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
     return blocks.reshape(b, 2 * h, 2 * w, -1) + bias.reshape(1, 1, 1, -1)
 
 
-def init_up_path(keys: jax.Array, widths: Sequence[int], in_channels: int, *, skips: bool = True) -> list[dict]:
+def init_up_path(
+    keys: jax.Array, widths: Sequence[int], in_channels: int, *, skips: bool = True
+) -> list[dict]:
     """The expanding path, deepest level first: per level an up-convolution to ``widths[level]``
     channels and a :func:`init_conv_block` — whose first conv takes ``2 * widths[level]``
     channels with ``skips`` (the skipped ``widths[level]`` + the up-sampled ``widths[level]``),
@@ -144,7 +155,12 @@ def init_up_path(keys: jax.Array, widths: Sequence[int], in_channels: int, *, sk
     stages, c_in = [], in_channels
     for j, c in enumerate(reversed(widths)):
         up = init_up_conv(keys[3 * j], c_in, c)  # [2, 2, c_in, c]
-        stages.append({"up": up, "convs": init_conv_block(keys[3 * j + 1 : 3 * j + 3], 2 * c if skips else c, c)})
+        stages.append(
+            {
+                "up": up,
+                "convs": init_conv_block(keys[3 * j + 1 : 3 * j + 3], 2 * c if skips else c, c),
+            }
+        )
         c_in = c
     return stages
 
@@ -174,7 +190,13 @@ def up_path(params: Sequence[dict], h: jax.Array, skips: Sequence[jax.Array] | N
 
 # --8<-- [start:core]
 def init_unet(
-    key: jax.Array, in_channels: int = 3, out_channels: int = 1, *, base: int = 8, depth: int = 2, skips: bool = True
+    key: jax.Array,
+    in_channels: int = 3,
+    out_channels: int = 1,
+    *,
+    base: int = 8,
+    depth: int = 2,
+    skips: bool = True,
 ) -> dict:
     """Parameters of :func:`unet`: ``base * 2**level`` channels at each level of the "U".
 
@@ -184,7 +206,8 @@ def init_unet(
     """
     widths = [base * 2**level for level in range(depth)]  # the contracting path's, finest first
     bottom = base * 2**depth
-    keys = jax.random.split(key, 6 * depth + 3)  # only 5 * depth + 3 are used; the split is kept as first written
+    # only 5 * depth + 3 are used; the split is kept as first written
+    keys = jax.random.split(key, 6 * depth + 3)
     return {
         "down": init_down_path(keys[: 2 * depth], in_channels, widths),
         "bottom": init_conv_block(keys[2 * depth : 2 * depth + 2], widths[-1], bottom),
@@ -213,7 +236,8 @@ def binary_cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
 
 
 def iou(logits: jax.Array, masks: jax.Array) -> jax.Array:
-    """Intersection over union of ``logits > 0`` with ``masks``, per image, averaged: ``[b, h, w, 1] -> []``."""
+    """Intersection over union of ``logits > 0`` with ``masks``, per image, averaged:
+    ``[b, h, w, 1] -> []``."""
     predicted = logits > 0
     truth = masks > 0.5
     inter = jnp.sum(predicted & truth, axis=(1, 2, 3))
@@ -228,21 +252,29 @@ def _check_keys(keys, n: int) -> None:
     """``keys`` must hold ``n`` PRNG keys: typed ``key<impl>[n]`` or raw ``uint32[n, 2]``."""
     shape = tuple(getattr(keys, "shape", ()))
     typed = hasattr(keys, "dtype") and jax.dtypes.issubdtype(keys.dtype, jax.dtypes.prng_key)
-    count = shape[0] if (typed and len(shape) == 1) or (not typed and len(shape) == 2 and shape[1] == 2) else None
+    count = (
+        shape[0]
+        if (typed and len(shape) == 1) or (not typed and len(shape) == 2 and shape[1] == 2)
+        else None
+    )
     if count != n:
         single = (typed and shape == ()) or (not typed and shape == (2,))
         got = "a single key" if single else f"shape {shape}"
-        raise ValueError(f"keys: expected {n} PRNG keys (e.g. jax.random.split(key, {n})), got {got}")
+        raise ValueError(
+            f"keys: expected {n} PRNG keys (e.g. jax.random.split(key, {n})), got {got}"
+        )
 
 
 def _check_skip(j: int, skip, h, block: Block) -> None:
-    """The skip tensor of expanding level ``j`` must match ``h`` in size, and the two together the block's input."""
+    """The skip tensor of expanding level ``j`` must match ``h`` in size, and the two together the
+    block's input."""
     expected = block[0]["kernel"].shape[2]
     if skip.shape[:3] != h.shape[:3] or skip.shape[-1] + h.shape[-1] != expected:
         raise ValueError(
-            f"skips[{-1 - j}]: expected [batch, height, width] = {list(h.shape[:3])} and "
-            f"{expected - h.shape[-1]} channels (the level's first conv takes {expected} = skipped + "
-            f"{h.shape[-1]} up-sampled), got shape {tuple(skip.shape)}; were the parameters made with skips=False?"
+            f"skips[{-1 - j}]: expected [batch, height, width] = {list(h.shape[:3])} "
+            f"and {expected - h.shape[-1]} channels (the level's first conv takes "
+            f"{expected} = skipped + {h.shape[-1]} up-sampled), got shape "
+            f"{tuple(skip.shape)}; were the parameters made with skips=False?"
         )
 
 
@@ -253,12 +285,13 @@ def check_unet_input(x, in_channels: int, depth: int) -> None:
     factor = 2**depth
     if x.shape[1] % factor or x.shape[2] % factor:
         raise ValueError(
-            f"x: height and width must be divisible by 2**depth = {factor} (depth={depth} pools halve them), "
-            f"got {x.shape[1]}x{x.shape[2]}; pad or crop the image"
+            f"x: height and width must be divisible by 2**depth = {factor} (depth={depth} "
+            f"pools halve them), got {x.shape[1]}x{x.shape[2]}; pad or crop the image"
         )
     if min(x.shape[1], x.shape[2]) // factor < 3:
         raise ValueError(
-            f"x: a {x.shape[1]}x{x.shape[2]} image pooled {depth} times leaves a bottleneck smaller than its 3x3 "
+            f"x: a {x.shape[1]}x{x.shape[2]} image pooled {depth} times leaves a bottleneck "
+            "smaller than its 3x3 "
             f"kernels; use images of at least {3 * factor}x{3 * factor} or a smaller depth"
         )
 
@@ -272,7 +305,8 @@ def _check_config(in_channels: int, out_channels: int, base: int, depth: int) ->
 
 # --8<-- [start:linen]
 class LinenUNet(nn.Module):
-    """Functional twin: ``init`` returns ``{"params": {"layers": init_unet(key, ...)}}`` — the tree `unet` takes."""
+    """Functional twin: ``init`` returns ``{"params": {"layers": init_unet(key, ...)}}`` — the tree
+    `unet` takes."""
 
     in_channels: int = 3
     out_channels: int = 1
@@ -285,7 +319,13 @@ class LinenUNet(nn.Module):
         _check_config(self.in_channels, self.out_channels, self.base, self.depth)
         check_unet_input(x, self.in_channels, self.depth)
         layers = self.param(
-            "layers", init_unet, self.in_channels, self.out_channels, base=self.base, depth=self.depth, skips=self.skips
+            "layers",
+            init_unet,
+            self.in_channels,
+            self.out_channels,
+            base=self.base,
+            depth=self.depth,
+            skips=self.skips,
         )  # {"down": [...], "bottom": [...], "up": [...], "out": {...}}
         return unet(layers, x, skips=self.skips)
 
@@ -316,7 +356,8 @@ class NnxUNet(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         check_unet_input(x, self.in_channels, self.depth)
-        return unet(twins.pure(self.layers), x, skips=self.skips)  # the {"down", "bottom", "up", "out"} tree
+        # the {"down", "bottom", "up", "out"} tree
+        return unet(twins.pure(self.layers), x, skips=self.skips)
 
 
 # --8<-- [end:nnx]

@@ -44,12 +44,21 @@ OPTIMIZER = adam(learning_rate=3e-3)
 
 
 def fit(key, shapes, *, steps: int = 400, batch_size: int = 16, base: int = 4, **kwargs):
-    """Train both networks on ``shapes.images -> shapes.masks`` with the project's hand-written Adam."""
+    """Train both networks on ``shapes.images -> shapes.masks`` with the project's hand-written
+    Adam."""
     k_init, k_train = jax.random.split(key)
     params = {name: init_unet(k_init, base=base, skips=skips) for name, skips in RUNS.items()}
     batches = {"x": shapes.images, "y": shapes.masks}
     return train(
-        loss_fn, params, OPTIMIZER, batches, key=k_train, steps=steps, batch_size=batch_size, chunk=steps, **kwargs
+        loss_fn,
+        params,
+        OPTIMIZER,
+        batches,
+        key=k_train,
+        steps=steps,
+        batch_size=batch_size,
+        chunk=steps,
+        **kwargs,
     )
 
 
@@ -60,7 +69,9 @@ _predict = jax.jit(unet, static_argnames="skips")
 
 
 # --8<-- [start:run]
-def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 400, size: int = 16) -> Report:
+def experiment(
+    seed: int = 0, *, progress: bool | None = None, steps: int = 400, size: int = 16
+) -> Report:
     """Segment generated shapes with and without skip connections; IoU on held-out shapes.
 
     ``seed`` draws the training and test shapes and the (shared) initial weights.
@@ -71,7 +82,8 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 400,
     if size % 4 or size < 12:
         raise ValueError(f"size: expected a multiple of 4 (two 2x2 pools), at least 12; got {size}")
     start = time.perf_counter()
-    key = jax.random.key(seed, impl="rbg")  # see cnn_experiment: far quicker to compile on CPU than threefry
+    # see cnn_experiment: far quicker to compile on CPU than threefry
+    key = jax.random.key(seed, impl="rbg")
     k_train, k_test, k_fit = jax.random.split(key, 3)
     train_set = data.make_shapes(k_train, 512, size=size)
     test_set = data.make_shapes(k_test, 256, size=size)
@@ -79,7 +91,8 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 400,
     metrics, predictions = {}, {}
     for name, skips in RUNS.items():
         slug = name.replace(" ", "_")
-        predictions[name] = _predict(result.params[name], test_set.images, skips=skips)  # [256, size, size, 1]
+        # [256, size, size, 1]
+        predictions[name] = _predict(result.params[name], test_set.images, skips=skips)
         metrics[f"iou_{slug}"] = float(iou(predictions[name], test_set.masks))
         metrics[f"train_loss_{slug}"] = float(np.mean(result.history[name][-25:]))
         metrics[f"params_{slug}"] = count_params(result.params[name])
@@ -88,9 +101,18 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 400,
         slug = name.replace(" ", "_")
         m = metrics[f"params_{slug}"], metrics[f"train_loss_{slug}"], metrics[f"iou_{slug}"]
         lines.append(f"{name:<15} {m[0]:>10,} {m[1]:>11.4f} {m[2]:>9.3f}")
-    lines.append(f"{size}x{size} shapes, 512 to train, 256 to test; {steps} steps of Adam, batch 16, for each net")
+    lines.append(
+        f"{size}x{size} shapes, 512 to train, 256 to test; "
+        f"{steps} steps of Adam, batch 16, for each net"
+    )
     fig = _figure(result.history, metrics, test_set, predictions)
-    return Report("1.4 U-Net — with and without skip connections", metrics, lines, fig, time.perf_counter() - start)
+    return Report(
+        "1.4 U-Net — with and without skip connections",
+        metrics,
+        lines,
+        fig,
+        time.perf_counter() - start,
+    )
 
 
 # --8<-- [end:run]
@@ -110,8 +132,11 @@ def _figure(history, metrics, test_set, predictions, n_shown: int = 5):
     ax.bar_label(bars, [f"{v:.3f}" for v in values], padding=2)
     ax.set(xticks=range(len(RUNS)), ylim=(0, 1.08), title="test IoU")
     ax.set_xticklabels([name.replace(" ", "\n") for name in RUNS])
+
     # Montage: one column per test image; rows = image, true mask, the two predictions.
-    grey = lambda m: np.repeat(np.asarray(m, dtype=np.float32), 3, axis=-1)  # noqa: E731  [s, s, 1] -> [s, s, 3]
+    def grey(m):  # [s, s, 1] -> [s, s, 3]
+        return np.repeat(np.asarray(m, dtype=np.float32), 3, axis=-1)
+
     rows = [np.asarray(test_set.images[:n_shown]), grey(test_set.masks[:n_shown])]
     rows += [grey(predictions[name][:n_shown] > 0) for name in RUNS]
     s = test_set.images.shape[1]
@@ -120,7 +145,11 @@ def _figure(history, metrics, test_set, predictions, n_shown: int = 5):
         for c in range(n_shown):
             canvas[r * (s + 1) : r * (s + 1) + s, c * (s + 1) : c * (s + 1) + s] = row[c]
     axes[2].imshow(canvas)
-    axes[2].set(xticks=[], yticks=[(s + 1) * r + s / 2 - 0.5 for r in range(len(rows))], title="held-out shapes")
+    axes[2].set(
+        xticks=[],
+        yticks=[(s + 1) * r + s / 2 - 0.5 for r in range(len(rows))],
+        title="held-out shapes",
+    )
     axes[2].set_yticklabels(["image", "truth", *RUNS])
     axes[2].grid(False)
     return fig

@@ -83,10 +83,15 @@ RUNS: dict[str, EssayRun] = {
     ),
     "essay:size": EssayRun(
         "2.2",
-        (Run("impl.essay.milestones:parameters_figure", "parameters"), Run("impl.essay.scaling:experiment", "scaling")),
+        (
+            Run("impl.essay.milestones:parameters_figure", "parameters"),
+            Run("impl.essay.scaling:experiment", "scaling"),
+        ),
     ),
     "essay:optimization": EssayRun("2.3", (Run("impl.essay.ablation:experiment", "ablation"),)),
-    "essay:architecture": EssayRun("2.4", (Run("impl.essay.inductive_bias:experiment", "inductive-bias"),)),
+    "essay:architecture": EssayRun(
+        "2.4", (Run("impl.essay.inductive_bias:experiment", "inductive-bias"),)
+    ),
     "essay:compute": EssayRun(
         "2.5",
         (
@@ -96,7 +101,11 @@ RUNS: dict[str, EssayRun] = {
         ),
     ),
     "essay:efficiency": EssayRun(
-        "2.6", (Run("impl.essay.hardware:ridge_figure", "ridge"), Run("impl.essay.efficiency:experiment", "efficiency"))
+        "2.6",
+        (
+            Run("impl.essay.hardware:ridge_figure", "ridge"),
+            Run("impl.essay.efficiency:experiment", "efficiency"),
+        ),
     ),
     "essay:energy": EssayRun("2.7", (Run("impl.essay.energy:experiment", "energy"),)),
     "essay:leverage": EssayRun("2.8", (Run("impl.essay.leverage:analysis", "leverage"),)),

@@ -74,12 +74,16 @@ VARIANTS = (
 )
 
 
-def init_deep_net(key: jax.Array, depth: int = DEPTH, width: int = WIDTH, d_in: int = 64, n_out: int = 10):
+def init_deep_net(
+    key: jax.Array, depth: int = DEPTH, width: int = WIDTH, d_in: int = 64, n_out: int = 10
+):
     """Input layer, ``depth`` hidden layers stacked along a leading axis, output layer."""
     checks.positive_int("depth", depth)
     checks.positive_int("width", width)
     k_in, k_blocks, k_out = jax.random.split(key, 3)
-    blocks = side_by_side.stack([dnn.init_layer(k, width, width) for k in jax.random.split(k_blocks, depth)])
+    blocks = side_by_side.stack(
+        [dnn.init_layer(k, width, width) for k in jax.random.split(k_blocks, depth)]
+    )
     return {
         "inp": dnn.init_layer(k_in, d_in, width),
         "blocks": blocks,  # kernel [depth, width, width], bias [depth, width]
@@ -117,7 +121,8 @@ def loss_fn(params, batch, key, *, batch_size: int = 64):
     """Sum over variants of each one's mean cross-entropy on its own random minibatch."""
     switches = batch["switches"][0]  # [runs, 3]
     n = batch["x"].shape[0]
-    idx = side_by_side.prefix_batches(key, jnp.full((switches.shape[0],), n), batch_size)  # [runs, b]
+    # [runs, b]
+    idx = side_by_side.prefix_batches(key, jnp.full((switches.shape[0],), n), batch_size)
 
     def one_run(p, s, i):
         return dnn.cross_entropy(deep_net(p, batch["x"][i], s), batch["y"][i])
@@ -147,35 +152,59 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 1000
     results: dict[str, tuple[float, float, np.ndarray]] = {}
     for uses_adam in (True, False):
         group = [v for v in VARIANTS if v.adam == uses_adam]
-        switches = jnp.asarray([[v.relu, v.residual, v.norm] for v in group], jnp.float32)  # [runs, 3]
+        # [runs, 3]
+        switches = jnp.asarray([[v.relu, v.residual, v.norm] for v in group], jnp.float32)
         params = side_by_side.stack([init] * len(group))
-        batch = {"x": x, "y": y, "switches": jnp.broadcast_to(switches[None], (x.shape[0], *switches.shape))}
+        batch = {
+            "x": x,
+            "y": y,
+            "switches": jnp.broadcast_to(switches[None], (x.shape[0], *switches.shape)),
+        }
         result = train(
             loss_fn, params, OPTIMIZERS[uses_adam], batch, key=k_train, steps=steps,
             progress=progress, label="2.3 ablation",
         )  # fmt: skip
-        accs = jax.vmap(lambda p, s: dnn.accuracy(deep_net(p, x_test, s), y_test))(result.params, switches)
+        accs = jax.vmap(lambda p, s: dnn.accuracy(deep_net(p, x_test, s), y_test))(
+            result.params, switches
+        )
         history = result.history["run_loss"]  # [steps, runs]
         for r, v in enumerate(group):
             results[v.name] = (float(history[-100:, r].mean()), float(accs[r]), history[:, r])
 
     metrics = {}
-    lines = [f"{'variant':<28} {'ReLU':>4} {'res':>4} {'norm':>4} {'Adam':>4} {'train loss':>10} {'test acc':>8}"]
+    lines = [
+        f"{'variant':<28} {'ReLU':>4} {'res':>4} {'norm':>4} "
+        f"{'Adam':>4} {'train loss':>10} {'test acc':>8}"
+    ]
     for v in VARIANTS:
         loss, acc, _ = results[v.name]
         slug = _slug(v.name)
         metrics[f"train_loss_{slug}"], metrics[f"test_acc_{slug}"] = loss, acc
         marks = " ".join(f"{'✓' if on else '·':>4}" for on in (v.relu, v.residual, v.norm, v.adam))
         lines.append(f"{v.name:<28} {marks} {loss:>10.3f} {acc:>8.1%}")
-    lines.append(f"{DEPTH} hidden layers of {WIDTH} units, {steps} steps of 64 digits; chance is 10% accuracy")
+    lines.append(
+        f"{DEPTH} hidden layers of {WIDTH} units, {steps} "
+        "steps of 64 digits; chance is 10% accuracy"
+    )
     fig = _figure(results)
     return Report(
-        "2.3 Optimization — a deep net, one trick off at a time", metrics, lines, fig, time.perf_counter() - start
+        "2.3 Optimization — a deep net, one trick off at a time",
+        metrics,
+        lines,
+        fig,
+        time.perf_counter() - start,
     )
 
 
 def _slug(name: str) -> str:
-    words = name.strip().replace("+", "plus").replace("(", "").replace(")", "").replace("-", " ").split()
+    words = (
+        name.strip()
+        .replace("+", "plus")
+        .replace("(", "")
+        .replace(")", "")
+        .replace("-", " ")
+        .split()
+    )
     return "_".join(w.lower() for w in words)
 
 
@@ -189,7 +218,12 @@ def _figure(results):
     ):
         for i, name in enumerate(names):
             curve = np.convolve(results[name][2], kernel, mode="valid")
-            ax.plot(np.arange(window, window + curve.size), curve, color=plotting.PALETTE[i], label=name.strip())
+            ax.plot(
+                np.arange(window, window + curve.size),
+                curve,
+                color=plotting.PALETTE[i],
+                label=name.strip(),
+            )
         ax.set(yscale="log", xlabel="training step", title=title)
         ax.legend(fontsize=8)
     axes[0].set(ylabel="training loss (cross-entropy)")

@@ -1,4 +1,5 @@
-"""Chapter 5, *Intelligence* — prediction is compression: a language model against gzip, bzip2 and xz.
+"""Chapter 5, *Intelligence* — prediction is compression: a language model against gzip, bzip2 and
+xz.
 
 A model that assigns probability ``p`` to the character that actually comes next can, with an
 arithmetic coder, write that character in ``-log2 p`` bits, to within a couple of bits for the
@@ -72,7 +73,8 @@ __all__ = [
 ]
 
 COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
-    "gzip": lambda data: gzip.compress(data, compresslevel=9, mtime=0),  # mtime=0: same bytes every run
+    # mtime=0: same bytes every run
+    "gzip": lambda data: gzip.compress(data, compresslevel=9, mtime=0),
     "bzip2": lambda data: bz2.compress(data, compresslevel=9),
     "xz": lambda data: lzma.compress(data, preset=9 | lzma.PRESET_EXTREME),
 }
@@ -87,15 +89,20 @@ def split_text(text: str, test_fraction: float = TEST_FRACTION) -> tuple[str, st
     """``(train, test)``: the text's leading part and its last ``test_fraction``, contiguous."""
     if not isinstance(text, str):
         raise TypeError(f"text: expected a str, got {type(text).__name__}")
-    fraction = checks.in_range("test_fraction", test_fraction, 0.0, 1.0, low_inclusive=False, high_inclusive=False)
+    fraction = checks.in_range(
+        "test_fraction", test_fraction, 0.0, 1.0, low_inclusive=False, high_inclusive=False
+    )
     n_test = round(len(text) * fraction)
     if n_test == 0 or n_test == len(text):
-        raise ValueError(f"text: {len(text)} characters are too few to hold out test_fraction={test_fraction}")
+        raise ValueError(
+            f"text: {len(text)} characters are too few to hold out test_fraction={test_fraction}"
+        )
     return text[:-n_test], text[-n_test:]
 
 
 def encode(text: str, alphabet: str) -> np.ndarray:
-    """``int32[len(text)]``: each character's index in ``alphabet`` (which must contain them all)."""
+    """``int32[len(text)]``: each character's index in ``alphabet`` (which must contain them
+    all)."""
     index = {c: i for i, c in enumerate(alphabet)}
     if len(index) != len(alphabet):
         raise ValueError("alphabet: expected distinct characters")
@@ -137,7 +144,8 @@ NGramCounts = list[dict[str, collections.Counter]]
 
 
 def ngram_counts(text: str, order: int) -> NGramCounts:
-    """``counts[k][context][char]``: how often ``char`` followed each ``k``-character context, k = 0..order."""
+    """``counts[k][context][char]``: how often ``char`` followed each ``k``-character context,
+    ``k = 0..order``."""
     checks.non_negative_int("order", order)
     counts: NGramCounts = []
     for k in range(order + 1):
@@ -173,7 +181,9 @@ def ngram_bits(counts: NGramCounts, text: str, alphabet_size: int) -> float:
     order = len(counts) - 1
     total = 0.0
     for i, char in enumerate(text):
-        total -= math.log2(ngram_probability(counts, text[max(0, i - order) : i], char, alphabet_size))
+        total -= math.log2(
+            ngram_probability(counts, text[max(0, i - order) : i], char, alphabet_size)
+        )
     return total
 
 
@@ -182,7 +192,8 @@ def ngram_bits(counts: NGramCounts, text: str, alphabet_size: int) -> float:
 # ---------------------------------------------------------------------------------------
 # --8<-- [start:model]
 def init_char_lstm(key: jax.Array, vocab: int, d_hidden: int, d_embed: int = D_EMBED) -> dict:
-    """``{"embed": [V, E], "lstm": 3.3's forget-gate cell, "out": {"kernel": [H, V], "bias": [V]}}``.
+    """``{"embed": [V, E], "lstm": 3.3's forget-gate cell,
+    "out": {"kernel": [H, V], "bias": [V]}}``.
 
     The input gates start open (bias 0), not shut as in the 1997 recipe: on a short training
     budget a cell that writes from the first step learns faster.
@@ -194,23 +205,29 @@ def init_char_lstm(key: jax.Array, vocab: int, d_hidden: int, d_embed: int = D_E
     return {
         "embed": jax.random.normal(k_embed, (vocab, d_embed)),
         "lstm": init_forget_lstm(k_lstm, d_embed, d_hidden, in_bias=0.0),
-        "out": {"kernel": jax.random.normal(k_out, (d_hidden, vocab)) / np.sqrt(d_hidden), "bias": jnp.zeros(vocab)},
+        "out": {
+            "kernel": jax.random.normal(k_out, (d_hidden, vocab)) / np.sqrt(d_hidden),
+            "bias": jnp.zeros(vocab),
+        },
     }
 
 
 def char_lstm(params: dict, ids: jax.Array, carry=None):
-    """``ids int32[b, T] -> (carry, logits [b, T, V])``; ``carry = (c, h)`` of ``[b, H]``, zeros if ``None``."""
+    """``ids int32[b, T] -> (carry, logits [b, T, V])``; ``carry = (c, h)`` of ``[b, H]``, zeros if
+    ``None``."""
     b = ids.shape[0]
     h = params["out"]["kernel"].shape[0]
     if carry is None:
         carry = (jnp.zeros((b, h)), jnp.zeros((b, h)))
     xs = jnp.swapaxes(params["embed"][ids], 0, 1)  # [T, b, E]: scan runs over time
-    carry, hs = jax.lax.scan(lambda c, x: forget_step(params["lstm"], c, x), carry, xs)  # hs [T, b, H]
+    # hs [T, b, H]
+    carry, hs = jax.lax.scan(lambda c, x: forget_step(params["lstm"], c, x), carry, xs)
     return carry, dnn.dense(params["out"], jnp.swapaxes(hs, 0, 1))  # [b, T, V]
 
 
 def loss_fn(params, batch, key):
-    """Mean cross-entropy of next-character prediction, in bits: ``batch = {"window": int32[b, T + 1]}``."""
+    """Mean cross-entropy of next-character prediction, in bits:
+    ``batch = {"window": int32[b, T + 1]}``."""
     del key
     window = batch["window"]
     _, logits = char_lstm(params, window[:, :-1])
@@ -292,17 +309,30 @@ def experiment(
     bpc = {"raw_bpc": bits_per_char(8 * len(test_bytes), n)}
     for name in COMPRESSORS:
         bpc[f"bpc_{name}"] = bits_per_char(compressed_bits(name, test_bytes), n)
-        bpc[f"bpc_{name}_primed"] = bits_per_char(compressed_bits(name, test_bytes, prime=train_bytes), n)
-    bpc["bpc_ngram"] = bits_per_char(ngram_bits(ngram_counts(train_text, order), test_text, len(alphabet)), n)
+        bpc[f"bpc_{name}_primed"] = bits_per_char(
+            compressed_bits(name, test_bytes, prime=train_bytes), n
+        )
+    bpc["bpc_ngram"] = bits_per_char(
+        ngram_bits(ngram_counts(train_text, order), test_text, len(alphabet)), n
+    )
 
     ids_train, ids_test = encode(train_text, alphabet), encode(test_text, alphabet)
     k_init, k_train = jax.random.split(jax.random.key(seed))
     params = init_char_lstm(k_init, len(alphabet), d_hidden)
-    optimizer = optax.chain(optax.clip_by_global_norm(1.0), adam(optax.cosine_decay_schedule(learning_rate, steps)))
+    optimizer = optax.chain(
+        optax.clip_by_global_norm(1.0), adam(optax.cosine_decay_schedule(learning_rate, steps))
+    )
     result = train(
-        loss_fn, params, optimizer, {"window": jnp.asarray(_windows(ids_train, context))}, key=k_train,
-        steps=steps, batch_size=batch_size, progress=progress, label="5 compression",
-    )  # fmt: skip
+        loss_fn,
+        params,
+        optimizer,
+        {"window": jnp.asarray(_windows(ids_train, context))},
+        key=k_train,
+        steps=steps,
+        batch_size=batch_size,
+        progress=progress,
+        label="5 compression",
+    )
     bpc["bpc_lstm"] = bits_per_char(lstm_stream_bits(result.params, ids_test), n)
     history = np.asarray(result.history["loss"])
     metrics = dict(bpc)
@@ -317,7 +347,13 @@ def experiment(
     }
     lines = _table(metrics, order, steps, d_hidden, len(alphabet))
     fig = _figure(metrics, history, order)
-    return Report("5 Intelligence — prediction is compression", metrics, lines, fig, time.perf_counter() - start)
+    return Report(
+        "5 Intelligence — prediction is compression",
+        metrics,
+        lines,
+        fig,
+        time.perf_counter() - start,
+    )
 
 
 def _rows(m: dict[str, float], order: int) -> list[tuple[str, float, str]]:
@@ -329,19 +365,40 @@ def _rows(m: dict[str, float], order: int) -> list[tuple[str, float, str]]:
         ("gzip, cold", m["bpc_gzip"], "the program"),
         ("bzip2, cold", m["bpc_bzip2"], "the program"),
         ("xz, cold", m["bpc_xz"], "the program"),
-        ("gzip, primed with the training text", m["bpc_gzip_primed"], f"the program + the training text ({train})"),
-        ("bzip2, primed with the training text", m["bpc_bzip2_primed"], f"the program + the training text ({train})"),
-        ("xz, primed with the training text", m["bpc_xz_primed"], f"the program + the training text ({train})"),
-        (f"{order + 1}-gram (Witten-Bell)", m["bpc_ngram"], f"its counts, or the training text ({train})"),
-        ("LSTM (topic 3.3's cell)", m["bpc_lstm"], f"its weights ({kb(m['lstm_bytes'])} as float32)"),
+        (
+            "gzip, primed with the training text",
+            m["bpc_gzip_primed"],
+            f"the program + the training text ({train})",
+        ),
+        (
+            "bzip2, primed with the training text",
+            m["bpc_bzip2_primed"],
+            f"the program + the training text ({train})",
+        ),
+        (
+            "xz, primed with the training text",
+            m["bpc_xz_primed"],
+            f"the program + the training text ({train})",
+        ),
+        (
+            f"{order + 1}-gram (Witten-Bell)",
+            m["bpc_ngram"],
+            f"its counts, or the training text ({train})",
+        ),
+        (
+            "LSTM (topic 3.3's cell)",
+            m["bpc_lstm"],
+            f"its weights ({kb(m['lstm_bytes'])} as float32)",
+        ),
     ]
 
 
 def _table(m: dict[str, float], order: int, steps: int, d_hidden: int, vocab: int) -> list[str]:
     n, nbytes = int(m["test_chars"]), int(m["test_bytes"])
     lines = [
-        f"held-out text: the last {n:,} characters ({nbytes:,} bytes) of the project's prose; "
-        f"models trained on the {int(m['train_chars']):,} before them; alphabet of {vocab} characters",
+        f"held-out text: the last {n:,} characters ({nbytes:,} bytes) of the "
+        f"project's prose; models trained on the {int(m['train_chars']):,} "
+        f"before them; alphabet of {vocab} characters",
         f"{'method':<38} {'bits/char':>9} {'held-out size':>14}   decoder also needs",
     ]
     for label, value, needs in _rows(m, order):
@@ -351,7 +408,8 @@ def _table(m: dict[str, float], order: int, steps: int, d_hidden: int, vocab: in
         f"{m['lstm_seconds']:.0f} s; training loss at the end {m['lstm_train_bpc']:.3f} bits/char"
     )
     lines.append(
-        f"the LSTM's weights ({m['lstm_bytes'] / 1000:,.0f} KB) are {m['lstm_bytes'] / nbytes:.0f}× the raw held-out "
+        f"the LSTM's weights ({m['lstm_bytes'] / 1000:,.0f} KB) are "
+        f"{m['lstm_bytes'] / nbytes:.0f}× the raw held-out "
         "text: shipped with it, this compressor would make the file bigger"
     )
     return lines
@@ -362,27 +420,48 @@ def _figure(m: dict[str, float], history: np.ndarray, order: int):
     rows = _rows(m, order)[1:]  # the raw text is the axis limit, drawn as a line
     labels = [r[0].replace(", primed with the training text", ", primed") for r in rows]
     values = [r[1] for r in rows]
-    colors = [plotting.PALETTE[0]] * 3 + [plotting.PALETTE[1]] * 3 + [plotting.PALETTE[2], plotting.PALETTE[3]]
+    colors = (
+        [plotting.PALETTE[0]] * 3
+        + [plotting.PALETTE[1]] * 3
+        + [plotting.PALETTE[2], plotting.PALETTE[3]]
+    )
     y = np.arange(len(rows))[::-1]
     ax_bar.barh(y, values, color=colors)
     for yi, v in zip(y, values):
-        ax_bar.annotate(f"{v:.2f}", (v, yi), xytext=(3, 0), textcoords="offset points", va="center", fontsize=8)
+        ax_bar.annotate(
+            f"{v:.2f}", (v, yi), xytext=(3, 0), textcoords="offset points", va="center", fontsize=8
+        )
     ax_bar.axvline(m["raw_bpc"], color=plotting.PALETTE[4], ls=":", lw=1.2)
-    ax_bar.annotate("raw text", (m["raw_bpc"], y[-1] - 0.6), ha="right", fontsize=8, color=plotting.PALETTE[4])
+    ax_bar.annotate(
+        "raw text", (m["raw_bpc"], y[-1] - 0.6), ha="right", fontsize=8, color=plotting.PALETTE[4]
+    )
     ax_bar.set_yticks(y, labels, fontsize=8)
-    ax_bar.set(xlabel="bits per character of the held-out text", xlim=(0, m["raw_bpc"] * 1.08), title="Code length")
+    ax_bar.set(
+        xlabel="bits per character of the held-out text",
+        xlim=(0, m["raw_bpc"] * 1.08),
+        title="Code length",
+    )
     ax_bar.grid(axis="y", visible=False)
     window = 10
     smooth = np.convolve(history, np.ones(window) / window, mode="valid")
-    ax_curve.plot(np.arange(window, len(history) + 1), smooth, color=plotting.PALETTE[3], label="LSTM, training text")
-    ax_curve.plot([len(history)], [m["bpc_lstm"]], "o", color=plotting.PALETTE[3], label="LSTM, held-out text")
+    ax_curve.plot(
+        np.arange(window, len(history) + 1),
+        smooth,
+        color=plotting.PALETTE[3],
+        label="LSTM, training text",
+    )
+    ax_curve.plot(
+        [len(history)], [m["bpc_lstm"]], "o", color=plotting.PALETTE[3], label="LSTM, held-out text"
+    )
     for key, label, color in (
         ("bpc_gzip", "gzip, cold", plotting.PALETTE[0]),
         ("bpc_bzip2_primed", "bzip2, primed", plotting.PALETTE[1]),
         ("bpc_ngram", f"{order + 1}-gram", plotting.PALETTE[2]),
     ):
         ax_curve.axhline(m[key], color=color, ls="--", lw=1.2, label=label)
-    ax_curve.set(xlabel="training step", ylabel="bits per character", title="The LSTM learning to compress")
+    ax_curve.set(
+        xlabel="training step", ylabel="bits per character", title="The LSTM learning to compress"
+    )
     ax_curve.set_ylim(1.5, 5.0)
     ax_curve.legend(fontsize=8)
     return fig

@@ -1,4 +1,5 @@
-"""Chapter 2.5, *Compute* — this machine's arithmetic, measured, and the milestone runs priced in it.
+"""Chapter 2.5, *Compute* — this machine's arithmetic, measured, and the milestone runs priced in
+it.
 
 Two measurements and one division:
 
@@ -77,14 +78,18 @@ def median_seconds(fn: Callable, *args, repeats: int = 5, min_seconds: float = 0
 
 
 def matmul_intensity(n: int, bytes_per_element: int = 4) -> float:
-    """Arithmetic intensity of an ``n × n`` matrix product: ``2n³`` FLOP over ``3n²`` elements moved."""
+    """Arithmetic intensity of an ``n × n`` matrix product: ``2n³`` FLOP over ``3n²`` elements
+    moved."""
     checks.positive_int("n", n)
     checks.positive_int("bytes_per_element", bytes_per_element)
     return 2.0 * n**3 / (3.0 * n**2 * bytes_per_element)
 
 
-def matmul_throughput(sizes: Sequence[int] = SIZES, *, repeats: int = 5, seed: int = 0) -> dict[int, float]:
-    """GFLOP/s of a jitted ``float32`` ``jnp.dot`` for each square size ``n`` (``2n³`` FLOP per call)."""
+def matmul_throughput(
+    sizes: Sequence[int] = SIZES, *, repeats: int = 5, seed: int = 0
+) -> dict[int, float]:
+    """GFLOP/s of a jitted ``float32`` ``jnp.dot`` for each square size ``n`` (``2n³`` FLOP per
+    call)."""
     sizes = _check_sizes(sizes)
     checks.positive_int("repeats", repeats)
     dot = jax.jit(jnp.dot)
@@ -111,7 +116,9 @@ def bandwidth_gbs(n_elements: int = 2**25, *, repeats: int = 5) -> float:
     return 4 * n_elements / seconds / 1e9  # one read of 4 bytes per element
 
 
-def training_times(rows: list[milestones.Milestone], flops_per_second: float) -> list[tuple[str, int, float, float]]:
+def training_times(
+    rows: list[milestones.Milestone], flops_per_second: float
+) -> list[tuple[str, int, float, float]]:
     """``(system, year, training FLOP, seconds)`` for every milestone with a compute figure.
 
     The compute is the reported figure where there is one, else ``6 · N · D``; the time assumes
@@ -120,7 +127,11 @@ def training_times(rows: list[milestones.Milestone], flops_per_second: float) ->
     checks.in_range("flops_per_second", flops_per_second, 0.0, float("inf"), low_inclusive=False)
     result = []
     for row in rows:
-        flop = row.training_compute_flop if row.training_compute_flop is not None else milestones.compute_6nd(row)
+        flop = (
+            row.training_compute_flop
+            if row.training_compute_flop is not None
+            else milestones.compute_6nd(row)
+        )
         if flop is not None:
             result.append((row.system, row.year, flop, flop / flops_per_second))
     return result
@@ -136,7 +147,10 @@ def _check_sizes(sizes: Sequence[int]) -> list[int]:
     for i, n in enumerate(sizes):
         checks.positive_int(f"sizes[{i}]", n)
         if n > 8192:
-            raise ValueError(f"sizes[{i}]: expected at most 8192 (a larger product takes minutes on a CPU), got {n}")
+            raise ValueError(
+                f"sizes[{i}]: expected at most 8192 (a larger "
+                f"product takes minutes on a CPU), got {n}"
+            )
     return sizes
 
 
@@ -186,7 +200,10 @@ def experiment(
         if system in ("GPT-3", "Llama 3 405B"):
             metrics[f"years_{system.replace(' ', '_')}"] = seconds / SECONDS_PER_YEAR
 
-    lines = [f"float32 matrix product on this machine ({jax.devices()[0].device_kind}, {len(jax.devices())} device)"]
+    lines = [
+        f"float32 matrix product on this machine ({jax.devices()[0].device_kind}, "
+        f"{len(jax.devices())} device)"
+    ]
     lines.append(f"{'n':>6} {'FLOP/byte':>10} {'GFLOP/s':>9}")
     lines += [f"{n:>6} {matmul_intensity(n):>10.1f} {v:>9.1f}" for n, v in gflops.items()]
     lines.append(f"memory read bandwidth (a sum over 128 MiB): {bandwidth:.1f} GB/s")
@@ -195,38 +212,73 @@ def experiment(
         f" -> matrices smaller than about n = {crossover:.0f} cannot keep the arithmetic busy"
     )
     lines.append("")
-    lines.append(f"training runs at this machine's peak, and on one {REFERENCE_CHIP} at its dense 16-bit peak")
-    lines.append(f"{'system':<22} {'year':>4} {'FLOP':>9} {'this machine':>16} {'one ' + REFERENCE_CHIP:>18}")
+    lines.append(
+        "training runs at this machine's peak, and on "
+        f"one {REFERENCE_CHIP} at its dense 16-bit peak"
+    )
+    lines.append(
+        f"{'system':<22} {'year':>4} {'FLOP':>9} {'this machine':>16} {'one ' + REFERENCE_CHIP:>18}"
+    )
     for (system, year, flop, seconds), (_, _, _, chip_seconds) in zip(here, there):
-        lines.append(f"{system:<22} {year:>4} {flop:>9.1e} {_duration(seconds):>16} {_duration(chip_seconds):>18}")
+        lines.append(
+            f"{system:<22} {year:>4} {flop:>9.1e} {_duration(seconds):>16} "
+            f"{_duration(chip_seconds):>18}"
+        )
     lines.append("(peak rates: real runs reach a fraction of peak, so the true times are longer)")
     fig = _figure(gflops, peak, bandwidth, here, there)
-    return Report("2.5 Compute — this machine's arithmetic", metrics, lines, fig, time.perf_counter() - start)
+    return Report(
+        "2.5 Compute — this machine's arithmetic", metrics, lines, fig, time.perf_counter() - start
+    )
 
 
 def _figure(gflops, peak, bandwidth, here, there):
     fig, (ax_roof, ax_runs) = plotting.figure(2, 1, height=3.8)
     sizes = np.array(list(gflops))
     intensity = np.array([matmul_intensity(int(n)) for n in sizes])
-    ax_roof.plot(intensity, list(gflops.values()), "o-", color=plotting.PALETTE[0], label="measured jnp.dot")
+    ax_roof.plot(
+        intensity, list(gflops.values()), "o-", color=plotting.PALETTE[0], label="measured jnp.dot"
+    )
     for n, x, y in zip(sizes, intensity, gflops.values()):
         ax_roof.annotate(f"n={n}", (x, y), xytext=(4, -10), textcoords="offset points", fontsize=8)
     grid = np.geomspace(intensity.min() / 2, intensity.max() * 2, 100)
     ax_roof.plot(grid, np.minimum(peak, bandwidth * grid), "--", color=plotting.PALETTE[1],
                  label="roofline: min(peak, bandwidth × intensity)")  # fmt: skip
-    ax_roof.set(xscale="log", yscale="log", xlabel="arithmetic intensity (FLOP per byte)", ylabel="GFLOP/s",
-                title="Matrix product on this machine")  # fmt: skip
+    ax_roof.set(
+        xscale="log",
+        yscale="log",
+        xlabel="arithmetic intensity (FLOP per byte)",
+        ylabel="GFLOP/s",
+        title="Matrix product on this machine",
+    )
     ax_roof.legend(fontsize=8, loc="lower right")
     names = [s for s, *_ in here]
     y = np.arange(len(names))
-    ax_runs.barh(y + 0.2, [s / SECONDS_PER_DAY for *_, s in here], height=0.4, color=plotting.PALETTE[0],
-                 label="this machine, at its peak")  # fmt: skip
-    ax_runs.barh(y - 0.2, [s / SECONDS_PER_DAY for *_, s in there], height=0.4, color=plotting.PALETTE[2],
-                 label=f"one {REFERENCE_CHIP}, at its peak")  # fmt: skip
+    ax_runs.barh(
+        y + 0.2,
+        [s / SECONDS_PER_DAY for *_, s in here],
+        height=0.4,
+        color=plotting.PALETTE[0],
+        label="this machine, at its peak",
+    )
+    ax_runs.barh(
+        y - 0.2,
+        [s / SECONDS_PER_DAY for *_, s in there],
+        height=0.4,
+        color=plotting.PALETTE[2],
+        label=f"one {REFERENCE_CHIP}, at its peak",
+    )
     ax_runs.set_yticks(y, names, fontsize=8)
     ax_runs.invert_yaxis()
     ax_runs.axvline(365.25, color=plotting.PALETTE[3], lw=1, ls=":")
-    ax_runs.annotate("one year", (365.25, len(names) - 0.6), xytext=(3, 0), textcoords="offset points", fontsize=8)
-    ax_runs.set(xscale="log", xlabel="days of computation", title="The milestone runs, priced in time")
+    ax_runs.annotate(
+        "one year",
+        (365.25, len(names) - 0.6),
+        xytext=(3, 0),
+        textcoords="offset points",
+        fontsize=8,
+    )
+    ax_runs.set(
+        xscale="log", xlabel="days of computation", title="The milestone runs, priced in time"
+    )
     ax_runs.legend(fontsize=8, loc="upper right")
     return fig

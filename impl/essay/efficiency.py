@@ -104,7 +104,11 @@ def blocked_attention(q: jax.Array, k: jax.Array, v: jax.Array, block: int = 128
         acc = acc * rescale[..., None] + jnp.einsum("bhqk,bkhd->bhqd", p, v_j)  # [b, h, T, d]
         return (m_new, norm, acc), None
 
-    init = (jnp.full((b, h, t), -jnp.inf, q.dtype), jnp.zeros((b, h, t), q.dtype), jnp.zeros((b, h, t, d), q.dtype))
+    init = (
+        jnp.full((b, h, t), -jnp.inf, q.dtype),
+        jnp.zeros((b, h, t), q.dtype),
+        jnp.zeros((b, h, t, d), q.dtype),
+    )
     (_, norm, acc), _ = jax.lax.scan(step, init, (kb, vb))
     return (acc / norm[..., None]).transpose(0, 2, 1, 3)  # [b, T, h, d]
 
@@ -112,8 +116,11 @@ def blocked_attention(q: jax.Array, k: jax.Array, v: jax.Array, block: int = 128
 # --8<-- [end:attention]
 
 
-def dispatch_timings(batch: int = 256, d_in: int = 64, hidden: int = 128, *, seed: int = 0, repeats: int = 3):
-    """Seconds per batch for the Python loop, ``vmap`` and ``jit(vmap)``, and their largest disagreement."""
+def dispatch_timings(
+    batch: int = 256, d_in: int = 64, hidden: int = 128, *, seed: int = 0, repeats: int = 3
+):
+    """Seconds per batch for the Python loop, ``vmap`` and ``jit(vmap)``, and their largest
+    disagreement."""
     checks.positive_int("batch", batch)
     checks.positive_int("d_in", d_in)
     checks.positive_int("hidden", hidden)
@@ -126,14 +133,20 @@ def dispatch_timings(batch: int = 256, d_in: int = 64, hidden: int = 128, *, see
     }
     xs = jax.random.normal(k3, (batch, d_in))  # [batch, d_in]
     variants = {"python loop": python_loop, "vmap": batched, "jit(vmap)": compiled}
-    seconds = {name: median_seconds(fn, params, xs, repeats=repeats, min_seconds=0.01) for name, fn in variants.items()}
+    seconds = {
+        name: median_seconds(fn, params, xs, repeats=repeats, min_seconds=0.01)
+        for name, fn in variants.items()
+    }
     outs = [np.asarray(fn(params, xs)) for fn in variants.values()]
     error = max(float(np.max(np.abs(o - outs[0]))) for o in outs)
     return seconds, error
 
 
-def attention_timings(seq_lens: Sequence[int] = SEQ_LENS, *, block: int = 128, seed: int = 0, repeats: int = 3):
-    """Per sequence length: seconds for textbook, blocked and library attention, score memory, and error.
+def attention_timings(
+    seq_lens: Sequence[int] = SEQ_LENS, *, block: int = 128, seed: int = 0, repeats: int = 3
+):
+    """Per sequence length: seconds for textbook, blocked and library attention, score memory, and
+    error.
 
     Returns ``{T: {"naive": s, "blocked": s, "library": s, "naive_scores_mb": MB,
     "blocked_scores_mb": MB, "max_error": float}}``.
@@ -155,8 +168,12 @@ def attention_timings(seq_lens: Sequence[int] = SEQ_LENS, *, block: int = 128, s
     result = {}
     for t in seq_lens:
         keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), t), 3)
-        q, k, v = (jax.random.normal(key, (1, t, HEADS, D_HEAD)) for key in keys)  # [1, T, h, d] each
-        row = {name: median_seconds(fn, q, k, v, repeats=repeats, min_seconds=0.01) for name, fn in variants.items()}
+        # [1, T, h, d] each
+        q, k, v = (jax.random.normal(key, (1, t, HEADS, D_HEAD)) for key in keys)
+        row = {
+            name: median_seconds(fn, q, k, v, repeats=repeats, min_seconds=0.01)
+            for name, fn in variants.items()
+        }
         outs = [np.asarray(fn(q, k, v)) for fn in variants.values()]
         row["max_error"] = max(float(np.max(np.abs(o - outs[0]))) for o in outs)
         row["naive_scores_mb"] = HEADS * t * t * 4 / 1e6
@@ -166,7 +183,8 @@ def attention_timings(seq_lens: Sequence[int] = SEQ_LENS, *, block: int = 128, s
 
 
 def precision_timings(n: int = 1024, *, seed: int = 0, repeats: int = 5) -> dict[str, float]:
-    """GFLOP/s of an ``n × n`` jitted ``jnp.dot`` in ``float32`` and ``bfloat16``, and bf16's relative error."""
+    """GFLOP/s of an ``n × n`` jitted ``jnp.dot`` in ``float32`` and ``bfloat16``, and bf16's
+    relative error."""
     checks.positive_int("n", n)
     checks.positive_int("repeats", repeats)
     ka, kb = jax.random.split(jax.random.key(seed))
@@ -184,7 +202,12 @@ def precision_timings(n: int = 1024, *, seed: int = 0, repeats: int = 5) -> dict
 
 
 def experiment(
-    seed: int = 0, *, progress: bool | None = None, seq_lens: Sequence[int] = SEQ_LENS, n: int = 1024, repeats: int = 3
+    seed: int = 0,
+    *,
+    progress: bool | None = None,
+    seq_lens: Sequence[int] = SEQ_LENS,
+    n: int = 1024,
+    repeats: int = 3,
 ) -> Report:
     """Time the three comparisons; report speed-ups, memory and agreement.
 
@@ -219,7 +242,9 @@ def experiment(
         "dispatch_max_error": dispatch_error,
     }
     for t, row in attention.items():
-        metrics |= {f"attention_{name}_ms_T{t}": row[name] * 1e3 for name in ("naive", "blocked", "library")}
+        metrics |= {
+            f"attention_{name}_ms_T{t}": row[name] * 1e3 for name in ("naive", "blocked", "library")
+        }
         metrics[f"scores_mb_T{t}"] = row["naive_scores_mb"]
     metrics["attention_max_error"] = max(row["max_error"] for row in attention.values())
     metrics |= {
@@ -232,22 +257,30 @@ def experiment(
     lines = ["1. one network, 256 examples: the same numbers three ways"]
     for name, seconds in dispatch.items():
         lines.append(
-            f"   {name:<12} {seconds * 1e3:9.3f} ms   ({dispatch['python loop'] / seconds:,.0f}x the loop's speed)"
+            f"   {name:<12} {seconds * 1e3:9.3f} ms   "
+            f"({dispatch['python loop'] / seconds:,.0f}x the loop's speed)"
         )
     lines.append(f"   largest disagreement between them: {dispatch_error:.1e}")
-    lines.append(f"2. attention, {HEADS} heads of {D_HEAD} dimensions (ms per call; MB of scores held at once)")
-    lines.append(f"   {'T':>5} {'textbook':>9} {'blocked':>9} {'library':>9} {'textbook MB':>12} {'blocked MB':>11}")
+    lines.append(
+        f"2. attention, {HEADS} heads of {D_HEAD} dimensions "
+        "(ms per call; MB of scores held at once)"
+    )
+    lines.append(
+        f"   {'T':>5} {'textbook':>9} {'blocked':>9} "
+        f"{'library':>9} {'textbook MB':>12} {'blocked MB':>11}"
+    )
     for t, row in attention.items():
         lines.append(
-            f"   {t:>5} {row['naive'] * 1e3:>9.2f} {row['blocked'] * 1e3:>9.2f} {row['library'] * 1e3:>9.2f}"
+            f"   {t:>5} {row['naive'] * 1e3:>9.2f} {row['blocked'] * 1e3:>9.2f} "
+            f"{row['library'] * 1e3:>9.2f}"
             f" {row['naive_scores_mb']:>12.1f} {row['blocked_scores_mb']:>11.1f}"
         )
     lines.append(f"   largest disagreement between the three: {metrics['attention_max_error']:.1e}")
     lines.append(f"3. {n} x {n} matrix product")
     lines.append(f"   float32  {precision['float32']:8.1f} GFLOP/s")
     lines.append(
-        f"   bfloat16 {precision['bfloat16']:8.1f} GFLOP/s  ({metrics['speedup_bf16']:.2f}x float32;"
-        f" relative error {precision['bf16_relative_error']:.1e})"
+        f"   bfloat16 {precision['bfloat16']:8.1f} GFLOP/s  ({metrics['speedup_bf16']:.2f}x "
+        f"float32; relative error {precision['bf16_relative_error']:.1e})"
     )
     fig = _figure(dispatch, attention, precision)
     return Report("2.6 Compute efficiency — the same arithmetic, several ways", metrics, lines, fig,
@@ -261,10 +294,27 @@ def _figure(dispatch, attention, precision):
     ax_d.set(yscale="log", ylabel="ms per batch", title="Loop, vmap, jit")
     ax_d.tick_params(axis="x", labelsize=8)
     lens = list(attention)
-    for i, (name, label) in enumerate((("naive", "textbook"), ("blocked", "blocked (online softmax)"),
-                                       ("library", "jax.nn.dot_product_attention"))):  # fmt: skip
-        ax_a.plot(lens, [attention[t][name] * 1e3 for t in lens], "o-", color=plotting.PALETTE[i], label=label)
-    ax_a.set(xscale="log", yscale="log", xlabel="sequence length T", ylabel="ms per call", title="Attention")
+    for i, (name, label) in enumerate(
+        (
+            ("naive", "textbook"),
+            ("blocked", "blocked (online softmax)"),
+            ("library", "jax.nn.dot_product_attention"),
+        )
+    ):
+        ax_a.plot(
+            lens,
+            [attention[t][name] * 1e3 for t in lens],
+            "o-",
+            color=plotting.PALETTE[i],
+            label=label,
+        )
+    ax_a.set(
+        xscale="log",
+        yscale="log",
+        xlabel="sequence length T",
+        ylabel="ms per call",
+        title="Attention",
+    )
     ax_a.set_xticks(lens, [str(t) for t in lens])
     ax_a.minorticks_off()
     ax_a.legend(fontsize=8)

@@ -91,14 +91,17 @@ PUBLISHED = (
     Published("GPT-3", 1287.0, "Patterson et al. 2021, arXiv:2104.10350, Table 4"),
     Published("BLOOM", 433.0, "Luccioni, Viguier & Ligozat 2023, JMLR 24: the final training run"),
     # Model cards state GPU-hours and a power per GPU; their product is the energy they imply.
-    Published("Llama 2 70B", 1_720_320 * 400 / 1e6, "Touvron et al. 2023, arXiv:2307.09288, Table 2: GPU-h × 400 W"),
-    Published("Llama 3 405B", 30.84e6 * 700 / 1e6, "Meta, Llama 3.1 model card (2024): 30.84 M GPU-hours × 700 W"),
+    Published("Llama 2 70B", 1_720_320 * 400 / 1e6,
+              "Touvron et al. 2023, arXiv:2307.09288, Table 2: GPU-h × 400 W"),
+    Published("Llama 3 405B", 30.84e6 * 700 / 1e6,
+              "Meta, Llama 3.1 model card (2024): 30.84 M GPU-hours × 700 W"),
 )  # fmt: skip
 
 
 # --8<-- [start:core]
 def training_flop(n_weights: int, examples: int) -> float:
-    """Arithmetic of training: ``6 · N · D`` — 2 FLOP per weight per example forwards, 4 backwards."""
+    """Arithmetic of training: ``6 · N · D`` — 2 FLOP per weight per example forwards, 4
+    backwards."""
     checks.positive_int("n_weights", n_weights)
     checks.positive_int("examples", examples)
     return 6.0 * n_weights * examples
@@ -115,7 +118,11 @@ def read_rapl(root: str | Path = RAPL_ROOT) -> dict[str, tuple[int, int]] | None
     try:
         zones = sorted(p for p in root.iterdir() if re.fullmatch(r"[a-z-]*rapl:\d+", p.name))
         counters = {
-            z.name: (int((z / "energy_uj").read_text()), int((z / "max_energy_range_uj").read_text())) for z in zones
+            z.name: (
+                int((z / "energy_uj").read_text()),
+                int((z / "max_energy_range_uj").read_text()),
+            )
+            for z in zones
         }
     except (OSError, ValueError):  # missing, unreadable or garbled: no measurement
         return None
@@ -129,7 +136,8 @@ def joules_between(before: dict[str, tuple[int, int]], after: dict[str, tuple[in
     total = 0
     for zone, (start, wrap) in before.items():
         end = after[zone][0]
-        total += end - start if end >= start else end + wrap - start  # the counter passed its maximum
+        # the counter passed its maximum
+        total += end - start if end >= start else end + wrap - start
     return total * 1e-6
 
 
@@ -147,7 +155,10 @@ def chip_joules_per_flop(chip: hardware.Chip) -> float | None:
 def chip_for(hardware_text: str, chips: dict[str, hardware.Chip]) -> hardware.Chip | None:
     """The row of hardware.csv that a milestone's ``hardware`` text names, or ``None``."""
     for token, name in CHIP_OF.items():
-        if re.search(rf"(?<![A-Za-z0-9]){re.escape(token)}(?![0-9])", hardware_text) and name in chips:
+        if (
+            re.search(rf"(?<![A-Za-z0-9]){re.escape(token)}(?![0-9])", hardware_text)
+            and name in chips
+        ):
             return chips[name]
     return None
 
@@ -166,7 +177,8 @@ class RunEnergy(NamedTuple):
 
 
 def milestone_energy(joules_per_flop_here: float, utilisation: float = 1.0) -> list[RunEnergy]:
-    """Energy of every milestone whose compute is known, at this machine's rate and on its own chips.
+    """Energy of every milestone whose compute is known, at this machine's rate and on its own
+    chips.
 
     ``utilisation`` is the share of the chips' peak the run achieved (1 gives the lower bound).
     """
@@ -183,9 +195,17 @@ def milestone_energy(joules_per_flop_here: float, utilisation: float = 1.0) -> l
         per_flop = chip_joules_per_flop(chip) if chip is not None else None
         chip_mwh = flop * per_flop / utilisation / 3.6e9 if per_flop is not None else None
         runs.append(
-            RunEnergy(row.system, row.year, flop, row.training_compute_flop is not None, chip.name if chip else None,
-                      chip_mwh, flop * joules_per_flop_here / 3.6e9, published.get(row.system))
-        )  # fmt: skip
+            RunEnergy(
+                row.system,
+                row.year,
+                flop,
+                row.training_compute_flop is not None,
+                chip.name if chip else None,
+                chip_mwh,
+                flop * joules_per_flop_here / 3.6e9,
+                published.get(row.system),
+            )
+        )
     return runs
 
 
@@ -235,7 +255,8 @@ def experiment(
     n_weights = sum(int(leaf.size) for leaf in jax.tree.leaves(params))
     batch = {"x": x, "y": y}
     kwargs = dict(batch_size=batch_size, chunk=CHUNK, progress=progress, label="2.7 energy")
-    train(loss_fn, params, OPTIMIZER, batch, key=seed, steps=CHUNK, **kwargs)  # compile once, untimed
+    # compile once, untimed
+    train(loss_fn, params, OPTIMIZER, batch, key=seed, steps=CHUNK, **kwargs)
 
     before, cpu0, wall0 = read_rapl(rapl_root), _process_seconds(), time.perf_counter()
     result = train(loss_fn, params, OPTIMIZER, batch, key=seed, steps=steps, **kwargs)
@@ -248,13 +269,18 @@ def experiment(
     if not joules > 0:  # a counter that did not move: fall back to the estimate
         measured, joules = False, watts_per_core * cpu_seconds
     per_flop = joules / flop
-    test_acc = float(dnn.accuracy(dnn.mlp(result.params, jnp.asarray(split.x_test), "tanh"), jnp.asarray(split.y_test)))
+    test_acc = float(
+        dnn.accuracy(
+            dnn.mlp(result.params, jnp.asarray(split.x_test), "tanh"), jnp.asarray(split.y_test)
+        )
+    )
     runs = milestone_energy(per_flop)
     # --8<-- [end:experiment]
 
     metrics = {
-        "flop": flop, "seconds": seconds, "cpu_seconds": cpu_seconds, "gflop_per_s": flop / seconds / 1e9,
-        "joules": joules, "joules_per_flop": per_flop, "measured": float(measured), "test_accuracy": test_acc,
+        "flop": flop, "seconds": seconds, "cpu_seconds": cpu_seconds,
+        "gflop_per_s": flop / seconds / 1e9, "joules": joules, "joules_per_flop": per_flop,
+        "measured": float(measured), "test_accuracy": test_acc,
     }  # fmt: skip
     for run in runs:
         slug = _slug(run.system)
@@ -266,16 +292,19 @@ def experiment(
     how = (
         "measured by the processor's energy counters (RAPL), whole package"
         if measured
-        else f"ESTIMATED: no readable energy counters; {watts_per_core:.2f} W per busy core × {cpu_seconds:.1f} CPU-s"
+        else "ESTIMATED: no readable energy counters; "
+        f"{watts_per_core:.2f} W per busy core × {cpu_seconds:.1f} CPU-s"
     )
     lines = [
-        f"toy run: {n_weights:,} weights, {steps} steps of {batch_size} digits, test accuracy {test_acc:.1%}",
-        f"arithmetic 6·N·D = {flop:.3g} FLOP in {seconds:.2f} s ({flop / seconds / 1e9:.1f} GFLOP/s achieved)",
+        f"toy run: {n_weights:,} weights, {steps} steps of "
+        f"{batch_size} digits, test accuracy {test_acc:.1%}",
+        f"arithmetic 6·N·D = {flop:.3g} FLOP in {seconds:.2f} "
+        f"s ({flop / seconds / 1e9:.1f} GFLOP/s achieved)",
         f"energy {joules:.1f} J — {how}",
         f"this machine: {per_flop * 1e12:.0f} pJ per FLOP",
         "",
-        f"{'milestone':<20} {'year':>4} {'FLOP':>9}  {'chip':<18} {'its chips*':>10} {'published':>10} "
-        f"{'this CPU':>9} {'core-years':>11}",
+        f"{'milestone':<20} {'year':>4} {'FLOP':>9}  {'chip':<18} "
+        f"{'its chips*':>10} {'published':>10} {'this CPU':>9} {'core-years':>11}",
     ]
     for run in runs:
         chip = run.chip or "—"
@@ -283,12 +312,14 @@ def experiment(
         pub = _energy_text(run.published_mwh) if run.published_mwh is not None else "—"
         years_here = run.flop / (flop / cpu_seconds) / (365.25 * 86400)  # core-years at this rate
         lines.append(
-            f"{run.system:<20} {run.year:>4} {run.flop:>9.2g}{'' if run.reported else '~'} {chip[:18]:<18} "
-            f"{chip_mwh:>10} {pub:>10} {_energy_text(run.here_mwh):>9} {years_here:>11,.0f}"
+            f"{run.system:<20} {run.year:>4} {run.flop:>9.2g}{'' if run.reported else '~'} "
+            f"{chip[:18]:<18} {chip_mwh:>10} {pub:>10} {_energy_text(run.here_mwh):>9} "
+            f"{years_here:>11,.0f}"
         )
     lines += [
         "~ compute estimated as 6·N·D from the reported parameters and tokens",
-        "* at the chips' peak 16-bit throughput and rated power: a lower bound on the chips' own energy",
+        "* at the chips' peak 16-bit throughput and rated "
+        "power: a lower bound on the chips' own energy",
     ]
     fig = _figure(per_flop, measured, runs)
     return Report("2.7 Energy — a toy run's joules, scaled to the milestones", metrics, lines, fig,
@@ -313,13 +344,29 @@ def _figure(per_flop_here: float, measured: bool, runs: list[RunEnergy]):
     for kind, marker, color in (("gpu", "o", 0), ("tpu", "s", 1), ("cpu", "^", 2)):
         pts = [(c.year, chip_joules_per_flop(c), c.name) for c in chips if c.kind == kind]
         pts = [(yr, j, n) for yr, j, n in pts if j is not None]
-        ax_chip.scatter([p[0] for p in pts], [p[1] * 1e12 for p in pts], s=24, marker=marker, zorder=3,
-                        color=plotting.PALETTE[color], label=kind.upper())  # fmt: skip
+        ax_chip.scatter(
+            [p[0] for p in pts],
+            [p[1] * 1e12 for p in pts],
+            s=24,
+            marker=marker,
+            zorder=3,
+            color=plotting.PALETTE[color],
+            label=kind.upper(),
+        )
         for yr, j, name in pts:
             if name in _CHIP_LABELS:
-                ax_chip.annotate(name, (yr, j * 1e12), xytext=(4, 3), textcoords="offset points", fontsize=8)
-    ax_chip.scatter([2026], [per_flop_here * 1e12], s=90, marker="*", color=plotting.PALETTE[3], zorder=4,
-                    label="this machine, " + ("measured" if measured else "estimated"))  # fmt: skip
+                ax_chip.annotate(
+                    name, (yr, j * 1e12), xytext=(4, 3), textcoords="offset points", fontsize=8
+                )
+    ax_chip.scatter(
+        [2026],
+        [per_flop_here * 1e12],
+        s=90,
+        marker="*",
+        color=plotting.PALETTE[3],
+        zorder=4,
+        label="this machine, " + ("measured" if measured else "estimated"),
+    )
     ax_chip.set(yscale="log", xlabel="year", ylabel="picojoules per FLOP (rated power / peak)",
                 title="Energy per operation at peak", xlim=(2005, 2028))  # fmt: skip
     ax_chip.legend(fontsize=8, loc="lower left")
@@ -329,20 +376,45 @@ def _figure(per_flop_here: float, measured: bool, runs: list[RunEnergy]):
         ("published", lambda r: r.published_mwh, "D"),
     )):  # fmt: skip
         pts = [(r.year, get(r), r.system) for r in runs if get(r) is not None]
-        ax_runs.scatter([p[0] + 0.12 * i for p in pts], [p[1] for p in pts], s=34, marker=marker, zorder=3,
-                        color=plotting.PALETTE[i], label=label)  # fmt: skip
+        ax_runs.scatter(
+            [p[0] + 0.12 * i for p in pts],
+            [p[1] for p in pts],
+            s=34,
+            marker=marker,
+            zorder=3,
+            color=plotting.PALETTE[i],
+            label=label,
+        )
         if i == 0:
             for yr, mwh, name in pts:
-                ax_runs.annotate(name, (yr, mwh), xytext=(4, -9), textcoords="offset points", fontsize=8)
+                ax_runs.annotate(
+                    name, (yr, mwh), xytext=(4, -9), textcoords="offset points", fontsize=8
+                )
     extra = [p for p in PUBLISHED if p.system not in {r.system for r in runs}]
     years = {r.system: r.year for r in milestones.load()}
-    ax_runs.scatter([years[p.system] + 0.12 for p in extra], [p.mwh for p in extra], s=34, marker="D", zorder=3,
-                    color=plotting.PALETTE[1])  # fmt: skip
+    ax_runs.scatter(
+        [years[p.system] + 0.12 for p in extra],
+        [p.mwh for p in extra],
+        s=34,
+        marker="D",
+        zorder=3,
+        color=plotting.PALETTE[1],
+    )
     for p in extra:
-        ax_runs.annotate(p.system, (years[p.system] + 0.12, p.mwh), xytext=(4, 3), textcoords="offset points",
-                         fontsize=8)  # fmt: skip
-    ax_runs.set(yscale="log", xlabel="year", ylabel="training energy (MWh)", title="Energy of training runs",
-                xlim=(2016.5, 2026))  # fmt: skip
+        ax_runs.annotate(
+            p.system,
+            (years[p.system] + 0.12, p.mwh),
+            xytext=(4, 3),
+            textcoords="offset points",
+            fontsize=8,
+        )
+    ax_runs.set(
+        yscale="log",
+        xlabel="year",
+        ylabel="training energy (MWh)",
+        title="Energy of training runs",
+        xlim=(2016.5, 2026),
+    )
     ax_runs.legend(fontsize=8, loc="upper left")
     return fig
 

@@ -157,12 +157,26 @@ def validate(rows: list[Chip]) -> None:
         for column, (low, high) in RANGES.items():
             value = getattr(row, column)
             if value is not None and not (math.isfinite(value) and low <= value <= high):
-                raise ValueError(f"{name}, {column}: expected a value in [{low:g}, {high:g}], got {value:g}")
+                raise ValueError(
+                    f"{name}, {column}: expected a value in [{low:g}, {high:g}], got {value:g}"
+                )
         # Lower precision is never slower on the same chip.
-        if row.fp32_tflops is not None and row.fp16_tflops is not None and row.fp16_tflops < row.fp32_tflops:
-            raise ValueError(f"{name}, fp16_tflops: expected at least fp32_tflops ({row.fp32_tflops:g})")
-        if row.fp16_tflops is not None and row.fp8_tflops is not None and row.fp8_tflops < row.fp16_tflops:
-            raise ValueError(f"{name}, fp8_tflops: expected at least fp16_tflops ({row.fp16_tflops:g})")
+        if (
+            row.fp32_tflops is not None
+            and row.fp16_tflops is not None
+            and row.fp16_tflops < row.fp32_tflops
+        ):
+            raise ValueError(
+                f"{name}, fp16_tflops: expected at least fp32_tflops ({row.fp32_tflops:g})"
+            )
+        if (
+            row.fp16_tflops is not None
+            and row.fp8_tflops is not None
+            and row.fp8_tflops < row.fp16_tflops
+        ):
+            raise ValueError(
+                f"{name}, fp8_tflops: expected at least fp16_tflops ({row.fp16_tflops:g})"
+            )
         for column, source in SOURCE_OF.items():
             if getattr(row, column) is not None and not getattr(row, source):
                 raise ValueError(f"{name}, {source}: {column} is given, so its source must be too")
@@ -187,7 +201,9 @@ def peak_tflops(row: Chip, precision: str = "fp32") -> float | None:
     if precision == "ml":
         return ml_peak_tflops(row)
     if precision not in PRECISIONS:
-        raise ValueError(f"precision: expected one of {', '.join(PRECISIONS)} or ml; got {precision!r}")
+        raise ValueError(
+            f"precision: expected one of {', '.join(PRECISIONS)} or ml; got {precision!r}"
+        )
     return getattr(row, PRECISIONS[precision])
 
 
@@ -228,7 +244,8 @@ def ridge_point(row: Chip, precision: str = "fp32") -> float | None:
 
 
 def doubling_months(points: list[tuple[int, float]]) -> float:
-    """Months per doubling of an exponential fitted to ``(year, value)`` points (least squares on log2)."""
+    """Months per doubling of an exponential fitted to ``(year, value)`` points (least squares on
+    log2)."""
     if len(points) < 2 or len({y for y, _ in points}) < 2:
         raise ValueError("points: expected at least two points in different years")
     years, values = np.array(points, float).T
@@ -246,41 +263,71 @@ def doubling_months(points: list[tuple[int, float]]) -> float:
 # ---------------------------------------------------------------------------------------
 _MARKERS = {"gpu": "o", "tpu": "s", "cpu": "^", "other": "D"}
 _LABELLED = {
-    "GeForce 8800 GTX", "GeForce GTX 580", "Tesla K80", "Tesla P100 (SXM2)", "Tesla V100 (SXM2)", "A100 (SXM4, 40 GB)",
-    "H100 (SXM5)", "B200 (HGX)", "TPU v2", "Instinct MI300X", "EPYC 9654", "Xeon X5570",
+    "GeForce 8800 GTX", "GeForce GTX 580", "Tesla K80", "Tesla P100 (SXM2)", "Tesla V100 (SXM2)",
+    "A100 (SXM4, 40 GB)", "H100 (SXM5)", "B200 (HGX)", "TPU v2", "Instinct MI300X", "EPYC 9654",
+    "Xeon X5570",
 }  # fmt: skip
 
 
 def throughput_figure(rows: list[Chip]):
     """Peak throughput by year: 32-bit and the 16-bit figure training uses, per kind of chip."""
     fig, ax = plotting.figure(1, 1, height=5.4)
-    for i, (precision, title) in enumerate((("fp32", "32-bit"), ("fp16", "16-bit (fp16/bfloat16), dense"))):
+    for i, (precision, title) in enumerate(
+        (("fp32", "32-bit"), ("fp16", "16-bit (fp16/bfloat16), dense"))
+    ):
         for kind in KINDS:
             pts = [(r.year, peak_tflops(r, precision), r.name) for r in rows if r.kind == kind]
             pts = [(y, v, n) for y, v, n in pts if v is not None]
             if not pts:
                 continue
-            ax.scatter([y for y, _, _ in pts], [v for _, v, _ in pts], s=26, marker=_MARKERS[kind], zorder=3,
-                       color=plotting.PALETTE[i], facecolors="none" if kind == "cpu" else plotting.PALETTE[i],
-                       label=f"{kind.upper()}, {title}")  # fmt: skip
-    accel = [(r.year, ml_peak_tflops(r)) for r in rows if r.kind != "cpu" and ml_peak_tflops(r) is not None]
+            ax.scatter(
+                [y for y, _, _ in pts],
+                [v for _, v, _ in pts],
+                s=26,
+                marker=_MARKERS[kind],
+                zorder=3,
+                color=plotting.PALETTE[i],
+                facecolors="none" if kind == "cpu" else plotting.PALETTE[i],
+                label=f"{kind.upper()}, {title}",
+            )
+    accel = [
+        (r.year, ml_peak_tflops(r))
+        for r in rows
+        if r.kind != "cpu" and ml_peak_tflops(r) is not None
+    ]
     months = doubling_months(accel)
     years = np.array([y for y, _ in accel], float)
     slope, intercept = np.polyfit(years, np.log2([v for _, v in accel]), 1)
     xs = np.linspace(years.min(), years.max(), 20)
-    ax.plot(xs, 2.0 ** (slope * xs + intercept), "--", color=plotting.PALETTE[3], lw=1.3,
-            label=f"accelerators, best training precision: doubling every {months:.0f} months")  # fmt: skip
-    ax.set(yscale="log", xlabel="year", ylabel="peak TFLOP/s (one chip)", title="Peak throughput of one chip",
-           xlim=(2005, 2027))  # fmt: skip
+    ax.plot(
+        xs,
+        2.0 ** (slope * xs + intercept),
+        "--",
+        color=plotting.PALETTE[3],
+        lw=1.3,
+        label=f"accelerators, best training precision: doubling every {months:.0f} months",
+    )
+    ax.set(
+        yscale="log",
+        xlabel="year",
+        ylabel="peak TFLOP/s (one chip)",
+        title="Peak throughput of one chip",
+        xlim=(2005, 2027),
+    )
     ax.xaxis.get_major_locator().set_params(integer=True)
     plotting.legend_below(ax, ncols=2)
-    named = [(r.year, ml_peak_tflops(r), r.name) for r in rows if r.name in _LABELLED and ml_peak_tflops(r)]
+    named = [
+        (r.year, ml_peak_tflops(r), r.name)
+        for r in rows
+        if r.name in _LABELLED and ml_peak_tflops(r)
+    ]
     plotting.label_points(ax, named)
     return fig
 
 
 def ridge_figure(rows: list[Chip]):
-    """Peak arithmetic and memory bandwidth over time, and the ratio between them (the ridge point)."""
+    """Peak arithmetic and memory bandwidth over time, and the ratio between them (the ridge
+    point)."""
     fig, (ax_growth, ax_ridge) = plotting.figure(2, 1, height=3.6)
     accel = [r for r in rows if r.kind in ("gpu", "tpu") and r.memory_bandwidth_gbs is not None]
     accel = [r for r in accel if ml_peak_tflops(r) is not None]
@@ -288,20 +335,39 @@ def ridge_figure(rows: list[Chip]):
     flops = np.array([ml_peak_tflops(r) * 1e12 for r in accel])
     bandwidth = np.array([r.memory_bandwidth_gbs * 1e9 for r in accel])
     first = years == years.min()
-    ax_growth.scatter(years, flops / flops[first].mean(), s=20, color=plotting.PALETTE[0], label="peak FLOP/s")
-    ax_growth.scatter(years, bandwidth / bandwidth[first].mean(), s=20, marker="s", color=plotting.PALETTE[1],
-                      label="memory bandwidth")  # fmt: skip
-    ax_growth.set(yscale="log", xlabel="year", ylabel=f"relative to {int(years.min())}", title="Arithmetic vs memory")
+    ax_growth.scatter(
+        years, flops / flops[first].mean(), s=20, color=plotting.PALETTE[0], label="peak FLOP/s"
+    )
+    ax_growth.scatter(
+        years,
+        bandwidth / bandwidth[first].mean(),
+        s=20,
+        marker="s",
+        color=plotting.PALETTE[1],
+        label="memory bandwidth",
+    )
+    ax_growth.set(
+        yscale="log",
+        xlabel="year",
+        ylabel=f"relative to {int(years.min())}",
+        title="Arithmetic vs memory",
+    )
     ax_growth.legend(fontsize=8)
     ridge = flops / bandwidth
     ax_ridge.scatter(years, ridge, s=20, color=plotting.PALETTE[2])
     for ax in (ax_growth, ax_ridge):
         ax.xaxis.get_major_locator().set_params(integer=True)
-    ax_ridge.set(yscale="log", xlabel="year", ylabel="FLOP per byte", title="Ridge point (best training precision)")
+    ax_ridge.set(
+        yscale="log",
+        xlabel="year",
+        ylabel="FLOP per byte",
+        title="Ridge point (best training precision)",
+    )
     named = [
         (y, v, r.name)
         for r, y, v in zip(accel, years, ridge)
         if r.name in _LABELLED - {"B200 (HGX)", "Instinct MI300X"}
     ]
-    plotting.label_points(ax_ridge, named)  # B200 and MI300X left out: their points crowd the H100's
+    # B200 and MI300X left out: their points crowd the H100's
+    plotting.label_points(ax_ridge, named)
     return fig

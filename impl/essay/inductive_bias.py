@@ -32,7 +32,16 @@ from impl.optimization.adam import adam
 from impl.report import Report
 from impl.training import train
 
-__all__ = ["SIZES", "cnn", "count_params", "experiment", "init_cnn", "init_mlp", "mlp", "shift_images"]
+__all__ = [
+    "SIZES",
+    "cnn",
+    "count_params",
+    "experiment",
+    "init_cnn",
+    "init_mlp",
+    "mlp",
+    "shift_images",
+]
 
 SIZES = (50, 150, 500, 1347)
 CHANNELS = (8, 16)
@@ -40,7 +49,8 @@ MLP_HIDDEN = 25  # chosen so the perceptron's parameter count matches the CNN's
 
 
 def init_cnn(key: jax.Array, channels: Sequence[int] = CHANNELS, n_out: int = 10):
-    """Two 3x3 convolutions (``1 -> c1 -> c2``), each followed by 2x2 max-pooling, then a dense layer."""
+    """Two 3x3 convolutions (``1 -> c1 -> c2``), each followed by 2x2 max-pooling, then a dense
+    layer."""
     c1, c2 = channels
     k1, k2, k3 = jax.random.split(key, 3)
     return {
@@ -84,8 +94,14 @@ def shift_images(key: jax.Array, x: jax.Array, pixels: int = 1) -> jax.Array:
     checks.array_shape("x", x, ("n", "h", "w", "c"), dims="[n, h, w, c]")
     checks.positive_int("pixels", pixels)
     if pixels >= min(x.shape[1], x.shape[2]):
-        raise ValueError(f"pixels: expected a shift smaller than the image ({x.shape[1]}x{x.shape[2]}), got {pixels}")
-    moves = jnp.asarray([(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]) * pixels
+        raise ValueError(
+            "pixels: expected a shift smaller than the "
+            f"image ({x.shape[1]}x{x.shape[2]}), got {pixels}"
+        )
+    moves = (
+        jnp.asarray([(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)])
+        * pixels
+    )
     choice = jax.random.randint(key, (x.shape[0],), 0, moves.shape[0])
     padded = jnp.pad(x, ((0, 0), (pixels, pixels), (pixels, pixels), (0, 0)))
 
@@ -99,9 +115,13 @@ def _make_loss(forward):
     def loss_fn(params, batch, key, *, batch_size: int = 64):
         n_used = batch["n_used"][0]  # [runs]
         idx = side_by_side.prefix_batches(key, n_used, batch_size)  # [runs, batch]
+
         # lax.map runs the runs one after another inside the compiled step. (vmap would turn
         # the convolution into a grouped one, several times slower on a CPU.)
-        one_run = lambda args: dnn.cross_entropy(forward(args[0], batch["x"][args[1]]), batch["y"][args[1]])  # noqa: E731
+        def one_run(args):
+            run_params, run_idx = args
+            return dnn.cross_entropy(forward(run_params, batch["x"][run_idx]), batch["y"][run_idx])
+
         losses = jax.lax.map(one_run, (params, idx))  # [runs]
         return jnp.sum(losses), {"run_loss": losses}
 
@@ -145,12 +165,23 @@ def experiment(
         params = side_by_side.stack([init(k) for k in keys])
         metrics[f"params_{name.lower()}"] = float(count_params(side_by_side.unstack(params, 0)))
         result = train(
-            loss_fn, params, OPTIMIZER, batch, key=k_train, steps=steps, progress=progress, label=f"2.4 {name}"
+            loss_fn,
+            params,
+            OPTIMIZER,
+            batch,
+            key=k_train,
+            steps=steps,
+            progress=progress,
+            label=f"2.4 {name}",
         )
         score = jax.vmap(lambda p, xs, f=forward: dnn.accuracy(f(p, xs), y_test), in_axes=(0, None))
-        clean, shifted = np.asarray(score(result.params, x_test)), np.asarray(score(result.params, x_shifted))
+        clean = np.asarray(score(result.params, x_test))
+        shifted = np.asarray(score(result.params, x_shifted))
         for n, a, s in zip(sizes, clean, shifted):
-            metrics[f"acc_{name.lower()}_n{n}"], metrics[f"shifted_acc_{name.lower()}_n{n}"] = float(a), float(s)
+            metrics[f"acc_{name.lower()}_n{n}"], metrics[f"shifted_acc_{name.lower()}_n{n}"] = (
+                float(a),
+                float(s),
+            )
             table[(name, int(n))] = (float(a), float(s))
 
     lines = [
@@ -163,16 +194,39 @@ def experiment(
     lines.append("(held-out digits as they are, and shifted by one pixel in a random direction)")
     fig = _figure(sizes, table)
     return Report(
-        "2.4 Architecture — MLP vs CNN at equal parameter count", metrics, lines, fig, time.perf_counter() - start
+        "2.4 Architecture — MLP vs CNN at equal parameter count",
+        metrics,
+        lines,
+        fig,
+        time.perf_counter() - start,
     )
 
 
 def _figure(sizes, table):
     fig, (ax_clean, ax_shift) = plotting.figure(2, 1, height=3.2, sharey=True)
     for i, name in enumerate(MODELS):
-        ax_clean.plot(sizes, [table[(name, int(n))][0] for n in sizes], "o-", color=plotting.PALETTE[i], label=name)
-        ax_shift.plot(sizes, [table[(name, int(n))][1] for n in sizes], "o-", color=plotting.PALETTE[i], label=name)
-    ax_clean.set(xscale="log", xlabel="training examples", ylabel="held-out accuracy", title="Held-out digits")
-    ax_shift.set(xscale="log", xlabel="training examples", title="Held-out digits shifted by one pixel")
+        ax_clean.plot(
+            sizes,
+            [table[(name, int(n))][0] for n in sizes],
+            "o-",
+            color=plotting.PALETTE[i],
+            label=name,
+        )
+        ax_shift.plot(
+            sizes,
+            [table[(name, int(n))][1] for n in sizes],
+            "o-",
+            color=plotting.PALETTE[i],
+            label=name,
+        )
+    ax_clean.set(
+        xscale="log",
+        xlabel="training examples",
+        ylabel="held-out accuracy",
+        title="Held-out digits",
+    )
+    ax_shift.set(
+        xscale="log", xlabel="training examples", title="Held-out digits shifted by one pixel"
+    )
     ax_clean.legend()
     return fig

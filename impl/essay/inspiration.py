@@ -92,8 +92,12 @@ _REQUIRED = ("paper", "statement", "where")
 
 
 def load(path: str | Path = PATH) -> list[Inspiration]:
-    """Read and validate the file; raises ``ValueError`` naming the line, the topic and the column."""
-    rows = [Inspiration(**{c: (raw.get(c) or "").strip() for c in COLUMNS}) for _, raw in read_csv(path, COLUMNS)]
+    """Read and validate the file; raises ``ValueError`` naming the line, the topic and the
+    column."""
+    rows = [
+        Inspiration(**{c: (raw.get(c) or "").strip() for c in COLUMNS})
+        for _, raw in read_csv(path, COLUMNS)
+    ]
     validate(rows, first_line=2)
     return rows
 
@@ -106,22 +110,30 @@ def validate(rows: list[Inspiration], first_line: int = 2) -> None:
         line = first_line + i
         name = f"line {line} (topic {row.topic or '<none>'})"
         if row.topic not in numbers:
-            raise ValueError(f"{name}, topic: expected a catalog topic number such as 1.1; got {row.topic!r}")
+            raise ValueError(
+                f"{name}, topic: expected a catalog topic number such as 1.1; got {row.topic!r}"
+            )
         if row.topic in seen:
             raise ValueError(f"{name}, topic: duplicate of line {seen[row.topic]}")
         seen[row.topic] = line
         if row.category not in CATEGORIES:
-            raise ValueError(f"{name}, category: expected one of {', '.join(CATEGORIES)}; got {row.category!r}")
+            raise ValueError(
+                f"{name}, category: expected one of {', '.join(CATEGORIES)}; got {row.category!r}"
+            )
         if row.also and (row.also not in CATEGORIES or row.also in (row.category, "none stated")):
             raise ValueError(
-                f"{name}, also: expected nothing or a category other than {row.category!r} and 'none stated'; "
-                f"got {row.also!r}"
+                f"{name}, also: expected nothing or a category other than "
+                f"{row.category!r} and 'none stated'; got {row.also!r}"
             )
         if row.category == "none stated" and row.also:
-            raise ValueError(f"{name}, also: a paper that states no source cannot state a second one")
+            raise ValueError(
+                f"{name}, also: a paper that states no source cannot state a second one"
+            )
         for column in _REQUIRED:
             if not getattr(row, column):
-                raise ValueError(f"{name}, {column}: every row needs one (the source of the statement)")
+                raise ValueError(
+                    f"{name}, {column}: every row needs one (the source of the statement)"
+                )
     absent = [t.number for t in TOPICS if t.number not in seen]
     if absent:
         raise ValueError(f"topic: every catalog topic needs a row; missing {', '.join(absent)}")
@@ -135,15 +147,20 @@ def counts(rows: list[Inspiration], column: str = "category") -> dict[str, int]:
 
 def counts_by_era(rows: list[Inspiration], eras=ERAS) -> dict[str, dict[str, int]]:
     """``{era: {category: count}}`` by the topic's year."""
-    return {label: counts([r for r in rows if first <= r.year <= last]) for label, first, last in eras}
+    return {
+        label: counts([r for r in rows if first <= r.year <= last]) for label, first, last in eras
+    }
 
 
 # ---------------------------------------------------------------------------------------
 # The figure (drawn at build time on chapter 4).
 # ---------------------------------------------------------------------------------------
 def figure(rows: list[Inspiration]):
-    """Left: every topic at (year, stated source), second sources hollow. Right: the count per source."""
-    fig, (ax, bars) = plotting.figure(2, 1, height=4.6, sharey=True, gridspec_kw={"width_ratios": (3, 1)})
+    """Left: every topic at (year, stated source), second sources hollow. Right: the count per
+    source."""
+    fig, (ax, bars) = plotting.figure(
+        2, 1, height=4.6, sharey=True, gridspec_kw={"width_ratios": (3, 1)}
+    )
     y = {c: len(CATEGORIES) - 1 - i for i, c in enumerate(CATEGORIES)}
     colour = {c: plotting.PALETTE[i % len(plotting.PALETTE)] for i, c in enumerate(CATEGORIES)}
     colour["none stated"] = "#9ca3af"
@@ -157,25 +174,63 @@ def figure(rows: list[Inspiration]):
             k = placed[(row.year, category)]
             placed[(row.year, category)] += 1
             x = row.year + 0.32 * k
-            ax.scatter([x], [y[category]], s=70 if filled else 46, color=colour[category], zorder=3,
-                       facecolors=colour[category] if filled else "none", edgecolors=colour[category])  # fmt: skip
+            ax.scatter(
+                [x],
+                [y[category]],
+                s=70 if filled else 46,
+                color=colour[category],
+                zorder=3,
+                facecolors=colour[category] if filled else "none",
+                edgecolors=colour[category],
+            )
             if filled and category != "earlier ML work":  # that row is too crowded to label
-                ax.annotate(row.topic, (x, y[category]), xytext=(0, 6), textcoords="offset points", ha="center",
-                            fontsize=8)  # fmt: skip
-    ax.set(yticks=list(y.values()), yticklabels=list(y), xlabel="year of the topic's paper",
-           title="Stated source of each Part 2 topic", ylim=(-0.7, len(CATEGORIES) - 0.3))  # fmt: skip
+                ax.annotate(
+                    row.topic,
+                    (x, y[category]),
+                    xytext=(0, 6),
+                    textcoords="offset points",
+                    ha="center",
+                    fontsize=8,
+                )
+    ax.set(
+        yticks=list(y.values()),
+        yticklabels=list(y),
+        xlabel="year of the topic's paper",
+        title="Stated source of each Part 2 topic",
+        ylim=(-0.7, len(CATEGORIES) - 0.3),
+    )
     ax.scatter([], [], s=70, color="grey", label="the paper's stated source")
     ax.scatter([], [], s=46, facecolors="none", edgecolors="grey", label="a second stated source")
     ax.legend(fontsize=8, loc="lower left")
     primary, second = counts(rows), counts(rows, "also")
     ys = [y[c] for c in CATEGORIES]
-    bars.barh(ys, [primary[c] for c in CATEGORIES], color=[colour[c] for c in CATEGORIES], height=0.6)
-    bars.barh(ys, [second[c] for c in CATEGORIES], left=[primary[c] for c in CATEGORIES], height=0.6,
-              color="none", edgecolor=[colour[c] for c in CATEGORIES], hatch="///", lw=0.8)  # fmt: skip
+    bars.barh(
+        ys, [primary[c] for c in CATEGORIES], color=[colour[c] for c in CATEGORIES], height=0.6
+    )
+    bars.barh(
+        ys,
+        [second[c] for c in CATEGORIES],
+        left=[primary[c] for c in CATEGORIES],
+        height=0.6,
+        color="none",
+        edgecolor=[colour[c] for c in CATEGORIES],
+        hatch="///",
+        lw=0.8,
+    )
     for c in CATEGORIES:
         total = primary[c] + second[c]
-        bars.annotate(f"{primary[c]}" + (f" + {second[c]}" if second[c] else ""), (total, y[c]), xytext=(3, 0),
-                      textcoords="offset points", va="center", fontsize=8)  # fmt: skip
-    bars.set(xlabel="topics", title="Count", xlim=(0, max(primary[c] + second[c] for c in CATEGORIES) * 1.3))
+        bars.annotate(
+            f"{primary[c]}" + (f" + {second[c]}" if second[c] else ""),
+            (total, y[c]),
+            xytext=(3, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=8,
+        )
+    bars.set(
+        xlabel="topics",
+        title="Count",
+        xlim=(0, max(primary[c] + second[c] for c in CATEGORIES) * 1.3),
+    )
     bars.tick_params(axis="y", left=False)
     return fig

@@ -98,10 +98,13 @@ class Investment:
 
     @property
     def year(self) -> float:
-        """The date as a fractional year, for plotting: a month-only date sits mid-month, a year mid-year."""
+        """The date as a fractional year, for plotting: a month-only date sits mid-month, a year
+        mid-year."""
         when = self.when
         offset = {10: 0, 7: 14, 4: 182}[len(self.date)]
-        return when.year + (when.toordinal() - dt.date(when.year, 1, 1).toordinal() + offset) / 365.25
+        return (
+            when.year + (when.toordinal() - dt.date(when.year, 1, 1).toordinal() + offset) / 365.25
+        )
 
 
 COLUMNS = tuple(f.name for f in fields(Investment))
@@ -127,7 +130,9 @@ def _parse(line: int, raw: dict[str, str]) -> Investment:
             try:
                 values[column] = float(text.replace(",", "")) if text else None
             except ValueError:
-                raise ValueError(f"{name}, amount_usd: expected a number of dollars or nothing, got {text!r}") from None
+                raise ValueError(
+                    f"{name}, amount_usd: expected a number of dollars or nothing, got {text!r}"
+                ) from None
         else:
             values[column] = text
     return Investment(**values)
@@ -143,7 +148,9 @@ def validate(rows: list[Investment], first_line: int = 2) -> None:
         name = _name(first_line + i, row.who, row.date)
         match = _DATE.match(row.date)
         if match is None:
-            raise ValueError(f"{name}, date: expected YYYY-MM-DD, YYYY-MM or YYYY, got {row.date!r}")
+            raise ValueError(
+                f"{name}, date: expected YYYY-MM-DD, YYYY-MM or YYYY, got {row.date!r}"
+            )
         year, month, day = (int(g) if g else None for g in match.groups())
         try:
             dt.date(year, month or 1, day or 1)
@@ -159,11 +166,18 @@ def validate(rows: list[Investment], first_line: int = 2) -> None:
         if row.amount_usd is not None:
             low, high = AMOUNT_RANGE
             if not (math.isfinite(row.amount_usd) and row.amount_usd > 0):
-                raise ValueError(f"{name}, amount_usd: expected a positive amount, got {row.amount_usd:g}")
+                raise ValueError(
+                    f"{name}, amount_usd: expected a positive amount, got {row.amount_usd:g}"
+                )
             if not low <= row.amount_usd <= high:
-                raise ValueError(f"{name}, amount_usd: expected {low:g} to {high:g} dollars, got {row.amount_usd:g}")
+                raise ValueError(
+                    f"{name}, amount_usd: expected {low:g} to "
+                    f"{high:g} dollars, got {row.amount_usd:g}"
+                )
             if not row.amount_as_reported:
-                raise ValueError(f"{name}, amount_as_reported: amount_usd is given, so say how it was reported")
+                raise ValueError(
+                    f"{name}, amount_as_reported: amount_usd is given, so say how it was reported"
+                )
         if not row.source:
             raise ValueError(f"{name}, source: every row needs a source")
         key = (row.date, row.who.lower(), row.what.lower())
@@ -173,7 +187,8 @@ def validate(rows: list[Investment], first_line: int = 2) -> None:
 
 
 def sourced_figures(rows: list[Investment]) -> int:
-    """How many rows state an amount (in dollars or otherwise); each has a source, by :func:`validate`."""
+    """How many rows state an amount (in dollars or otherwise); each has a source, by
+    :func:`validate`."""
     return sum(row.amount_usd is not None or bool(row.amount_as_reported) for row in rows)
 
 
@@ -188,7 +203,8 @@ class EraSummary:
 
 
 def era_summary(rows: list[Investment], eras=ERAS) -> list[EraSummary]:
-    """Per narrative era: how many events the file holds, how many state dollars, and the largest."""
+    """Per narrative era: how many events the file holds, how many state dollars, and the
+    largest."""
     out = []
     for narrative, first, last in eras:
         inside = [r for r in rows if first <= r.when.year <= last]
@@ -224,17 +240,32 @@ def figure(rows: list[Investment], *, since: float = 2012.5):
     """
     from matplotlib.lines import Line2D
 
-    fig, (ax, strip) = plotting.figure(1, 2, height=5.8, sharex=True, gridspec_kw={"height_ratios": (4, 1.2)})
+    fig, (ax, strip) = plotting.figure(
+        1, 2, height=5.8, sharex=True, gridspec_kw={"height_ratios": (4, 1.2)}
+    )
     shown = [r for r in rows if r.year >= since]
     handles = []
     for i, kind in enumerate(KINDS):
         colour = plotting.PALETTE[i % len(plotting.PALETTE)]
         dollars = [r for r in shown if r.kind == kind and r.amount_usd is not None]
         other = [r for r in shown if r.kind == kind and r.amount_usd is None]
-        ax.scatter([r.year for r in dollars], [r.amount_usd for r in dollars], s=34, marker=_MARKERS[kind],
-                   color=colour, zorder=3)  # fmt: skip
-        strip.scatter([r.year for r in other], [len(KINDS) - i] * len(other), s=30, marker=_MARKERS[kind],
-                      facecolors="none", edgecolors=colour, zorder=3)  # fmt: skip
+        ax.scatter(
+            [r.year for r in dollars],
+            [r.amount_usd for r in dollars],
+            s=34,
+            marker=_MARKERS[kind],
+            color=colour,
+            zorder=3,
+        )
+        strip.scatter(
+            [r.year for r in other],
+            [len(KINDS) - i] * len(other),
+            s=30,
+            marker=_MARKERS[kind],
+            facecolors="none",
+            edgecolors=colour,
+            zorder=3,
+        )
         handles.append(Line2D([], [], ls="", marker=_MARKERS[kind], color=colour, label=kind))
     for r in shown:
         if r.amount_usd is not None and r.label:
@@ -244,10 +275,24 @@ def figure(rows: list[Investment], *, since: float = 2012.5):
         for x, _ in MARKS:
             axis.axvline(x, color=plotting.PALETTE[7], lw=0.9, ls=":", zorder=1)
     for x, label in MARKS:
-        ax.annotate(label, (x, 0.0), xycoords=("data", "axes fraction"), xytext=(-3, 4), textcoords="offset points",
-                    rotation=90, ha="right", va="bottom", fontsize=8, color=plotting.PALETTE[7])  # fmt: skip
-    ax.set(yscale="log", ylabel="reported amount (US$)", title="Reported investments and commitments",
-           xlim=(since, 2027.2))  # fmt: skip
+        ax.annotate(
+            label,
+            (x, 0.0),
+            xycoords=("data", "axes fraction"),
+            xytext=(-3, 4),
+            textcoords="offset points",
+            rotation=90,
+            ha="right",
+            va="bottom",
+            fontsize=8,
+            color=plotting.PALETTE[7],
+        )
+    ax.set(
+        yscale="log",
+        ylabel="reported amount (US$)",
+        title="Reported investments and commitments",
+        xlim=(since, 2027.2),
+    )
     ax.legend(handles=handles, fontsize=8, loc="upper left", title="kind", title_fontsize=8)
     strip.set(yticks=[], xlabel="date of the announcement or report", ylim=(0, len(KINDS) + 1))
     strip.set_ylabel("no US$\nfigure", fontsize=8)

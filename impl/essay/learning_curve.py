@@ -35,7 +35,9 @@ NOISE = (0.0, 0.2, 0.4)  # fraction of training labels replaced by a wrong class
 HIDDEN = 64
 
 
-def corrupt_labels(key: jax.Array, labels: jax.Array, rate: float, n_classes: int = 10) -> jax.Array:
+def corrupt_labels(
+    key: jax.Array, labels: jax.Array, rate: float, n_classes: int = 10
+) -> jax.Array:
     """Replace a random ``rate`` fraction of ``labels`` by a *different* class, uniformly.
 
     ``labels`` is ``int32[n]``; returns ``int32[n]``. Exactly ``round(rate * n)`` labels change.
@@ -101,7 +103,9 @@ def experiment(
         if n > n_max:
             raise ValueError(f"sizes[{i}]: expected at most {n_max} training examples, got {n}")
     if len(noise) == 0 or 0.0 not in [float(r) for r in noise]:
-        raise ValueError(f"noise: expected rates including 0.0 (the clean baseline), got {list(noise)}")
+        raise ValueError(
+            f"noise: expected rates including 0.0 (the clean baseline), got {list(noise)}"
+        )
     for i, r in enumerate(noise):
         checks.rate(f"noise[{i}]", r)
     start = time.perf_counter()
@@ -110,7 +114,9 @@ def experiment(
     k_noise, k_init, k_train = jax.random.split(key, 3)
     grid = [(float(r), int(n)) for r in noise for n in sizes]  # one run per (noise, size)
     y_train = jnp.asarray(split.y_train)
-    label_sets = {r: corrupt_labels(jax.random.fold_in(k_noise, i), y_train, r) for i, r in enumerate(noise)}
+    label_sets = {
+        r: corrupt_labels(jax.random.fold_in(k_noise, i), y_train, r) for i, r in enumerate(noise)
+    }
     y_runs = jnp.stack([label_sets[r] for r, _ in grid], axis=1)  # [n, runs]
     n_used = jnp.asarray([n for _, n in grid], jnp.int32)  # [runs]
     batch = {
@@ -120,7 +126,16 @@ def experiment(
     }
     init_keys = jax.random.split(k_init, len(grid))
     params = side_by_side.stack([dnn.init_mlp(k, [64, HIDDEN, 10]) for k in init_keys])
-    result = train(loss_fn, params, OPTIMIZER, batch, key=k_train, steps=steps, progress=progress, label="2.1 data")
+    result = train(
+        loss_fn,
+        params,
+        OPTIMIZER,
+        batch,
+        key=k_train,
+        steps=steps,
+        progress=progress,
+        label="2.1 data",
+    )
 
     x_test, y_test = jnp.asarray(split.x_test), jnp.asarray(split.y_test)
     accs = np.asarray(jax.vmap(lambda p: dnn.accuracy(dnn.mlp(p, x_test), y_test))(result.params))
@@ -137,13 +152,21 @@ def experiment(
     lines = [f"{'examples':>9} " + " ".join(f"{f'noise {round(100 * r)}%':>10}" for r in noise)]
     for n in sizes:
         lines.append(f"{n:>9} " + " ".join(f"{table[(float(r), int(n))]:>10.1%}" for r in noise))
-    lines.append(f"clean labels: held-out error ~ n^{exponent:.2f} (power-law fit over the sizes above)")
+    lines.append(
+        f"clean labels: held-out error ~ n^{exponent:.2f} (power-law fit over the sizes above)"
+    )
     lines.append(
         f"{sizes[-1]} examples with {round(100 * worst)}% wrong labels score like "
         f"~{metrics['noisy_worth_clean']:.0f} clean ones"
     )
     fig = _figure(sizes, noise, table)
-    return Report("2.1 Data — held-out accuracy vs training examples", metrics, lines, fig, time.perf_counter() - start)
+    return Report(
+        "2.1 Data — held-out accuracy vs training examples",
+        metrics,
+        lines,
+        fig,
+        time.perf_counter() - start,
+    )
 
 
 def _clean_equivalent(sizes: list[int], clean_acc: np.ndarray, target: float) -> float:
@@ -160,7 +183,18 @@ def _figure(sizes, noise, table):
         label = "clean labels" if r == 0 else f"{round(100 * r)}% wrong labels"
         ax_acc.plot(sizes, acc, "o-", color=plotting.PALETTE[i], label=label)
         ax_err.plot(sizes, [1 - a for a in acc], "o-", color=plotting.PALETTE[i], label=label)
-    ax_acc.set(xscale="log", xlabel="training examples", ylabel="held-out accuracy", title="Accuracy grows with data")
+    ax_acc.set(
+        xscale="log",
+        xlabel="training examples",
+        ylabel="held-out accuracy",
+        title="Accuracy grows with data",
+    )
     ax_err.legend(loc="lower left")
-    ax_err.set(xscale="log", yscale="log", xlabel="training examples", ylabel="held-out error", title="Error, log-log")
+    ax_err.set(
+        xscale="log",
+        yscale="log",
+        xlabel="training examples",
+        ylabel="held-out error",
+        title="Error, log-log",
+    )
     return fig

@@ -34,7 +34,8 @@ __all__ = ["Trend", "analysis", "chip_counts", "compute_points", "decompose", "t
 
 
 class Trend(NamedTuple):
-    """An exponential fitted to ``(year, value)`` points: ``value = 2 ** (per_year * year + intercept)``."""
+    """An exponential fitted to ``(year, value)`` points:
+    ``value = 2 ** (per_year * year + intercept)``."""
 
     name: str
     per_year: float  # doublings per year
@@ -67,7 +68,8 @@ def compute_points(first_year: int = 2019) -> list[tuple[int, float]]:
 
 
 def chip_counts() -> list[tuple[int, int, str]]:
-    """``(year, chips, system)`` for every milestone whose hardware text starts with a count of chips.
+    """``(year, chips, system)`` for every milestone whose hardware text starts with a count of
+    chips.
 
     Counts of servers (which hold several chips each) are left out.
     """
@@ -83,13 +85,23 @@ def trends(first_year: int = 2019) -> dict[str, Trend]:
     """The growth rates the chapter compares, each fitted to its own points."""
     chips = hardware.load()
     per_dollar = [(c.year, hardware.flops_per_dollar(c)) for c in chips if c.kind == "gpu"]
-    per_watt = [(c.year, hardware.flops_per_watt(c, "ml")) for c in chips if c.kind in ("gpu", "tpu")]
+    per_watt = [
+        (c.year, hardware.flops_per_watt(c, "ml")) for c in chips if c.kind in ("gpu", "tpu")
+    ]
     peak = [(c.year, hardware.ml_peak_tflops(c)) for c in chips if c.kind in ("gpu", "tpu")]
     return {
-        "compute": _fit(f"training compute of the milestones, {first_year} on", compute_points(first_year)),
-        "chips_per_run": _fit("chips used by one training run", [(y, n) for y, n, _ in chip_counts()]),
-        "flop_per_dollar": _fit("GPU FLOP/s per dollar (32-bit, launch price)", [p for p in per_dollar if p[1]]),
-        "flop_per_watt": _fit("accelerator FLOP/s per watt (training precision)", [p for p in per_watt if p[1]]),
+        "compute": _fit(
+            f"training compute of the milestones, {first_year} on", compute_points(first_year)
+        ),
+        "chips_per_run": _fit(
+            "chips used by one training run", [(y, n) for y, n, _ in chip_counts()]
+        ),
+        "flop_per_dollar": _fit(
+            "GPU FLOP/s per dollar (32-bit, launch price)", [p for p in per_dollar if p[1]]
+        ),
+        "flop_per_watt": _fit(
+            "accelerator FLOP/s per watt (training precision)", [p for p in per_watt if p[1]]
+        ),
         "peak_per_chip": _fit("accelerator peak FLOP/s per chip", [p for p in peak if p[1]]),
     }
 
@@ -143,18 +155,26 @@ def analysis(first_year: int = 2019) -> Report:
     lines = [f"{'trend':<52} {'points':>6} {'doubling':>10} {'× a year':>9}"]
     for fit in fits.values():
         lines.append(
-            f"{fit.name:<52} {len(fit.points):>6} {fit.doubling_months:>7.0f} mo {2**fit.per_year:>9.2f}"
-        )  # fmt: skip
+            f"{fit.name:<52} {len(fit.points):>6} {fit.doubling_months:>7.0f} mo "
+            f"{2**fit.per_year:>9.2f}"
+        )
     lines += [
         "",
-        f"compute grew {by_dollar['compute_factor_per_year']:.2f}× a year; FLOP per dollar "
-        f"{by_dollar['chip_factor_per_year']:.2f}× — the chips explain {by_dollar['chip_share']:.0%} of the "
-        f"growth (in doublings), spending the rest ({by_dollar['spending_factor_per_year']:.2f}× a year)",
-        f"measured by FLOP per watt instead, the chips explain {by_watt['chip_share']:.0%}; a frontier run's "
-        f"energy doubled about every {metrics['energy_doubling_months']:.0f} months",
+        f"compute grew {by_dollar['compute_factor_per_year']:.2f}× a year; FLOP "
+        f"per dollar {by_dollar['chip_factor_per_year']:.2f}× — the chips "
+        f"explain {by_dollar['chip_share']:.0%} of the growth (in doublings), "
+        f"spending the rest ({by_dollar['spending_factor_per_year']:.2f}× a year)",
+        f"measured by FLOP per watt instead, the chips explain {by_watt['chip_share']:.0%}; a "
+        f"frontier run's energy doubled about every {metrics['energy_doubling_months']:.0f} months",
     ]
     fig = _figure(fits)
-    return Report("2.8 Leverage — compute growth: chips or spending?", metrics, lines, fig, time.perf_counter() - start)
+    return Report(
+        "2.8 Leverage — compute growth: chips or spending?",
+        metrics,
+        lines,
+        fig,
+        time.perf_counter() - start,
+    )
 
 
 def _figure(fits: dict[str, Trend]):
@@ -166,24 +186,61 @@ def _figure(fits: dict[str, Trend]):
     xs = np.linspace(years.min(), years.max(), 30)
     start = 2.0 ** (compute.per_year * xs[0] + compute.intercept)
     fitted = 2.0 ** (compute.per_year * xs + compute.intercept)
-    ax.plot(xs, fitted, "-", color=plotting.PALETTE[0], label=f"fit: ×{2**compute.per_year:.1f} a year")
-    for key, color, text in (("flop_per_watt", 2, "per watt"), ("flop_per_dollar", 1, "per dollar")):
+    ax.plot(
+        xs, fitted, "-", color=plotting.PALETTE[0], label=f"fit: ×{2**compute.per_year:.1f} a year"
+    )
+    for key, color, text in (
+        ("flop_per_watt", 2, "per watt"),
+        ("flop_per_dollar", 1, "per dollar"),
+    ):
         rate = fits[key].per_year
-        ax.plot(xs, start * 2.0 ** (rate * (xs - xs[0])), "--", color=plotting.PALETTE[color],
-                label=f"constant spending, chips improving as FLOP {text} (×{2**rate:.2f} a year)")  # fmt: skip
+        ax.plot(
+            xs,
+            start * 2.0 ** (rate * (xs - xs[0])),
+            "--",
+            color=plotting.PALETTE[color],
+            label=f"constant spending, chips improving as FLOP {text} (×{2**rate:.2f} a year)",
+        )
     chips_only = start * 2.0 ** (fits["flop_per_dollar"].per_year * (xs - xs[0]))
-    ax.fill_between(xs, chips_only, fitted, color=plotting.PALETTE[1], alpha=0.12, label="the gap: more spending")
-    ax.set(yscale="log", xlabel="year", ylabel="training compute (FLOP)", title="Where the growth in compute came from")
+    ax.fill_between(
+        xs,
+        chips_only,
+        fitted,
+        color=plotting.PALETTE[1],
+        alpha=0.12,
+        label="the gap: more spending",
+    )
+    ax.set(
+        yscale="log",
+        xlabel="year",
+        ylabel="training compute (FLOP)",
+        title="Where the growth in compute came from",
+    )
     ax.legend(fontsize=8, loc="upper left")
 
     order = ("compute", "chips_per_run", "peak_per_chip", "flop_per_watt", "flop_per_dollar")
-    labels = ("training compute", "chips per run", "peak per chip", "FLOP/s per watt", "FLOP/s per dollar")
+    labels = (
+        "training compute",
+        "chips per run",
+        "peak per chip",
+        "FLOP/s per watt",
+        "FLOP/s per dollar",
+    )
     rates = [fits[k].per_year for k in order]
     ax_bar.barh(range(len(order)), rates, color=[plotting.PALETTE[i] for i in (0, 3, 4, 2, 1)])
     for i, (key, rate) in enumerate(zip(order, rates)):
-        ax_bar.annotate(f"{fits[key].doubling_months:.0f} mo", (rate, i), xytext=(3, -3), textcoords="offset points",
-                        fontsize=8)  # fmt: skip
+        ax_bar.annotate(
+            f"{fits[key].doubling_months:.0f} mo",
+            (rate, i),
+            xytext=(3, -3),
+            textcoords="offset points",
+            fontsize=8,
+        )
     ax_bar.set_yticks(range(len(order)), labels)
     ax_bar.invert_yaxis()
-    ax_bar.set(xlabel="doublings a year", title="Growth rates (months per doubling)", xlim=(0, max(rates) * 1.3))
+    ax_bar.set(
+        xlabel="doublings a year",
+        title="Growth rates (months per doubling)",
+        xlim=(0, max(rates) * 1.3),
+    )
     return fig

@@ -33,7 +33,12 @@ def relink(text: str, chapter_path: str, exists=lambda page: (ROOT / page).exist
         linked = re.compile(rf"\[{title}\]\([^)]*\)(\s+)\(topic {number}\)")
         if exists(t.page):
             target = posixpath.relpath(t.page, base)
-            text = plain.sub(lambda m, t=t, target=target: f"[{t.title}]({target}){m.group(1)}(topic {t.number})", text)
+            text = plain.sub(
+                lambda m, t=t, target=target: (
+                    f"[{t.title}]({target}){m.group(1)}(topic {t.number})"
+                ),
+                text,
+            )
         else:
             text = linked.sub(lambda m, t=t: f"*{t.title}*{m.group(1)}(topic {t.number})", text)
     return text

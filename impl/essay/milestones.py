@@ -63,7 +63,16 @@ __all__ = [
 ]
 
 PATH = ROOT / "essays" / "milestones.csv"
-UNITS = ("images", "words", "tokens", "sentence pairs", "image-text pairs", "examples", "documents", "gigabytes")
+UNITS = (
+    "images",
+    "words",
+    "tokens",
+    "sentence pairs",
+    "image-text pairs",
+    "examples",
+    "documents",
+    "gigabytes",
+)
 YEARS = (1986, 2026)
 RANGES = {  # plausible (low, high) for each numeric column
     "parameters": (1e2, 1e13),
@@ -78,7 +87,8 @@ SOURCE_OF = {  # figure column -> the column that must name its source
     "training_data_size": "source_data",
     "hardware": "source_hardware",
 }
-ERAS = (  # (name, first year, last year): before and after the deep-learning turn, then large models
+# (name, first year, last year): before and after the deep-learning turn, then large models
+ERAS = (
     ("before deep learning", 1986, 2011),
     ("deep learning", 2012, 2019),
     ("large models", 2020, 2026),
@@ -136,7 +146,9 @@ def _parse(line: int, raw: dict[str, str]) -> Milestone:
     return Milestone(**parse_fields(raw, COLUMNS, _NUMERIC, f"line {line}"))
 
 
-def parse_fields(raw: dict[str, str], columns: tuple[str, ...], numeric: tuple[str, ...], where: str) -> dict:
+def parse_fields(
+    raw: dict[str, str], columns: tuple[str, ...], numeric: tuple[str, ...], where: str
+) -> dict:
     """One CSV row's text as values: ``year`` an integer, the ``numeric`` columns floats or ``None``
     when empty, the rest stripped text. Errors start with ``where`` (e.g. ``"line 7"``) and name
     the column. Shared by the milestone and hardware tables."""
@@ -152,7 +164,9 @@ def parse_fields(raw: dict[str, str], columns: tuple[str, ...], numeric: tuple[s
             try:
                 values[column] = float(text) if text else None
             except ValueError:
-                raise ValueError(f"{where}, {column}: expected a number or nothing, got {text!r}") from None
+                raise ValueError(
+                    f"{where}, {column}: expected a number or nothing, got {text!r}"
+                ) from None
         else:
             values[column] = text
     return values
@@ -175,14 +189,21 @@ def validate(rows: list[Milestone]) -> None:
         for column, (low, high) in RANGES.items():
             value = getattr(row, column)
             if value is not None and not (math.isfinite(value) and low <= value <= high):
-                raise ValueError(f"{name}, {column}: expected a value in [{low:g}, {high:g}], got {value:g}")
-        if row.active_parameters is not None and (row.parameters is None or row.active_parameters > row.parameters):
+                raise ValueError(
+                    f"{name}, {column}: expected a value in [{low:g}, {high:g}], got {value:g}"
+                )
+        if row.active_parameters is not None and (
+            row.parameters is None or row.active_parameters > row.parameters
+        ):
             raise ValueError(f"{name}, active_parameters: expected at most the total parameters")
         if (row.training_data_size is None) != (row.training_data_unit == ""):
-            raise ValueError(f"{name}, training_data_unit: a data size needs a unit, and a unit needs a size")
+            raise ValueError(
+                f"{name}, training_data_unit: a data size needs a unit, and a unit needs a size"
+            )
         if row.training_data_unit and row.training_data_unit not in UNITS:
             raise ValueError(
-                f"{name}, training_data_unit: expected one of {', '.join(UNITS)}; got {row.training_data_unit!r}"
+                f"{name}, training_data_unit: expected one of {', '.join(UNITS)}; got "
+                f"{row.training_data_unit!r}"
             )
         for column, source in SOURCE_OF.items():
             value = getattr(row, column)
@@ -209,10 +230,13 @@ def compute_6nd(row: Milestone) -> float | None:
 
 
 def doubling_time_months(years, values) -> float:
-    """Months per doubling of an exponential fitted to ``values`` over ``years`` (least squares on log2)."""
+    """Months per doubling of an exponential fitted to ``values`` over ``years`` (least squares on
+    log2)."""
     years, values = np.asarray(years, float), np.asarray(values, float)
     if years.shape != values.shape or years.size < 2 or np.ptp(years) == 0:
-        raise ValueError("years, values: expected two vectors of equal length, at least two distinct years")
+        raise ValueError(
+            "years, values: expected two vectors of equal length, at least two distinct years"
+        )
     if (values <= 0).any():
         raise ValueError("values: a doubling time needs positive values")
     slope, _ = np.polyfit(years, np.log2(values), 1)  # doublings per year
@@ -245,7 +269,9 @@ def fit_eras(points: list[tuple[int, float]], eras=ERAS, min_points: int = 3) ->
         years, values = np.array(inside, float).T
         slope, intercept = np.polyfit(years, np.log2(values), 1)
         span = (int(years.min()), int(years.max()))  # draw the fit only where it has data
-        fits.append(EraFit(era, *span, len(inside), float(12.0 / slope), float(slope), float(intercept)))
+        fits.append(
+            EraFit(era, *span, len(inside), float(12.0 / slope), float(slope), float(intercept))
+        )
     return fits
 
 
@@ -253,18 +279,24 @@ def fit_eras(points: list[tuple[int, float]], eras=ERAS, min_points: int = 3) ->
 # Figures (drawn at build time on Part 1's pages).
 # ---------------------------------------------------------------------------------------
 _LABELLED = {  # systems named on the figures; the rest are plain markers
-    "NETtalk", "LeNet (zip codes)", "LeNet-5", "Deep belief net on GPUs", "AlexNet", "VGG-16", "Transformer (big)",
-    "BERT-Large", "GPT-2", "T5-11B", "GPT-3", "Switch-C", "PaLM", "Chinchilla", "Llama 3 405B", "DeepSeek-V3",
-    "Kimi K2", "Qwen3-235B-A22B", "Transformer (base)", "ViT-H/14",
+    "NETtalk", "LeNet (zip codes)", "LeNet-5", "Deep belief net on GPUs", "AlexNet", "VGG-16",
+    "Transformer (big)", "BERT-Large", "GPT-2", "T5-11B", "GPT-3", "Switch-C", "PaLM", "Chinchilla",
+    "Llama 3 405B", "DeepSeek-V3", "Kimi K2", "Qwen3-235B-A22B", "Transformer (base)", "ViT-H/14",
 }  # fmt: skip
 
 
 def _draw_fits(ax, fits: list[EraFit], color_offset: int = 3) -> None:
     for i, fit in enumerate(fits):
         xs = np.linspace(fit.first, fit.last, 20)
-        ax.plot(xs, 2.0 ** (fit.slope * xs + fit.intercept), "--", lw=1.4, color=plotting.PALETTE[color_offset + i],
-                label=f"{fit.era}, {fit.first}–{fit.last} ({fit.points} systems): doubling every "
-                      f"{fit.doubling_months:.0f} months")  # fmt: skip
+        ax.plot(
+            xs,
+            2.0 ** (fit.slope * xs + fit.intercept),
+            "--",
+            lw=1.4,
+            color=plotting.PALETTE[color_offset + i],
+            label=f"{fit.era}, {fit.first}–{fit.last} ({fit.points} systems): doubling every "
+            f"{fit.doubling_months:.0f} months",
+        )
 
 
 def parameters_figure(rows: list[Milestone]):
@@ -273,14 +305,27 @@ def parameters_figure(rows: list[Milestone]):
     Two panels share the parameter axis: 1985-2011, where systems are few, and 2011-2025 with
     twice the room per year, so that the crowd of recent systems can be named.
     """
-    fig, axes = plotting.figure(2, 1, height=5.6, sharey=True, gridspec_kw={"width_ratios": (1, 2.2)})
+    fig, axes = plotting.figure(
+        2, 1, height=5.6, sharey=True, gridspec_kw={"width_ratios": (1, 2.2)}
+    )
     dense = [(r.year, r.parameters) for r in rows if r.parameters is not None]
     moe = [r for r in rows if r.active_parameters is not None]
     fits = fit_eras(dense)
     for ax in axes:
-        ax.scatter(*zip(*dense), s=22, color=plotting.PALETTE[0], zorder=3, label="parameters (all of them)")
+        ax.scatter(
+            *zip(*dense),
+            s=22,
+            color=plotting.PALETTE[0],
+            zorder=3,
+            label="parameters (all of them)",
+        )
         for r in moe:
-            ax.plot([r.year, r.year], [r.active_parameters, r.parameters], color=plotting.PALETTE[1], lw=1)
+            ax.plot(
+                [r.year, r.year],
+                [r.active_parameters, r.parameters],
+                color=plotting.PALETTE[1],
+                lw=1,
+            )
         ax.scatter(
             [r.year for r in moe],
             [r.active_parameters for r in moe],
@@ -292,12 +337,22 @@ def parameters_figure(rows: list[Milestone]):
         )
         _draw_fits(ax, fits)
     early, late = axes
-    early.set(yscale="log", xlabel="year", ylabel="parameters", xlim=(1985, 2011), xticks=[1990, 2000, 2010])
+    early.set(
+        yscale="log",
+        xlabel="year",
+        ylabel="parameters",
+        xlim=(1985, 2011),
+        xticks=[1990, 2000, 2010],
+    )
     late.set(xlabel="year", xlim=(2011, 2028), xticks=range(2012, 2027, 2))
     late.tick_params(axis="y", left=False)
     fig.suptitle("Model size, 1987–2025")
     plotting.legend_below(late)
-    named = [(r.year, r.parameters, r.system) for r in rows if r.parameters is not None and r.system in _LABELLED]
+    named = [
+        (r.year, r.parameters, r.system)
+        for r in rows
+        if r.parameters is not None and r.system in _LABELLED
+    ]
     for ax in axes:
         lo, hi = ax.get_xlim()
         plotting.label_points(ax, [p for p in named if lo <= p[0] <= hi])
@@ -305,19 +360,47 @@ def parameters_figure(rows: list[Milestone]):
 
 
 def compute_figure(rows: list[Milestone]):
-    """Training compute over time: reported figures, and 6·N·D estimates where only N and D are reported."""
+    """Training compute over time: reported figures, and 6·N·D estimates where only N and D are
+    reported."""
     fig, ax = plotting.figure(1, 1, height=5.0)
-    reported = [(r.year, r.training_compute_flop, r.system) for r in rows if r.training_compute_flop is not None]
-    derived = [(r.year, compute_6nd(r), r.system) for r in rows if r.training_compute_flop is None and compute_6nd(r)]
-    ax.scatter([y for y, _, _ in reported], [c for _, c, _ in reported], s=26, color=plotting.PALETTE[0], zorder=3,
-               label="reported in the paper")  # fmt: skip
-    ax.scatter([y for y, _, _ in derived], [c for _, c, _ in derived], s=26, facecolors="none", zorder=3,
-               edgecolors=plotting.PALETTE[1], label="6·N·D from the reported parameters and tokens")  # fmt: skip
+    reported = [
+        (r.year, r.training_compute_flop, r.system)
+        for r in rows
+        if r.training_compute_flop is not None
+    ]
+    derived = [
+        (r.year, compute_6nd(r), r.system)
+        for r in rows
+        if r.training_compute_flop is None and compute_6nd(r)
+    ]
+    ax.scatter(
+        [y for y, _, _ in reported],
+        [c for _, c, _ in reported],
+        s=26,
+        color=plotting.PALETTE[0],
+        zorder=3,
+        label="reported in the paper",
+    )
+    ax.scatter(
+        [y for y, _, _ in derived],
+        [c for _, c, _ in derived],
+        s=26,
+        facecolors="none",
+        zorder=3,
+        edgecolors=plotting.PALETTE[1],
+        label="6·N·D from the reported parameters and tokens",
+    )
     # Fit only the language models from 2019 on: the 2017 points are translation models,
     # a different lineage whose compute is not comparable.
     points = [(y, c) for y, c, _ in reported + derived if y >= 2019]
     _draw_fits(ax, fit_eras(points, eras=(("language models", 2019, 2026),)))
-    ax.set(yscale="log", xlabel="year", ylabel="training compute (FLOP)", title="Training compute", xlim=(2016, 2026.5))
+    ax.set(
+        yscale="log",
+        xlabel="year",
+        ylabel="training compute (FLOP)",
+        title="Training compute",
+        xlim=(2016, 2026.5),
+    )
     plotting.legend_below(ax)
     everything = reported + derived
     plotting.label_points(ax, [p for p in everything if p[2] in _LABELLED])
@@ -325,8 +408,9 @@ def compute_figure(rows: list[Milestone]):
 
 
 _DATA_LABELS = {
-    "LeNet (zip codes)", "LeNet-5", "AlexNet", "ResNet-152", "Seq2seq (deep LSTM)", "Transformer (big)", "BERT-Large",
-    "ViT-H/14", "CLIP", "T5-11B", "GPT-3", "Chinchilla", "Llama 3 405B", "Qwen3-235B-A22B",
+    "LeNet (zip codes)", "LeNet-5", "AlexNet", "ResNet-152", "Seq2seq (deep LSTM)",
+    "Transformer (big)", "BERT-Large", "ViT-H/14", "CLIP", "T5-11B", "GPT-3", "Chinchilla",
+    "Llama 3 405B", "Qwen3-235B-A22B",
 }  # fmt: skip
 
 
@@ -339,13 +423,24 @@ def data_figure(rows: list[Milestone]):
     units = [u for u in UNITS if u != "gigabytes" and any(r.training_data_unit == u for r in rows)]
     everything = []
     for i, unit in enumerate(units):
-        pts = [(r.year, r.training_data_size, r.system) for r in rows if r.training_data_unit == unit]
+        pts = [
+            (r.year, r.training_data_size, r.system) for r in rows if r.training_data_unit == unit
+        ]
         ax.scatter(
-            [y for y, _, _ in pts], [s for _, s, _ in pts], s=26, color=plotting.PALETTE[i], zorder=3, label=unit
+            [y for y, _, _ in pts],
+            [s for _, s, _ in pts],
+            s=26,
+            color=plotting.PALETTE[i],
+            zorder=3,
+            label=unit,
         )
         everything += pts
     ax.set(
-        yscale="log", xlabel="year", ylabel="training data (in its own unit)", title="Training data", xlim=(1987, 2028)
+        yscale="log",
+        xlabel="year",
+        ylabel="training data (in its own unit)",
+        title="Training data",
+        xlim=(1987, 2028),
     )
     plotting.legend_below(ax, ncols=len(units), title="unit")
     plotting.label_points(ax, [p for p in everything if p[2] in _DATA_LABELS])

@@ -33,7 +33,16 @@ from impl.optimization.adam import adam
 from impl.report import Report
 from impl.training import train
 
-__all__ = ["WIDTHS", "experiment", "loss_fn", "masked_mlp", "n_params", "padded_student", "teacher_data", "width_masks"]
+__all__ = [
+    "WIDTHS",
+    "experiment",
+    "loss_fn",
+    "masked_mlp",
+    "n_params",
+    "padded_student",
+    "teacher_data",
+    "width_masks",
+]
 
 WIDTHS = (2, 4, 8, 16, 32, 64, 128)
 N_TRAIN = 20_000
@@ -79,7 +88,10 @@ def padded_student(key: jax.Array, width: int, max_width: int, d_in: int = D_IN)
             "kernel": jnp.zeros((d_in, max_width)).at[:, :width].set(first["kernel"]),
             "bias": jnp.zeros((max_width,)).at[:width].set(first["bias"]),
         },
-        {"kernel": jnp.zeros((max_width, 1)).at[:width].set(second["kernel"]), "bias": second["bias"]},
+        {
+            "kernel": jnp.zeros((max_width, 1)).at[:width].set(second["kernel"]),
+            "bias": second["bias"],
+        },
     ]
 
 
@@ -141,7 +153,9 @@ def experiment(
     checks.positive_int("batch_size", batch_size)
     checks.positive_int("repeats", repeats)
     if len(widths) < 3:
-        raise ValueError(f"widths: expected at least three widths to fit a power law, got {list(widths)}")
+        raise ValueError(
+            f"widths: expected at least three widths to fit a power law, got {list(widths)}"
+        )
     for i, w in enumerate(widths):
         checks.positive_int(f"widths[{i}]", w)
     start = time.perf_counter()
@@ -153,7 +167,10 @@ def experiment(
     width_vec = jnp.asarray(run_widths, jnp.int32)  # [runs]
     masks = width_masks(width_vec, max_width)  # [runs, W]
     params = side_by_side.stack(
-        [padded_student(jax.random.fold_in(k_init, i), w, max_width) for i, w in enumerate(run_widths)]
+        [
+            padded_student(jax.random.fold_in(k_init, i), w, max_width)
+            for i, w in enumerate(run_widths)
+        ]
     )
     n = x.shape[0]
     batch = {"x": x, "y": y, "width": jnp.broadcast_to(width_vec[None, :], (n, len(run_widths)))}
@@ -163,7 +180,9 @@ def experiment(
         progress=progress, label="2.2 size",
     )  # fmt: skip
     per_run = np.asarray(
-        jax.vmap(lambda p, m: jnp.mean((masked_mlp(p, m, x_test) - y_test) ** 2))(result.params, masks)
+        jax.vmap(lambda p, m: jnp.mean((masked_mlp(p, m, x_test) - y_test) ** 2))(
+            result.params, masks
+        )
     )  # [runs]
     test = per_run.reshape(len(widths), repeats).mean(axis=1)  # [widths]
     run_losses = result.history["run_loss"].reshape(steps, len(widths), repeats).mean(axis=2)
@@ -176,20 +195,40 @@ def experiment(
     metrics = {f"test_loss_w{w}": float(v) for w, v in zip(widths, test)}
     metrics |= {f"n_params_w{w}": float(p) for w, p in zip(widths, sizes)}
     metrics |= {"alpha": -slope, "fit_r2": r2, "loss_ratio": float(test[0] / test[-1])}
-    lines = [f"{'hidden units':>12} {'parameters':>10} {'test loss':>10}   (mean of {repeats} students each)"]
+    lines = [
+        f"{'hidden units':>12} {'parameters':>10} "
+        f"{'test loss':>10}   (mean of {repeats} students each)"
+    ]
     lines += [f"{w:>12} {p:>10,} {v:>10.4f}" for w, p, v in zip(widths, sizes, test)]
-    lines.append(f"power-law fit: test loss ≈ {prefactor:.2f} · N^(-{-slope:.2f})   (R² on log-log axes = {r2:.3f})")
+    lines.append(
+        f"power-law fit: test loss ≈ {prefactor:.2f} · "
+        f"N^(-{-slope:.2f})   (R² on log-log axes = {r2:.3f})"
+    )
     lines.append("(a test loss of 1.0 is what predicting the mean would score)")
     fig = _figure(widths, sizes, test, slope, prefactor, run_losses)
-    return Report("2.2 Size — test loss vs parameter count", metrics, lines, fig, time.perf_counter() - start)
+    return Report(
+        "2.2 Size — test loss vs parameter count", metrics, lines, fig, time.perf_counter() - start
+    )
 
 
 def _figure(widths, sizes, test, slope, prefactor, run_losses):
     fig, (ax_law, ax_curves) = plotting.figure(2, 1, height=3.4)
     grid = np.geomspace(min(sizes), max(sizes), 50)
     ax_law.plot(sizes, test, "o", color=plotting.PALETTE[0], label="students (mean per width)")
-    ax_law.plot(grid, prefactor * grid**slope, "--", color=plotting.PALETTE[1], label=f"fit: loss ∝ N^-{-slope:.2f}")
-    ax_law.set(xscale="log", yscale="log", xlabel="parameters N", ylabel="test loss (MSE)", title="Loss vs size")
+    ax_law.plot(
+        grid,
+        prefactor * grid**slope,
+        "--",
+        color=plotting.PALETTE[1],
+        label=f"fit: loss ∝ N^-{-slope:.2f}",
+    )
+    ax_law.set(
+        xscale="log",
+        yscale="log",
+        xlabel="parameters N",
+        ylabel="test loss (MSE)",
+        title="Loss vs size",
+    )
     for axis in (ax_law.xaxis, ax_law.yaxis):
         axis.set_minor_formatter(NullFormatter())  # log axes: label the decades only
     ax_law.legend()
@@ -198,7 +237,18 @@ def _figure(widths, sizes, test, slope, prefactor, run_losses):
     kernel = np.ones(window) / window
     for i, w in enumerate(widths):
         smooth = np.convolve(run_losses[:, i], kernel, mode="valid")
-        ax_curves.plot(steps[window - 1 :], smooth, color=plotting.PALETTE[i % len(plotting.PALETTE)], label=f"{w}")
-    ax_curves.set(xscale="log", yscale="log", xlabel="training step", ylabel="training loss", title="Training curves")
+        ax_curves.plot(
+            steps[window - 1 :],
+            smooth,
+            color=plotting.PALETTE[i % len(plotting.PALETTE)],
+            label=f"{w}",
+        )
+    ax_curves.set(
+        xscale="log",
+        yscale="log",
+        xlabel="training step",
+        ylabel="training loss",
+        title="Training curves",
+    )
     ax_curves.legend(title="hidden units", ncols=2, fontsize=8)
     return fig

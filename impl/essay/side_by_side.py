@@ -57,7 +57,9 @@ def log_log_fit(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
     """
     x, y = np.asarray(x, float), np.asarray(y, float)
     if x.shape != y.shape or x.ndim != 1 or x.size < 2:
-        raise ValueError(f"x, y: expected two vectors of the same length >= 2, got {x.shape} and {y.shape}")
+        raise ValueError(
+            f"x, y: expected two vectors of the same length >= 2, got {x.shape} and {y.shape}"
+        )
     if (x <= 0).any() or (y <= 0).any():
         raise ValueError("x, y: a power-law fit needs strictly positive values")
     slope, intercept = np.polyfit(np.log(x), np.log(y), 1)

@@ -1,4 +1,5 @@
-"""2.8 Adam — and the gradient-descent family it grew from, written by hand as Optax transformations.
+"""2.8 Adam — and the gradient-descent family it grew from, written by hand as Optax
+transformations.
 
 Kingma & Ba, *Adam: a method for stochastic optimization*, ICLR 2015.
 https://arxiv.org/abs/1412.6980
@@ -26,8 +27,8 @@ gradients are squared as $|g|^2$, and settings that would silently give NaN (``b
 ``eps < 0``, an ``eps`` that rounds to zero in float16) raise a ``ValueError`` naming them.
 ``docs/performance.md`` lists every remaining difference.
 
-Shapes: parameters, gradients, updates and every moment are pytrees of the same structure
-(any shapes, any float or complex dtype); ``count`` is an ``int32[]`` scalar. The experiment lives in
+Shapes: parameters, gradients, updates and every moment are pytrees of the same structure (any
+shapes, any float or complex dtype); ``count`` is an ``int32[]`` scalar. The experiment lives in
 :mod:`impl.optimization.adam_experiment`.
 """
 
@@ -102,7 +103,8 @@ class ScaleByAdamState(NamedTuple):
 
 
 def _squared_magnitude(g: jax.Array) -> jax.Array:
-    """$|g|^2$ elementwise: ``g * g`` for real ``g``; for complex ``g``, the real ``conj(g) * g``."""
+    """$|g|^2$ elementwise: ``g * g`` for real ``g``; for complex ``g``, the real
+    ``conj(g) * g``."""
     return (jnp.conj(g) * g).real if jnp.iscomplexobj(g) else g * g
 
 
@@ -122,7 +124,14 @@ def _debias(moment: optax.Updates, decay: float, count: jax.Array) -> optax.Upda
 
 def _check_learning_rate(learning_rate: ScalarOrSchedule) -> None:
     if not callable(learning_rate):  # any finite number: a negative rate ascends, as in Optax
-        hyperparameter("learning_rate", learning_rate, -math.inf, math.inf, low_inclusive=False, high_inclusive=False)
+        hyperparameter(
+            "learning_rate",
+            learning_rate,
+            -math.inf,
+            math.inf,
+            low_inclusive=False,
+            high_inclusive=False,
+        )
 
 
 def _check_dtype(name: str, dtype):
@@ -142,10 +151,13 @@ def _check_denominator(params: optax.Params, eps, floor, floor_name: str) -> Non
         return
     for leaf in jax.tree.leaves(params):
         dtype = jnp.result_type(leaf)
-        if jnp.issubdtype(dtype, jnp.inexact) and not (jnp.asarray(eps, dtype) or jnp.asarray(floor, dtype)):
+        if jnp.issubdtype(dtype, jnp.inexact) and not (
+            jnp.asarray(eps, dtype) or jnp.asarray(floor, dtype)
+        ):
             raise ValueError(
-                f"eps: {eps} rounds to 0 in {dtype} (and so does {floor_name}={floor}): a zero gradient would give"
-                f" 0/0 = NaN. Use an eps that {dtype} can hold (at least {float(jnp.finfo(dtype).tiny):g})"
+                f"eps: {eps} rounds to 0 in {dtype} (and so does "
+                f"{floor_name}={floor}): a zero gradient would give 0/0 = NaN. Use an "
+                f"eps that {dtype} can hold (at least {float(jnp.finfo(dtype).tiny):g})"
             )
 
 
@@ -166,7 +178,10 @@ def scale_by_learning_rate(learning_rate: ScalarOrSchedule) -> optax.GradientTra
     if not callable(learning_rate):
         return optax.GradientTransformation(
             lambda params: optax.EmptyState(),
-            lambda updates, state, params=None: (jax.tree.map(lambda g: -learning_rate * g, updates), state),
+            lambda updates, state, params=None: (
+                jax.tree.map(lambda g: -learning_rate * g, updates),
+                state,
+            ),
         )
 
     def init(params):
@@ -177,15 +192,20 @@ def scale_by_learning_rate(learning_rate: ScalarOrSchedule) -> optax.GradientTra
         del params
         lr = learning_rate(state.count)
 
-        def scale(g):  # in g's dtype if it has a fraction; an integer g is promoted, not the rate truncated
+        # in g's dtype if it has a fraction; an integer g is promoted, not the rate truncated
+        def scale(g):
             return -jnp.asarray(lr, g.dtype if jnp.issubdtype(g.dtype, jnp.inexact) else None) * g
 
-        return jax.tree.map(scale, updates), ScaleByScheduleState(count=optax.safe_increment(state.count))
+        return jax.tree.map(scale, updates), ScaleByScheduleState(
+            count=optax.safe_increment(state.count)
+        )
 
     return optax.GradientTransformation(init, update)
 
 
-def trace(decay: float, nesterov: bool = False, accumulator_dtype=None) -> optax.GradientTransformation:
+def trace(
+    decay: float, nesterov: bool = False, accumulator_dtype=None
+) -> optax.GradientTransformation:
     r"""Momentum: keep a decaying sum of past gradients, $v_t = g_t + \mu\, v_{t-1}$.
 
     With ``nesterov=True`` the step uses $g_t + \mu\, v_t$ (Sutskever et al., 2013).
@@ -196,7 +216,9 @@ def trace(decay: float, nesterov: bool = False, accumulator_dtype=None) -> optax
     accumulator_dtype = _check_dtype("accumulator_dtype", accumulator_dtype)
 
     def init(params):
-        return TraceState(trace=jax.tree.map(lambda p: jnp.zeros_like(p, dtype=accumulator_dtype), params))
+        return TraceState(
+            trace=jax.tree.map(lambda p: jnp.zeros_like(p, dtype=accumulator_dtype), params)
+        )
 
     def update(updates, state, params=None):
         del params
@@ -212,7 +234,12 @@ def trace(decay: float, nesterov: bool = False, accumulator_dtype=None) -> optax
     return optax.GradientTransformation(init, update)
 
 
-def sgd(learning_rate: ScalarOrSchedule, momentum: float | None = None, nesterov: bool = False, accumulator_dtype=None):
+def sgd(
+    learning_rate: ScalarOrSchedule,
+    momentum: float | None = None,
+    nesterov: bool = False,
+    accumulator_dtype=None,
+):
     r"""Stochastic gradient descent, optionally with (Nesterov) momentum.
 
     $$\Delta w(t) = -\varepsilon\, \frac{\partial E}{\partial w}(t) + \alpha\, \Delta w(t-1)$$
@@ -232,33 +259,45 @@ def sgd(learning_rate: ScalarOrSchedule, momentum: float | None = None, nesterov
 
 
 # --8<-- [start:adagrad]
-def scale_by_rss(initial_accumulator_value: float = 0.1, eps: float = 1e-7) -> optax.GradientTransformation:
+def scale_by_rss(
+    initial_accumulator_value: float = 0.1, eps: float = 1e-7
+) -> optax.GradientTransformation:
     """Divide by the root of the *sum* of all squared gradients so far (AdaGrad's diagonal)."""
     hyperparameter("initial_accumulator_value", initial_accumulator_value, 0.0)
     hyperparameter("eps", eps, 0.0)
 
     def init(params):
-        return ScaleByRssState(jax.tree.map(lambda p: jnp.full_like(p, initial_accumulator_value), params))
+        return ScaleByRssState(
+            jax.tree.map(lambda p: jnp.full_like(p, initial_accumulator_value), params)
+        )
 
     def update(updates, state, params=None):
         del params
-        sums = jax.tree.map(lambda g, s: _squared_magnitude(g) + s, updates, state.sum_of_squares)  # G_t
-        updates = jax.tree.map(lambda g, s: jnp.where(s > 0, jax.lax.rsqrt(s + eps), 0.0) * g, updates, sums)
+        # G_t
+        sums = jax.tree.map(lambda g, s: _squared_magnitude(g) + s, updates, state.sum_of_squares)
+        updates = jax.tree.map(
+            lambda g, s: jnp.where(s > 0, jax.lax.rsqrt(s + eps), 0.0) * g, updates, sums
+        )
         return updates, ScaleByRssState(sum_of_squares=sums)
 
     return optax.GradientTransformation(init, update)
 
 
-def adagrad(learning_rate: ScalarOrSchedule, initial_accumulator_value: float = 0.1, eps: float = 1e-7):
+def adagrad(
+    learning_rate: ScalarOrSchedule, initial_accumulator_value: float = 0.1, eps: float = 1e-7
+):
     r"""AdaGrad (Duchi, Hazan & Singer 2011), diagonal form.
 
-    $$G_t = G_{t-1} + g_t^2, \qquad \theta_t = \theta_{t-1} - \alpha_t\, g_t / \sqrt{G_t + \epsilon},$$
+    $$G_t = G_{t-1} + g_t^2, \qquad
+      \theta_t = \theta_{t-1} - \alpha_t\, g_t / \sqrt{G_t + \epsilon},$$
 
     with $G_0$ = ``initial_accumulator_value``. The step only ever shrinks: good for sparse
     features, too cautious for long non-convex runs.
     """
     _check_learning_rate(learning_rate)
-    return optax.chain(scale_by_rss(initial_accumulator_value, eps), scale_by_learning_rate(learning_rate))
+    return optax.chain(
+        scale_by_rss(initial_accumulator_value, eps), scale_by_learning_rate(learning_rate)
+    )
 
 
 # --8<-- [end:adagrad]
@@ -267,7 +306,9 @@ def adagrad(learning_rate: ScalarOrSchedule, initial_accumulator_value: float = 
 # --8<-- [start:rmsprop]
 def _rms_scaling(eps: float, eps_in_sqrt: bool):
     """``v -> 1 / sqrt(v + eps)`` or ``v -> 1 / (sqrt(v) + eps)``."""
-    return (lambda v: jax.lax.rsqrt(v + eps)) if eps_in_sqrt else (lambda v: 1 / (jnp.sqrt(v) + eps))
+    return (
+        (lambda v: jax.lax.rsqrt(v + eps)) if eps_in_sqrt else (lambda v: 1 / (jnp.sqrt(v) + eps))
+    )
 
 
 def _check_rms(decay, eps, initial_scale) -> None:
@@ -290,11 +331,18 @@ def scale_by_rms(
     def init(params):
         _check_denominator(params, eps, 0.0, "the second moment")
         nu = jax.tree.map(lambda p: jnp.full_like(p, initial_scale), params)
-        return ScaleByRmsWithCountState(jnp.zeros([], jnp.int32), nu) if bias_correction else ScaleByRmsState(nu)
+        return (
+            ScaleByRmsWithCountState(jnp.zeros([], jnp.int32), nu)
+            if bias_correction
+            else ScaleByRmsState(nu)
+        )
 
     def update(updates, state, params=None):
         del params
-        nu = jax.tree.map(lambda g, v: (1 - decay) * _squared_magnitude(g) + decay * v, updates, state.nu)  # E[|g|^2]
+        # E[|g|^2]
+        nu = jax.tree.map(
+            lambda g, v: (1 - decay) * _squared_magnitude(g) + decay * v, updates, state.nu
+        )
         if not bias_correction:
             return jax.tree.map(lambda g, v: scaling(v) * g, updates, nu), ScaleByRmsState(nu)
         count = optax.safe_increment(state.count)
@@ -326,13 +374,17 @@ def scale_by_stddev(
     def update(updates, state, params=None):
         del params
         mu = jax.tree.map(lambda g, m: (1 - decay) * g + decay * m, updates, state.mu)  # E[g]
-        nu = jax.tree.map(lambda g, v: (1 - decay) * _squared_magnitude(g) + decay * v, updates, state.nu)  # E[|g|^2]
+        # E[|g|^2]
+        nu = jax.tree.map(
+            lambda g, v: (1 - decay) * _squared_magnitude(g) + decay * v, updates, state.nu
+        )
         mu_hat, nu_hat = mu, nu
         if bias_correction:
             count = optax.safe_increment(state.count)
             mu_hat, nu_hat = _debias(mu, decay, count), _debias(nu, decay, count)
 
-        def variance(m, v):  # E|g|^2 - |E g|^2, clipped at 0: in bfloat16 rounding can make it negative (NaN in Optax)
+        # E|g|^2 - |E g|^2, clipped at 0: in bfloat16 rounding can make it negative (NaN in Optax)
+        def variance(m, v):
             var = v - _squared_magnitude(m)
             return jnp.maximum(var.real, 0).astype(var.dtype)
 
@@ -388,7 +440,8 @@ def scale_by_adam(
     nesterov: bool = False,
     bias_correction: bool = True,
 ) -> optax.GradientTransformation:
-    r"""Adam's direction $\hat m_t / (\sqrt{\hat v_t + \epsilon_{\text{root}}} + \epsilon)$ (Algorithm 1).
+    r"""Adam's direction $\hat m_t / (\sqrt{\hat v_t + \epsilon_{\text{root}}} + \epsilon)$
+    (Algorithm 1).
 
     ``mu_dtype`` stores $m$ in another dtype; ``nesterov=True`` is NAdam (Dozat 2016), as in
     Optax. ``bias_correction=False`` (ours only) drops the division by $1-\beta^t$, to show what
@@ -407,7 +460,8 @@ def scale_by_adam(
     def update(updates, state, params=None):
         del params
         mu = jax.tree.map(lambda g, m: (1 - b1) * g + b1 * m, updates, state.mu)  # m_t
-        nu = jax.tree.map(lambda g, v: (1 - b2) * _squared_magnitude(g) + b2 * v, updates, state.nu)  # v_t
+        # v_t
+        nu = jax.tree.map(lambda g, v: (1 - b2) * _squared_magnitude(g) + b2 * v, updates, state.nu)
         count = optax.safe_increment(state.count)  # t
         if nesterov:  # NAdam's look-ahead: b1 m_t / (1 - b1^(t+1)) + (1 - b1) g_t / (1 - b1^t)
             mu_hat = jax.tree.map(
@@ -453,7 +507,8 @@ def adam(
     """
     _check_learning_rate(learning_rate)
     return optax.chain(
-        scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov), scale_by_learning_rate(learning_rate)
+        scale_by_adam(b1, b2, eps, eps_root, mu_dtype, nesterov=nesterov),
+        scale_by_learning_rate(learning_rate),
     )
 
 

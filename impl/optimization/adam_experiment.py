@@ -50,7 +50,8 @@ def linen_step(model, tx, variables, opt_state, x, y):
 # --8<-- [start:nnx]
 @nnx.jit
 def nnx_step(model, optimizer, x, y):
-    """One step for an NNX model: ``optimizer`` (an ``nnx.Optimizer``) updates ``model`` in place."""
+    """One step for an NNX model: ``optimizer`` (an ``nnx.Optimizer``) updates ``model`` in
+    place."""
     loss, grads = nnx.value_and_grad(lambda m: dnn.cross_entropy(m(x), y))(model)
     optimizer.update(model, grads)  # calls the same tx.update on the model's nnx.Params
     return loss
@@ -78,22 +79,28 @@ def loss_fn(params, batch, key):
     del batch, key  # no data: the loss surface is the problem
     points = {k: jnp.clip(w, -BOX, BOX) for k, w in params.items()}  # gradient 0 outside the box
     losses = {k: valley(w) for k, w in points.items()}  # each [n]
-    metrics = {f"loss_{k}": v for k, v in losses.items()} | {f"path_{k}": w for k, w in points.items()}
+    metrics = {f"loss_{k}": v for k, v in losses.items()} | {
+        f"path_{k}": w for k, w in points.items()
+    }
     return sum(jnp.sum(v) for v in losses.values()), metrics
 
 
 def scale_rows(factors: jax.Array) -> optax.GradientTransformation:
-    """Multiply row ``i`` of every ``[n, ...]`` update by ``factors[i]``: n learning rates at once."""
+    """Multiply row ``i`` of every ``[n, ...]`` update by ``factors[i]``: n learning rates at
+    once."""
 
     def update(updates, state, params=None):
         del params
-        return jax.tree.map(lambda u: u * factors.reshape((-1,) + (1,) * (u.ndim - 1)), updates), state
+        return jax.tree.map(
+            lambda u: u * factors.reshape((-1,) + (1,) * (u.ndim - 1)), updates
+        ), state
 
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
 def rescale_gradient(factors: dict) -> optax.GradientTransformation:
-    """Multiply each leaf's gradient coordinate-wise by fixed positive ``factors`` (a ``[1, 2]`` per leaf)."""
+    """Multiply each leaf's gradient coordinate-wise by fixed positive ``factors`` (a ``[1, 2]`` per
+    leaf)."""
 
     def update(updates, state, params=None):
         del params
@@ -107,16 +114,22 @@ OPTIMIZERS = {  # each at learning rate 1; scale_rows supplies the real rates
     "momentum": sgd(1.0, momentum=0.9),
     "RMSProp": rmsprop(1.0),
     "Adam": adam(1.0),
-    "Adam, no bias correction": optax.chain(scale_by_adam(bias_correction=False), scale_by_learning_rate(1.0)),
+    "Adam, no bias correction": optax.chain(
+        scale_by_adam(bias_correction=False), scale_by_learning_rate(1.0)
+    ),
 }
 FACTORS = {"plain": jnp.ones((1, 2)), "rescaled": jnp.asarray(RESCALE).reshape(1, 2)}
 
 
 def sweep(optimizer, start: jax.Array, steps: int):
-    """Run ``optimizer`` from ``start [2]`` at every rate in ``RATES``, with and without rescaling."""
-    params = {k: jnp.tile(start.reshape(1, 2), (len(RATES), 1)) for k in FACTORS}  # [n_rates, 2] each
+    """Run ``optimizer`` from ``start [2]`` at every rate in ``RATES``, with and without
+    rescaling."""
+    # [n_rates, 2] each
+    params = {k: jnp.tile(start.reshape(1, 2), (len(RATES), 1)) for k in FACTORS}
     tx = optax.chain(rescale_gradient(FACTORS), optimizer, scale_rows(jnp.asarray(RATES)))
-    return train(loss_fn, params, tx, {"unused": jnp.zeros((1,))}, key=0, steps=steps, progress=False)
+    return train(
+        loss_fn, params, tx, {"unused": jnp.zeros((1,))}, key=0, steps=steps, progress=False
+    )
 
 
 # --8<-- [end:experiment]
@@ -129,7 +142,8 @@ def _start(seed: int) -> jax.Array:
 
 
 def step_multipliers(b1: float = 0.9, b2: float = 0.999, steps: int = 200) -> dict[str, np.ndarray]:
-    """Adam's step size, in units of the learning rate, for a constant gradient, with and without correction."""
+    """Adam's step size, in units of the learning rate, for a constant gradient, with and without
+    correction."""
     g = jnp.ones((1,))
     out = {}
     for name, corrected in [("corrected", True), ("uncorrected", False)]:
@@ -173,9 +187,13 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 100)
         metrics[f"{key}_best_loss"] = float(runs[name]["final"][runs[name]["best"]])
         metrics[f"{key}_best_rate"] = float(RATES[runs[name]["best"]])
     metrics["adam_over_sgd_loss"] = metrics["adam_best_loss"] / metrics["sgd_best_loss"]
-    for name in ["Adam", "SGD"]:  # invariance: the rescaled run's path vs the plain one, at the best rate
+    # invariance: the rescaled run's path vs the plain one, at the best rate
+    for name in ["Adam", "SGD"]:
         paths, b = runs[name]["paths"], runs[name]["best"]
-        gap = np.abs(paths["rescaled"][:, b] - paths["plain"][:, b]).max() / np.abs(paths["plain"][:, b]).max()
+        gap = (
+            np.abs(paths["rescaled"][:, b] - paths["plain"][:, b]).max()
+            / np.abs(paths["plain"][:, b]).max()
+        )
         metrics[f"{name.lower()}_rescaled_path_change"] = float(gap)
     adam_best = runs["Adam"]["best"]
     early = slice(1, 21)  # losses after steps 1..20
@@ -183,30 +201,38 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 100)
     without_bc = float(runs["Adam, no bias correction"]["losses"]["plain"][early, adam_best].mean())
     metrics["early_loss_with_bias_correction"] = with_bc
     metrics["early_loss_without_bias_correction"] = without_bc
-    early_ratio = (  # [n_rates]: mean loss over steps 1-20 without correction / with it, at every rate
-        runs["Adam, no bias correction"]["losses"]["plain"][early].mean(axis=0)
-        / runs["Adam"]["losses"]["plain"][early].mean(axis=0)
-    )
+    # [n_rates]: mean loss over steps 1-20 without correction / with it, at every rate
+    early_ratio = runs["Adam, no bias correction"]["losses"]["plain"][early].mean(axis=0) / runs[
+        "Adam"
+    ]["losses"]["plain"][early].mean(axis=0)
     metrics["early_loss_ratio_at_low_rate"] = float(early_ratio[LOW_RATE])
     metrics["early_loss_ratio_at_high_rate"] = float(early_ratio[HIGH_RATE])
     multipliers = step_multipliers()
     metrics["uncorrected_max_step_multiplier"] = float(np.abs(multipliers["uncorrected"]).max())
 
-    lines = [f"valley f = (x^2 + 100 y^2) / 2 from ({float(start[0]):.2f}, {float(start[1]):.2f}), {steps} steps"]
+    lines = [
+        f"valley f = (x^2 + 100 y^2) / 2 from ({float(start[0]):.2f}, "
+        f"{float(start[1]):.2f}), {steps} steps"
+    ]
     lines.append(f"{'optimizer':<10} {'best rate':>10} {'loss (last 10 steps)':>21}")
     for name in ["SGD", "momentum", "RMSProp", "Adam"]:
         key = name.lower()
-        lines.append(f"{name:<10} {metrics[f'{key}_best_rate']:>10.3g} {metrics[f'{key}_best_loss']:>21.2e}")
+        lines.append(
+            f"{name:<10} {metrics[f'{key}_best_rate']:>10.3g} {metrics[f'{key}_best_loss']:>21.2e}"
+        )
     lines.append(
-        f"gradient rescaled by diag{RESCALE}: Adam's path moves by {metrics['adam_rescaled_path_change']:.1e}, "
+        f"gradient rescaled by diag{RESCALE}: Adam's path moves by "
+        f"{metrics['adam_rescaled_path_change']:.1e}, "
         f"SGD's by {metrics['sgd_rescaled_path_change']:.2f} (relative)"
     )
     lines.append(
         f"mean loss over steps 1-20 at Adam's best rate: {with_bc:.3f} with bias correction, "
-        f"{without_bc:.3f} without (first steps up to {metrics['uncorrected_max_step_multiplier']:.1f}x too long)"
+        f"{without_bc:.3f} without (first steps up to "
+        f"{metrics['uncorrected_max_step_multiplier']:.1f}x too long)"
     )
     lines.append(
-        f"early loss without / with bias correction: {early_ratio[LOW_RATE]:.2f} at rate {RATES[LOW_RATE]:.2g}, "
+        f"early loss without / with bias correction: {early_ratio[LOW_RATE]:.2f} at rate "
+        f"{RATES[LOW_RATE]:.2g}, "
         f"{early_ratio[HIGH_RATE]:.2f} at rate {RATES[HIGH_RATE]:.2g}"
     )
     fig = _figure(runs, start, multipliers, early_ratio)
@@ -235,11 +261,14 @@ def _figure(runs, start, multipliers, early_ratio):
     surface = np.asarray(valley(jnp.stack([gx, gy], axis=-1)))
 
     def path_of(name, kind="plain"):
-        path = runs[name]["paths"][kind][:, runs[name]["best"]]  # [steps, 2], positions before each step
+        # [steps, 2], positions before each step
+        path = runs[name]["paths"][kind][:, runs[name]["best"]]
         return np.concatenate([np.asarray(start).reshape(1, 2), path[1:]])
 
     def valley_axes(ax, title):
-        ax.contour(gx, gy, surface, levels=np.geomspace(0.05, 60, 12), colors="#888888", linewidths=0.5)
+        ax.contour(
+            gx, gy, surface, levels=np.geomspace(0.05, 60, 12), colors="#888888", linewidths=0.5
+        )
         ax.plot([0], [0], "*", color="#888888", ms=9)
         ax.set(title=title, xlabel="x", ylabel="y", xlim=(-4.8, 1.5), ylim=(-1.6, 1.6))
 
@@ -249,19 +278,28 @@ def _figure(runs, start, multipliers, early_ratio):
     for name in names:
         p = path_of(name)
         rate = RATES[runs[name]["best"]]
-        ax.plot(p[:, 0], p[:, 1], "-o", ms=1.5, lw=0.9, color=colors[name], label=f"{name} ({rate:.2g})")
+        ax.plot(
+            p[:, 0], p[:, 1], "-o", ms=1.5, lw=0.9, color=colors[name], label=f"{name} ({rate:.2g})"
+        )
     ax.legend(fontsize=8, loc="lower left")
     # (b) loss against step at the best rate
     ax = axes[0, 1]
     for name in names:
-        ax.plot(runs[name]["losses"]["plain"][:, runs[name]["best"]], color=colors[name], label=name)
+        ax.plot(
+            runs[name]["losses"]["plain"][:, runs[name]["best"]], color=colors[name], label=name
+        )
     ax.set(title="loss at\nthe best rate", xlabel="step", yscale="log")
     ax.legend(fontsize=8)
     # (c) the learning-rate sweep
     ax = axes[0, 2]
     for name in names:
         ax.plot(RATES, runs[name]["final"], "-o", ms=2.5, color=colors[name], label=name)
-    ax.set(title="final loss\nagainst learning rate", xlabel="learning rate", xscale="log", yscale="log")
+    ax.set(
+        title="final loss\nagainst learning rate",
+        xlabel="learning rate",
+        xscale="log",
+        yscale="log",
+    )
     ax.legend(fontsize=8)
     # (d) invariance: the same runs with the gradient rescaled by diag(RESCALE)
     ax = axes[1, 0]
@@ -274,14 +312,25 @@ def _figure(runs, start, multipliers, early_ratio):
     # (e) bias correction: the step-size multiplier for a constant gradient
     ax = axes[1, 1]
     ax.plot(np.abs(multipliers["corrected"]), color=colors["Adam"], label="with bias correction")
-    ax.plot(np.abs(multipliers["uncorrected"]), color=colors["Adam, no bias correction"], label="without")
+    ax.plot(
+        np.abs(multipliers["uncorrected"]),
+        color=colors["Adam, no bias correction"],
+        label="without",
+    )
     ax.set(title="Adam's step / rate,\nconstant gradient", xlabel="step")
     ax.legend(fontsize=8)
     # (f) ... and what it does to the first steps, at every rate
     ax = axes[1, 2]
     ax.plot(RATES, early_ratio, "-o", ms=2.5, color=colors["Adam, no bias correction"])
     ax.axhline(1.0, color="#888888", lw=0.8)
-    ax.axvline(RATES[runs["Adam"]["best"]], color=colors["Adam"], lw=0.8, ls="--", label="Adam's best rate")
-    ax.set(title="early loss:\nuncorrected / corrected", xlabel="learning rate", xscale="log", ylabel="ratio")
+    ax.axvline(
+        RATES[runs["Adam"]["best"]], color=colors["Adam"], lw=0.8, ls="--", label="Adam's best rate"
+    )
+    ax.set(
+        title="early loss:\nuncorrected / corrected",
+        xlabel="learning rate",
+        xscale="log",
+        ylabel="ratio",
+    )
     ax.legend(fontsize=8)
     return fig

@@ -62,15 +62,18 @@ __all__ = [
 
 
 def check_features(x, axes, name: str = "axis", **params) -> tuple[int, ...]:
-    """Validate ``axes`` (an int or a tuple of ints, named ``name``) against ``x``, and each parameter
-    (``None`` or an array) against ``x``'s sizes along them; return the axes, positive and sorted."""
+    """Validate ``axes`` (an int or a tuple of ints, named ``name``) against ``x``, and each
+    parameter (``None`` or an array) against ``x``'s sizes along them; return the axes, positive and
+    sorted."""
     checks.array_shape("x", x, [None] * getattr(x, "ndim", 0))  # an array, of any shape
     axes_tuple = axes if isinstance(axes, tuple | list) else (axes,)
     for a in axes_tuple:
         if isinstance(a, bool) or not isinstance(a, int):
             raise TypeError(f"{name}: expected an int or a tuple of ints, got {axes!r}")
         if not -x.ndim <= a < x.ndim:
-            raise ValueError(f"{name}: expected axes of x (rank {x.ndim}), in [{-x.ndim}, {x.ndim}), got {axes}")
+            raise ValueError(
+                f"{name}: expected axes of x (rank {x.ndim}), in [{-x.ndim}, {x.ndim}), got {axes}"
+            )
     axes_tuple = tuple(sorted({a % x.ndim for a in axes_tuple}))
     expected = tuple(x.shape[a] for a in axes_tuple)
     for param, value in params.items():
@@ -82,8 +85,9 @@ def check_features(x, axes, name: str = "axis", **params) -> tuple[int, ...]:
             along = axes_tuple[0] if len(axes_tuple) == 1 else axes_tuple
             count = expected[0] if len(expected) == 1 else expected
             raise ValueError(
-                f"x: expected {value.shape[0] if value.ndim == 1 else tuple(value.shape)} features along {where}"
-                f" {along} to match {param} {tuple(value.shape)}, got x of shape {tuple(x.shape)} ({count} there)"
+                f"x: expected {value.shape[0] if value.ndim == 1 else tuple(value.shape)} "
+                f"features along {where} {along} to match {param} {tuple(value.shape)}, "
+                f"got x of shape {tuple(x.shape)} ({count} there)"
             )
     return axes_tuple
 
@@ -95,12 +99,14 @@ def statistics_dtype(x: jax.Array):
 
 
 def squared_magnitude(x: jax.Array) -> jax.Array:
-    """$|x|^2$ elementwise: ``x**2`` for real ``x``, ``re**2 + im**2`` for complex ``x`` (as Flax)."""
+    """$|x|^2$ elementwise: ``x**2`` for real ``x``, ``re**2 + im**2`` for complex ``x`` (as
+    Flax)."""
     return jnp.square(x.real) + jnp.square(x.imag) if jnp.iscomplexobj(x) else jnp.square(x)
 
 
 def _along(v: jax.Array | None, ndim: int, axes: tuple[int, ...]) -> jax.Array | None:
-    """``[features] -> [1, ..., features, ..., 1]`` so that it broadcasts along ``axes`` of a rank-``ndim`` array."""
+    """``[features] -> [1, ..., features, ..., 1]`` so that it broadcasts along ``axes`` of a
+    rank-``ndim`` array."""
     if v is None:
         return None
     shape = [1] * ndim
@@ -121,24 +127,33 @@ def batch_stats(x: jax.Array, axis: int | tuple[int, ...] = -1) -> tuple[jax.Arr
     ``x [..., features]`` -> ``(mean [features], var [features])``, reduced over every axis but
     ``axis``, in at least float32 (`statistics_dtype`); the variance is the mean of $|x - \\mu|^2$.
     """
-    axes = tuple(sorted({a % x.ndim for a in (axis if isinstance(axis, tuple | list) else (axis,))}))
+    axes = tuple(
+        sorted({a % x.ndim for a in (axis if isinstance(axis, tuple | list) else (axis,))})
+    )
     reduce = tuple(i for i in range(x.ndim) if i not in axes)
     x = x.astype(statistics_dtype(x))
     mean = jnp.mean(x, axis=reduce)  # mu_B, [features]
     centred = x - _along(mean, x.ndim, axes)
-    var = jnp.mean(squared_magnitude(centred), axis=reduce)  # sigma_B^2 = mean |x - mu_B|^2, [features]
+    # sigma_B^2 = mean |x - mu_B|^2, [features]
+    var = jnp.mean(squared_magnitude(centred), axis=reduce)
     return mean, var
 
 
-def normalize(x, mean, var, scale, bias, *, epsilon: float = 1e-5, axis=-1, dtype=None) -> jax.Array:
-    """Algorithm 1, lines 3–4: ``y = gamma * (x - mu) / sqrt(sigma^2 + eps) + beta``. Shape of ``x``.
+def normalize(
+    x, mean, var, scale, bias, *, epsilon: float = 1e-5, axis=-1, dtype=None
+) -> jax.Array:
+    """Algorithm 1, lines 3–4: ``y = gamma * (x - mu) / sqrt(sigma^2 + eps) + beta``. Shape of
+    ``x``.
 
     ``scale`` or ``bias`` may be ``None`` (skipped). Computed in the statistics' dtype, returned
     in ``dtype`` (default: the common dtype of ``x``, ``scale`` and ``bias``).
     """
-    axes = tuple(sorted({a % x.ndim for a in (axis if isinstance(axis, tuple | list) else (axis,))}))
+    axes = tuple(
+        sorted({a % x.ndim for a in (axis if isinstance(axis, tuple | list) else (axis,))})
+    )
     out = _output_dtype(dtype, x, scale, bias)
-    y = (x - _along(mean, x.ndim, axes)) * _along(jax.lax.rsqrt(var + epsilon), x.ndim, axes)  # line 3
+    # line 3
+    y = (x - _along(mean, x.ndim, axes)) * _along(jax.lax.rsqrt(var + epsilon), x.ndim, axes)
     if scale is not None:
         y = y * _along(scale, x.ndim, axes)  # line 4: gamma
     if bias is not None:
@@ -159,7 +174,8 @@ def batch_norm(
     axis: int | tuple[int, ...] = -1,
     dtype=None,
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-    """Batch normalization in training or evaluation mode; returns ``(y, (running_mean, running_var))``.
+    """Batch normalization in training or evaluation mode; returns
+    ``(y, (running_mean, running_var))``.
 
     Training (``use_running_average=False``): normalise with the batch's own statistics and
     fold them into exponential moving averages, ``r <- momentum * r + (1 - momentum) * batch``.
@@ -177,11 +193,15 @@ def batch_norm(
         axis: the feature axis (or axes); statistics are taken over all the others.
         dtype: the output's dtype (default: the common dtype of ``x``, ``scale`` and ``bias``).
     """
-    axis = check_features(x, axis, scale=scale, bias=bias, running_mean=running_mean, running_var=running_var)
+    axis = check_features(
+        x, axis, scale=scale, bias=bias, running_mean=running_mean, running_var=running_var
+    )
     checks.rate("momentum", momentum)
     checks.in_range("epsilon", epsilon, 0.0, float("inf"), low_inclusive=False)
     if use_running_average:  # Algorithm 2: inference with population estimates
-        y = normalize(x, running_mean, running_var, scale, bias, epsilon=epsilon, axis=axis, dtype=dtype)
+        y = normalize(
+            x, running_mean, running_var, scale, bias, epsilon=epsilon, axis=axis, dtype=dtype
+        )
         return y, (running_mean, running_var)
     mean, var = batch_stats(x, axis)  # [features] each, float32 at least
     y = normalize(x, mean, var, scale, bias, epsilon=epsilon, axis=axis, dtype=dtype)
@@ -191,7 +211,11 @@ def batch_norm(
 
 
 def init_batch_norm(
-    num_features: int | tuple[int, ...], *, param_dtype=jnp.float32, use_bias: bool = True, use_scale: bool = True
+    num_features: int | tuple[int, ...],
+    *,
+    param_dtype=jnp.float32,
+    use_bias: bool = True,
+    use_scale: bool = True,
 ) -> tuple[dict[str, jax.Array], dict[str, jax.Array]]:
     """``(params, stats)`` for ``num_features`` units (an int, or the feature axes' sizes).
 
@@ -201,9 +225,11 @@ def init_batch_norm(
     """
     shape = num_features if isinstance(num_features, tuple) else (num_features,)
     shape = tuple(checks.positive_int("num_features", n) for n in shape)
-    params = {"scale": jnp.ones(shape, param_dtype), "bias": jnp.zeros(shape, param_dtype)}  # gamma, beta
+    # gamma, beta
+    params = {"scale": jnp.ones(shape, param_dtype), "bias": jnp.zeros(shape, param_dtype)}
     params = {k: v for k, v in params.items() if {"scale": use_scale, "bias": use_bias}[k]}
-    stats = {"mean": jnp.zeros(shape, jnp.float32), "var": jnp.ones(shape, jnp.float32)}  # running mean, variance
+    # running mean, variance
+    stats = {"mean": jnp.zeros(shape, jnp.float32), "var": jnp.ones(shape, jnp.float32)}
     return params, stats
 
 
@@ -212,7 +238,8 @@ def init_batch_norm(
 
 # --8<-- [start:linen]
 class LinenBatchNorm(nn.Module):
-    """Functional twin: ``{"params": {scale, bias}, "batch_stats": {mean, var}}``, as in ``flax.linen.BatchNorm``.
+    """Functional twin: ``{"params": {scale, bias}, "batch_stats": {mean, var}}``, as in
+    ``flax.linen.BatchNorm``.
 
     The two trees are those `init_batch_norm` declares. Train with
     ``apply(variables, x, use_running_average=False, mutable=["batch_stats"])``, which returns
@@ -230,14 +257,18 @@ class LinenBatchNorm(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, use_running_average: bool | None = None) -> jax.Array:
-        use_running_average = nn.merge_param("use_running_average", self.use_running_average, use_running_average)
+        use_running_average = nn.merge_param(
+            "use_running_average", self.use_running_average, use_running_average
+        )
         axes = check_features(x, self.axis)
         params, stats = init_batch_norm(
             tuple(x.shape[a] for a in axes), param_dtype=self.param_dtype, use_bias=self.use_bias,
             use_scale=self.use_scale,
         )  # initial values: constants, so no key is used  # fmt: skip
-        scale = self.param("scale", lambda _: params["scale"]) if self.use_scale else None  # gamma, [features]
-        bias = self.param("bias", lambda _: params["bias"]) if self.use_bias else None  # beta, [features]
+        # gamma, [features]
+        scale = self.param("scale", lambda _: params["scale"]) if self.use_scale else None
+        # beta, [features]
+        bias = self.param("bias", lambda _: params["bias"]) if self.use_bias else None
         mean = self.variable("batch_stats", "mean", lambda: stats["mean"])  # [features]
         var = self.variable("batch_stats", "var", lambda: stats["var"])  # [features]
         y, (new_mean, new_var) = batch_norm(
@@ -254,33 +285,55 @@ class LinenBatchNorm(nn.Module):
 
 # --8<-- [start:nnx]
 class NnxBatchNorm(nnx.Module):
-    """Object-oriented twin: ``scale``/``bias`` are ``nnx.Param``, ``mean``/``var`` are ``nnx.BatchStat``.
+    """Object-oriented twin: ``scale``/``bias`` are ``nnx.Param``, ``mean``/``var`` are
+    ``nnx.BatchStat``.
 
     The entries are those `init_batch_norm` declares. A training-mode call updates ``mean`` and
-    ``var`` in place; ``model.eval()`` / ``model.train()`` flip ``use_running_average``, as they
-    do for ``nnx.BatchNorm`` (whose keywords these are; no ``rngs``: the initial values are constants).
+    ``var`` in place; ``model.eval()`` / ``model.train()`` flip ``use_running_average``, as they do
+    for ``nnx.BatchNorm`` (whose keywords these are; no ``rngs``: the initial values are constants).
     """
 
     def __init__(
-        self, num_features: int, *, use_running_average: bool = False, axis: int = -1, momentum: float = 0.99,
-        epsilon: float = 1e-5, dtype=None, param_dtype=jnp.float32, use_bias: bool = True, use_scale: bool = True,
-    ):  # fmt: skip
-        params, stats = init_batch_norm(num_features, param_dtype=param_dtype, use_bias=use_bias, use_scale=use_scale)
-        self.use_running_average, self.axis, self.momentum, self.epsilon = use_running_average, axis, momentum, epsilon
+        self,
+        num_features: int,
+        *,
+        use_running_average: bool = False,
+        axis: int = -1,
+        momentum: float = 0.99,
+        epsilon: float = 1e-5,
+        dtype=None,
+        param_dtype=jnp.float32,
+        use_bias: bool = True,
+        use_scale: bool = True,
+    ):
+        params, stats = init_batch_norm(
+            num_features, param_dtype=param_dtype, use_bias=use_bias, use_scale=use_scale
+        )
+        self.use_running_average, self.axis, self.momentum = use_running_average, axis, momentum
+        self.epsilon = epsilon
         self.dtype = dtype
         for name, value in params.items():  # scale (gamma) and bias (beta), unless switched off
             setattr(self, name, twins.to_nnx(value))
-        self.mean, self.var = twins.to_nnx(stats["mean"], nnx.BatchStat), twins.to_nnx(stats["var"], nnx.BatchStat)
+        self.mean = twins.to_nnx(stats["mean"], nnx.BatchStat)
+        self.var = twins.to_nnx(stats["var"], nnx.BatchStat)
 
     def __call__(self, x: jax.Array, *, use_running_average: bool | None = None) -> jax.Array:
         if use_running_average is None:
             use_running_average = self.use_running_average
-        params, stats = twins.pure(self), twins.pure(self, nnx.BatchStat)  # {"scale", "bias"}, {"mean", "var"}
+        # {"scale", "bias"}, {"mean", "var"}
+        params, stats = twins.pure(self), twins.pure(self, nnx.BatchStat)
         y, (mean, var) = batch_norm(
-            x, params.get("scale"), params.get("bias"), stats["mean"], stats["var"],
-            use_running_average=use_running_average, momentum=self.momentum, epsilon=self.epsilon, axis=self.axis,
+            x,
+            params.get("scale"),
+            params.get("bias"),
+            stats["mean"],
+            stats["var"],
+            use_running_average=use_running_average,
+            momentum=self.momentum,
+            epsilon=self.epsilon,
+            axis=self.axis,
             dtype=self.dtype,
-        )  # fmt: skip
+        )
         if not use_running_average:
             self.mean[...], self.var[...] = mean, var
         return y
@@ -291,20 +344,25 @@ class NnxBatchNorm(nnx.Module):
 
 # --8<-- [start:network]
 def init_net(key: jax.Array, sizes, *, use_bn: bool):
-    """Parameters ``{"layers": [...], "bn": [...]}`` and running statistics ``[{"mean", "var"}, ...]``.
+    """Parameters ``{"layers": [...], "bn": [...]}`` and running statistics
+    ``[{"mean", "var"}, ...]``.
 
-    ``sizes = [d_in, hidden..., n_out]``; with ``use_bn`` every hidden layer gets `init_batch_norm`'s trees.
+    ``sizes = [d_in, hidden..., n_out]``; with ``use_bn`` every hidden layer gets
+    `init_batch_norm`'s trees.
     """
     layers = init_mlp(key, sizes)  # dense layers from topic 1.1
-    norms = [init_batch_norm(d) for d in sizes[1:-1]] if use_bn else []  # (params, stats) per hidden layer
+    # (params, stats) per hidden layer
+    norms = [init_batch_norm(d) for d in sizes[1:-1]] if use_bn else []
     return {"layers": layers, "bn": [params for params, _ in norms]}, [stats for _, stats in norms]
 
 
 def forward(params, stats, x: jax.Array, *, training: bool):
-    """``x [b, 64] -> (logits [b, 10], new stats)``: dense -> (BN) -> ReLU per hidden layer, as in Sec. 3.2."""
+    """``x [b, 64] -> (logits [b, 10], new stats)``: dense -> (BN) -> ReLU per hidden layer, as in
+    Sec. 3.2."""
     new_stats = []
     for i, layer in enumerate(params["layers"][:-1]):
-        z = dense(layer, x)  # [batch, d_hidden]; before BN its bias is redundant (beta subsumes it), but harmless
+        # [batch, d_hidden]; before BN its bias is redundant (beta subsumes it), but harmless
+        z = dense(layer, x)
         if params["bn"]:
             bn, s = params["bn"][i], stats[i]
             z, (mean, var) = batch_norm(

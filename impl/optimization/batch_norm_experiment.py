@@ -35,7 +35,8 @@ LEARNING_RATES = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
 
 @functools.cache
 def sweep_loss(learning_rates: tuple[float, ...]):
-    """One loss for a whole sweep: copy ``i`` of the net, stacked on a leading axis, has its own rate.
+    """One loss for a whole sweep: copy ``i`` of the net, stacked on a leading axis, has its own
+    rate.
 
     ``d(sum_i eta_i L_i) / d theta_i = eta_i grad L_i``, so one step of SGD with unit learning rate
     moves each copy with its own ``eta_i``: the sweep compiles once and runs as one ``vmap``. A copy
@@ -53,7 +54,10 @@ def sweep_loss(learning_rates: tuple[float, ...]):
         losses, stats = jax.vmap(one)(params, state["stats"])  # [n_lr], stacked stats
         alive = state["alive"] & jnp.isfinite(losses)  # bool[n_lr]
         total = jnp.sum(jnp.where(alive, eta * losses, 0.0))
-        metrics = {"loss_per_rate": jnp.where(alive, losses, 0.0), "alive": alive.astype(jnp.float32)}
+        metrics = {
+            "loss_per_rate": jnp.where(alive, losses, 0.0),
+            "alive": alive.astype(jnp.float32),
+        }
         return total, (metrics, {"stats": stats, "alive": alive})
 
     return loss_fn
@@ -70,15 +74,25 @@ def sweep(key, x, y, *, use_bn: bool, steps: int, batch_size: int = 64, progress
     stack = lambda tree: jax.tree.map(lambda a: jnp.stack([a] * n), tree)  # noqa: E731
     state = {"stats": stack(stats), "alive": jnp.ones((n,), bool)}
     return train(
-        sweep_loss(LEARNING_RATES), stack(params), OPTIMIZER, {"x": x, "y": y}, key=key, steps=steps,
-        batch_size=batch_size, model_state=state, progress=progress, label=f"2.5 sweep {'BN' if use_bn else 'plain'}",
-    )  # fmt: skip
+        sweep_loss(LEARNING_RATES),
+        stack(params),
+        OPTIMIZER,
+        {"x": x, "y": y},
+        key=key,
+        steps=steps,
+        batch_size=batch_size,
+        model_state=state,
+        progress=progress,
+        label=f"2.5 sweep {'BN' if use_bn else 'plain'}",
+    )
 
 
 # --8<-- [end:experiment]
 
 
-TRAINED = 0.1  # a net "trains" at a rate if its final training loss is below this (chance: ln 10 = 2.3)
+TRAINED = (
+    0.1  # a net "trains" at a rate if its final training loss is below this (chance: ln 10 = 2.3)
+)
 
 
 # --8<-- [start:run]
@@ -100,7 +114,8 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 500)
 
     results, final, metrics = {}, {}, {}
     for name, use_bn in {"plain": False, "bn": True}.items():
-        result = sweep(key, x, y, use_bn=use_bn, steps=steps, progress=progress)  # same initial weights
+        # same initial weights
+        result = sweep(key, x, y, use_bn=use_bn, steps=steps, progress=progress)
         losses = jax.vmap(lambda p, s: cross_entropy(forward(p, s, x, training=False)[0], y))(
             result.params, result.model_state["stats"]
         )  # [n_lr], evaluation mode, whole training set
@@ -112,21 +127,33 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 500)
         metrics[f"{name}_min_rate"] = min(ok, default=float("nan"))
         metrics[f"{name}_max_rate"] = max(ok, default=float("nan"))
         metrics[f"{name}_diverged"] = float(np.sum(~alive))
-        metrics |= {f"{name}_final_loss_rate_{lr:g}": float(v) for lr, v in zip(LEARNING_RATES, final[name])}
-        # Steps until the (smoothed) mini-batch loss first drops below TRAINED, at the rates that train.
-        history = np.where(result.history["alive"] > 0, result.history["loss_per_rate"], 1e3)  # [steps, n_lr]
+        metrics |= {
+            f"{name}_final_loss_rate_{lr:g}": float(v) for lr, v in zip(LEARNING_RATES, final[name])
+        }
+        # Steps until the (smoothed) mini-batch loss first
+        # drops below TRAINED, at the rates that train.
+        # [steps, n_lr]
+        history = np.where(result.history["alive"] > 0, result.history["loss_per_rate"], 1e3)
         below = _smooth(history) < TRAINED
-        reached = [int(np.argmax(below[:, i])) + 1 for i, loss in enumerate(final[name]) if loss < TRAINED]
+        reached = [
+            int(np.argmax(below[:, i])) + 1 for i, loss in enumerate(final[name]) if loss < TRAINED
+        ]
         metrics[f"{name}_steps_to_train"] = float(min(reached, default=steps))
 
     # Train mode vs eval mode: the BN net trained at 0.3, tested with batches of different sizes.
     i = LEARNING_RATES.index(0.3)
-    params, stats = jax.tree.map(lambda a: a[i], (results["bn"].params, results["bn"].model_state["stats"]))
-    metrics["bn_eval_test_accuracy"] = float(accuracy(forward(params, stats, x_test, training=False)[0], y_test))
+    params, stats = jax.tree.map(
+        lambda a: a[i], (results["bn"].params, results["bn"].model_state["stats"])
+    )
+    metrics["bn_eval_test_accuracy"] = float(
+        accuracy(forward(params, stats, x_test, training=False)[0], y_test)
+    )
     by_batch = {}
     for b in (1, 2, 4, 16, 64, 448):
         n = (x_test.shape[0] // b) * b
-        logits = jax.vmap(lambda xb: forward(params, stats, xb, training=True)[0])(x_test[:n].reshape(-1, b, 64))
+        logits = jax.vmap(lambda xb: forward(params, stats, xb, training=True)[0])(
+            x_test[:n].reshape(-1, b, 64)
+        )
         by_batch[b] = float(accuracy(logits.reshape(n, -1), y_test[:n]))
         metrics[f"bn_train_mode_test_accuracy_batch_{b}"] = by_batch[b]
 
@@ -137,11 +164,13 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 500)
     for name, label in {"plain": "plain", "bn": "with BN"}.items():
         lines.append(
             f"{label}: trains (final loss < {TRAINED}) at rates {metrics[f'{name}_min_rate']:g}"
-            f"–{metrics[f'{name}_max_rate']:g}; fastest reaches it in {metrics[f'{name}_steps_to_train']:.0f} steps"
+            f"–{metrics[f'{name}_max_rate']:g}; fastest reaches it in "
+            f"{metrics[f'{name}_steps_to_train']:.0f} steps"
         )
     lines += [
         f"BN net (rate 0.3), test accuracy in eval mode: {metrics['bn_eval_test_accuracy']:.1%}",
-        "  in train mode, test batches of " + ", ".join(f"{b}: {a:.1%}" for b, a in by_batch.items()),
+        "  in train mode, test batches of "
+        + ", ".join(f"{b}: {a:.1%}" for b, a in by_batch.items()),
     ]
     fig = _figure(final, results, by_batch, metrics["bn_eval_test_accuracy"])
     return Report(
@@ -165,10 +194,17 @@ def _figure(final, results, by_batch, eval_accuracy):
     ceiling = 30.0
     ax = axes[0]
     for i, (name, losses) in enumerate(final.items()):
-        shown = np.where(np.isfinite(losses), np.minimum(losses, ceiling), np.nan)  # gaps where diverged
+        # gaps where diverged
+        shown = np.where(np.isfinite(losses), np.minimum(losses, ceiling), np.nan)
         ax.plot(LEARNING_RATES, shown, "o-", color=plotting.PALETTE[i], label=labels[name])
         bad = ~np.isfinite(losses)
-        ax.plot(np.asarray(LEARNING_RATES)[bad], np.full(bad.sum(), ceiling), "x", ms=10, color=plotting.PALETTE[i])
+        ax.plot(
+            np.asarray(LEARNING_RATES)[bad],
+            np.full(bad.sum(), ceiling),
+            "x",
+            ms=10,
+            color=plotting.PALETTE[i],
+        )
     ax.axhline(TRAINED, ls=":", color=plotting.PALETTE[2], label=f"trained (loss < {TRAINED})")
     ax.set(xscale="log", yscale="log", xlabel="learning rate", ylabel="final training loss",
            title="learning-rate sweep\n(x = diverged)")  # fmt: skip
@@ -179,14 +215,33 @@ def _figure(final, results, by_batch, eval_accuracy):
             j = LEARNING_RATES.index(lr)
             h = results[name].history["loss_per_rate"][:, j]
             alive = results[name].history["alive"][:, j] > 0
-            ax.plot(np.where(alive, _smooth(h[:, None])[:, 0], np.nan), ls=ls, color=plotting.PALETTE[i],
-                    label=f"{labels[name]}, rate {lr:g}")  # fmt: skip
-    ax.set(yscale="log", ylim=(1e-3, 10), xlabel="step", title="training loss\n(mini-batch, smoothed)")
+            ax.plot(
+                np.where(alive, _smooth(h[:, None])[:, 0], np.nan),
+                ls=ls,
+                color=plotting.PALETTE[i],
+                label=f"{labels[name]}, rate {lr:g}",
+            )
+    ax.set(
+        yscale="log", ylim=(1e-3, 10), xlabel="step", title="training loss\n(mini-batch, smoothed)"
+    )
     ax.legend(fontsize=8)
     ax = axes[2]
     sizes = list(by_batch)
-    ax.plot(sizes, [by_batch[b] for b in sizes], "o-", color=plotting.PALETTE[1], label="train mode (batch statistics)")
-    ax.axhline(eval_accuracy, ls="--", color=plotting.PALETTE[0], label="eval mode (running averages)")
-    ax.set(xscale="log", xlabel="test batch size", ylabel="test accuracy", title="BN net:\ntrain vs eval mode")
+    ax.plot(
+        sizes,
+        [by_batch[b] for b in sizes],
+        "o-",
+        color=plotting.PALETTE[1],
+        label="train mode (batch statistics)",
+    )
+    ax.axhline(
+        eval_accuracy, ls="--", color=plotting.PALETTE[0], label="eval mode (running averages)"
+    )
+    ax.set(
+        xscale="log",
+        xlabel="test batch size",
+        ylabel="test accuracy",
+        title="BN net:\ntrain vs eval mode",
+    )
     ax.legend(fontsize=8)
     return fig

@@ -35,17 +35,19 @@ __all__ = ["LinenDropout", "NnxDropout", "dropout", "dropout_mask", "mlp_with_dr
 
 # --8<-- [start:core]
 def dropout_mask(key: jax.Array, shape: tuple[int, ...], rate: float) -> jax.Array:
-    """The mask ``r_j ~ Bernoulli(p)`` of the paper's Sec. 4, ``p = 1 - rate`` the keep probability. ``bool[shape]``."""
+    """The mask ``r_j ~ Bernoulli(p)`` of the paper's Sec. 4, ``p = 1 - rate`` the keep probability.
+    ``bool[shape]``."""
     return jax.random.bernoulli(key, 1.0 - rate, shape)
 
 
 def dropout(key: jax.Array, x: jax.Array, rate: float, *, deterministic: bool = False) -> jax.Array:
-    """Inverted dropout: keep each entry with probability ``1 - rate``, scaled by ``1 / (1 - rate)``.
+    """Inverted dropout: keep each entry with probability ``1 - rate``, scaled by
+    ``1 / (1 - rate)``.
 
-    The paper (Sec. 4, model description) multiplies a layer's output ``y`` by a mask ``r`` of independent
-    ``Bernoulli(p)`` variables and, at test time, scales the outgoing weights by ``p``.
-    Dividing the kept entries by ``p`` during training instead gives ``E[dropout(x)] = x``
-    entry by entry, so evaluation uses the network exactly as trained.
+    The paper (Sec. 4, model description) multiplies a layer's output ``y`` by a mask ``r`` of
+    independent ``Bernoulli(p)`` variables and, at test time, scales the outgoing weights by ``p``.
+    Dividing the kept entries by ``p`` during training instead gives ``E[dropout(x)] = x`` entry by
+    entry, so evaluation uses the network exactly as trained.
 
     Args:
         key: PRNG key for the mask (unused when ``deterministic`` or ``rate == 0``).
@@ -63,7 +65,8 @@ def dropout(key: jax.Array, x: jax.Array, rate: float, *, deterministic: bool = 
         return x
     p = 1.0 - rate  # keep probability
     r = dropout_mask(key, x.shape, rate)  # r_j ~ Bernoulli(p), bool[...]
-    return jax.lax.select(r, x / jnp.asarray(p, x.dtype), jnp.zeros_like(x))  # y~ = r * y, scaled by 1/p
+    # y~ = r * y, scaled by 1/p
+    return jax.lax.select(r, x / jnp.asarray(p, x.dtype), jnp.zeros_like(x))
 
 
 # --8<-- [end:core]
@@ -79,7 +82,9 @@ class LinenDropout(nn.Module):
     deterministic: bool | None = None
 
     @nn.compact
-    def __call__(self, x: jax.Array, deterministic: bool | None = None, key: jax.Array | None = None):
+    def __call__(
+        self, x: jax.Array, deterministic: bool | None = None, key: jax.Array | None = None
+    ):
         deterministic = nn.merge_param("deterministic", self.deterministic, deterministic)
         checks.rate("rate", self.rate)
         if deterministic or self.rate == 0.0:
@@ -103,13 +108,18 @@ class NnxDropout(nnx.Module):
         self.deterministic = deterministic
         self.rngs = rngs["dropout"].fork() if rngs is not None else nnx.data(None)
 
-    def __call__(self, x: jax.Array, *, deterministic: bool | None = None, key: jax.Array | None = None):
+    def __call__(
+        self, x: jax.Array, *, deterministic: bool | None = None, key: jax.Array | None = None
+    ):
         deterministic = self.deterministic if deterministic is None else deterministic
         if deterministic or self.rate == 0.0:
             return x
         if key is None:
             if self.rngs is None:
-                raise ValueError("key: NnxDropout needs rngs=nnx.Rngs(dropout=...) or a key= when not deterministic")
+                raise ValueError(
+                    "key: NnxDropout needs rngs=nnx.Rngs(dropout=...) "
+                    "or a key= when not deterministic"
+                )
             key = self.rngs()
         return dropout(key, x, self.rate)
 
@@ -118,8 +128,11 @@ class NnxDropout(nnx.Module):
 
 
 # --8<-- [start:network]
-def mlp_with_dropout(params, x: jax.Array, key: jax.Array, rate: float, *, deterministic: bool) -> jax.Array:
-    """ReLU MLP (layers from topic 1.1) with dropout after every hidden layer. ``[b, d_in] -> [b, n_out]``."""
+def mlp_with_dropout(
+    params, x: jax.Array, key: jax.Array, rate: float, *, deterministic: bool
+) -> jax.Array:
+    """ReLU MLP (layers from topic 1.1) with dropout after every hidden layer.
+    ``[b, d_in] -> [b, n_out]``."""
     keys = jax.random.split(key, len(params) - 1)
     for layer, k in zip(params[:-1], keys):
         h = relu(dense(layer, x))  # [batch, d_hidden]

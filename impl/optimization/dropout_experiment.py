@@ -46,14 +46,18 @@ RATE = 0.5  # the paper's usual rate for hidden units
 
 
 def fit(key, x, y, x_test, y_test, rate: float, *, steps: int, progress=None):
-    """Train the MLP full-batch on ``(x, y)``; evaluate train and test loss/accuracy every 100 steps."""
+    """Train the MLP full-batch on ``(x, y)``; evaluate train and test loss/accuracy every 100
+    steps."""
     k_init, k_train = jax.random.split(key)
 
     def evaluate(params):  # evaluation: all units on, no rescaling (inverted dropout)
         out = {}
         for split, (xs, ys) in {"train": (x, y), "test": (x_test, y_test)}.items():
             logits = mlp_with_dropout(params, xs, k_train, rate, deterministic=True)
-            out[f"{split}_loss"], out[f"{split}_accuracy"] = cross_entropy(logits, ys), accuracy(logits, ys)
+            out[f"{split}_loss"], out[f"{split}_accuracy"] = (
+                cross_entropy(logits, ys),
+                accuracy(logits, ys),
+            )
         return out
 
     params = init_mlp(k_init, SIZES)
@@ -78,7 +82,8 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 2000
     checks.positive_int("steps", steps)
     start = time.perf_counter()
     k_data, k_test, k_model, k_mc, k_stat = jax.random.split(jax.random.key(seed), 5)
-    x, y = data.moons(k_data, 200, noise=0.35)  # overlapping classes: a perfect fit means memorising
+    # overlapping classes: a perfect fit means memorising
+    x, y = data.moons(k_data, 200, noise=0.35)
     x_test, y_test = data.moons(k_test, 2000, noise=0.35)
 
     runs, metrics = {}, {}
@@ -92,9 +97,9 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 2000
 
     # Weight scaling (one deterministic pass) vs averaging the predictions of 100 thinned nets.
     params = runs["dropout"].params
-    probs = jax.vmap(lambda k: jax.nn.softmax(mlp_with_dropout(params, x_test, k, RATE, deterministic=False)))(
-        jax.random.split(k_mc, 100)
-    )  # [100, n_test, 2]
+    probs = jax.vmap(
+        lambda k: jax.nn.softmax(mlp_with_dropout(params, x_test, k, RATE, deterministic=False))
+    )(jax.random.split(k_mc, 100))  # [100, n_test, 2]
     metrics["mc_average_test_accuracy"] = float(accuracy(jnp.log(probs.mean(axis=0)), y_test))
 
     # Inverted dropout preserves the expected activation: measure on a million ones.
@@ -103,11 +108,15 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 2000
     metrics["keep_fraction"] = float(jnp.mean(dropped > 0))
     metrics["mean_activation"] = float(jnp.mean(dropped))
 
-    lines = [f"{'net':<14} {'train acc':>9} {'test acc':>9} {'acc gap':>8} {'train loss':>10} {'test loss':>9}"]
+    lines = [
+        f"{'net':<14} {'train acc':>9} {'test acc':>9} "
+        f"{'acc gap':>8} {'train loss':>10} {'test loss':>9}"
+    ]
     for name in runs:
         m = {k.removeprefix(f"{name}_"): v for k, v in metrics.items() if k.startswith(f"{name}_")}
         lines.append(
-            f"{_label(name):<14} {m['train_accuracy']:>9.1%} {m['test_accuracy']:>9.1%} {m['accuracy_gap']:>8.1%}"
+            f"{_label(name):<14} {m['train_accuracy']:>9.1%} {m['test_accuracy']:>9.1%} "
+            f"{m['accuracy_gap']:>8.1%}"
             f" {m['train_loss']:>10.3f} {m['test_loss']:>9.3f}"
         )
     lines += [
@@ -118,7 +127,11 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 2000
     ]
     fig = _figure(runs, params_by_name={k: r.params for k, r in runs.items()}, x=x, y=y)
     return Report(
-        "2.4 Dropout — an over-fitting net with and without dropout", metrics, lines, fig, time.perf_counter() - start
+        "2.4 Dropout — an over-fitting net with and without dropout",
+        metrics,
+        lines,
+        fig,
+        time.perf_counter() - start,
     )
 
 
@@ -136,8 +149,19 @@ def _figure(runs, params_by_name, x, y):
         for i, (name, result) in enumerate(runs.items()):
             steps = result.evals["step"]
             label = _label(name)
-            ax.plot(steps, result.evals[f"train_{metric}"], color=plotting.PALETTE[i], label=f"{label}: train")
-            ax.plot(steps, result.evals[f"test_{metric}"], color=plotting.PALETTE[i], ls="--", label=f"{label}: test")
+            ax.plot(
+                steps,
+                result.evals[f"train_{metric}"],
+                color=plotting.PALETTE[i],
+                label=f"{label}: train",
+            )
+            ax.plot(
+                steps,
+                result.evals[f"test_{metric}"],
+                color=plotting.PALETTE[i],
+                ls="--",
+                label=f"{label}: test",
+            )
         ax.set(xlabel="step", title=f"{metric}: train (solid) vs test (dashed)")
         if metric == "loss":
             ax.set_yscale("log")

@@ -11,9 +11,9 @@ negative inputs. BERT, GPT-2 and ViT use it, and import it from here. Because ``
 ``erf``) was slow on some hardware, the paper also gives a tanh approximation, which GPT-2 used;
 this module computes both and measures how far apart they are.
 
-Layout: pure functions hold the math; :class:`LinenGELU` and :class:`NnxGELU` (parameter-free)
-call them, so that GELU can sit in a layer list like any other module. The experiment (the gap
-between the two forms, GELU against ReLU on the digits) lives in :mod:`impl.optimization.gelu_experiment`.
+Layout: pure functions hold the math; :class:`LinenGELU` and :class:`NnxGELU` (parameter-free) call
+them, so that GELU can sit in a layer list like any other module. The experiment (the gap between
+the two forms, GELU against ReLU on the digits) lives in :mod:`impl.optimization.gelu_experiment`.
 
 Shapes: ``x`` is any floating ``[...]`` array; the output has the same shape and dtype.
 """
@@ -44,7 +44,8 @@ def gelu_exact(x: jax.Array) -> jax.Array:
 
 
 def gelu_tanh(x: jax.Array) -> jax.Array:
-    """The paper's approximation ``x/2 * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3)))``. Shape of ``x``.
+    """The paper's approximation ``x/2 * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3)))``. Shape of
+    ``x``.
 
     Beyond ``|x| = 10`` the tanh is exactly +-1 in float32 and float64, so ``x`` is clipped
     inside it: the cube cannot overflow, and the gradient keeps its limits (1 and 0) instead
@@ -56,9 +57,12 @@ def gelu_tanh(x: jax.Array) -> jax.Array:
 
 
 def gelu(x: jax.Array, approximate: bool = False) -> jax.Array:
-    """GELU, exact (``approximate=False``) or in its tanh form; ``|exact - tanh| < TANH_MAX_ERROR``."""
+    """GELU, exact (``approximate=False``) or in its tanh form;
+    ``|exact - tanh| < TANH_MAX_ERROR``."""
     if not hasattr(x, "dtype") or not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(f"x: expected a floating-point array, got {getattr(x, 'dtype', type(x).__name__)}")
+        raise TypeError(
+            f"x: expected a floating-point array, got {getattr(x, 'dtype', type(x).__name__)}"
+        )
     if not isinstance(approximate, bool):
         raise TypeError(f"approximate: expected True or False, got {approximate!r}")
     return gelu_tanh(x) if approximate else gelu_exact(x)
@@ -69,7 +73,8 @@ def gelu(x: jax.Array, approximate: bool = False) -> jax.Array:
 
 # --8<-- [start:linen]
 class LinenGELU(nn.Module):
-    """Functional twin: no parameters, so ``init`` returns an empty dict and ``apply`` is :func:`gelu`."""
+    """Functional twin: no parameters, so ``init`` returns an empty dict and ``apply`` is
+    :func:`gelu`."""
 
     approximate: bool = False
 

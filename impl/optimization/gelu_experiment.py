@@ -43,11 +43,14 @@ def mlp(params, x: jax.Array, activation: str) -> jax.Array:
 
 @functools.cache
 def loss_for(activation: str):
-    """``N_INITS`` copies stacked on a leading axis; their summed loss trains each one independently."""
+    """``N_INITS`` copies stacked on a leading axis; their summed loss trains each one
+    independently."""
 
     def loss_fn(params, batch, key):
         del key
-        losses = jax.vmap(lambda p: cross_entropy(mlp(p, batch["x"], activation), batch["y"]))(params)
+        losses = jax.vmap(lambda p: cross_entropy(mlp(p, batch["x"], activation), batch["y"]))(
+            params
+        )
         return jnp.sum(losses), {"loss_per_init": losses}
 
     return loss_fn
@@ -58,12 +61,20 @@ SIZES = [64, 128, 128, 10]
 
 
 def fit(key, x, y, activation: str, *, steps: int, progress=None):
-    """Train ``N_INITS`` MLPs (the same initial weights for every activation), mini-batches of 64."""
+    """Train ``N_INITS`` MLPs (the same initial weights for every activation), mini-batches of
+    64."""
     params = jax.vmap(lambda k: init_mlp(k, SIZES))(jax.random.split(key, N_INITS))
     return train(
-        loss_for(activation), params, OPTIMIZER, {"x": x, "y": y}, key=key, steps=steps, batch_size=64,
-        progress=progress, label=f"2.7 {activation}",
-    )  # fmt: skip
+        loss_for(activation),
+        params,
+        OPTIMIZER,
+        {"x": x, "y": y},
+        key=key,
+        steps=steps,
+        batch_size=64,
+        progress=progress,
+        label=f"2.7 {activation}",
+    )
 
 
 # --8<-- [end:experiment]
@@ -93,7 +104,10 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 600)
     runs = {}
     for name in ACTIVATIONS:
         result = fit(jax.random.key(seed), x, y, name, steps=steps, progress=progress)
-        per_init = lambda p, xs, ys: (cross_entropy(mlp(p, xs, name), ys), accuracy(mlp(p, xs, name), ys))  # noqa: B023, E731
+
+        def per_init(p, xs, ys, name=name):
+            return cross_entropy(mlp(p, xs, name), ys), accuracy(mlp(p, xs, name), ys)
+
         train_loss, _ = jax.vmap(per_init, in_axes=(0, None, None))(result.params, x, y)
         _, test_acc = jax.vmap(per_init, in_axes=(0, None, None))(result.params, x_test, y_test)
         runs[name] = result
@@ -112,11 +126,18 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 600)
     for name in ACTIVATIONS:
         k = name.lower()
         lines.append(
-            f"{name:<6} {metrics[f'{k}_mean_training_loss']:>19.4f} {metrics[f'{k}_final_train_loss']:>17.4f}"
+            f"{name:<6} {metrics[f'{k}_mean_training_loss']:>19.4f} "
+            f"{metrics[f'{k}_final_train_loss']:>17.4f}"
             f" {metrics[f'{k}_test_accuracy']:>11.2%} ± {metrics[f'{k}_test_accuracy_std']:.2%}"
         )
     fig = _figure(runs)
-    return Report("2.7 GELU — exact vs tanh form, and GELU vs ReLU", metrics, lines, fig, time.perf_counter() - start)
+    return Report(
+        "2.7 GELU — exact vs tanh form, and GELU vs ReLU",
+        metrics,
+        lines,
+        fig,
+        time.perf_counter() - start,
+    )
 
 
 # --8<-- [end:run]
@@ -141,7 +162,11 @@ def _figure(runs):
     window = 25
     for i, (name, result) in enumerate(runs.items()):
         h = result.history["loss_per_init"].mean(axis=1)  # [steps], mean over initialisations
-        ax.plot(np.convolve(h, np.ones(window) / window, mode="valid"), color=plotting.PALETTE[i * 2], label=name)
+        ax.plot(
+            np.convolve(h, np.ones(window) / window, mode="valid"),
+            color=plotting.PALETTE[i * 2],
+            label=name,
+        )
     ax.set(yscale="log", xlabel="step", title="training loss on digits (mean of inits)")
     ax.legend(fontsize=8)
     return fig

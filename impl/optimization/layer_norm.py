@@ -44,11 +44,21 @@ from impl.deep_networks.dnn import init_layer
 from impl.optimization.batch_norm import check_features, squared_magnitude, statistics_dtype
 from impl.sequence.rnn import scan_over_time
 
-__all__ = ["LinenLayerNorm", "NnxLayerNorm", "init_layer_norm", "init_rnn", "layer_norm", "layer_stats", "rnn"]
+__all__ = [
+    "LinenLayerNorm",
+    "NnxLayerNorm",
+    "init_layer_norm",
+    "init_rnn",
+    "layer_norm",
+    "layer_stats",
+    "rnn",
+]
 
 
 # --8<-- [start:core]
-def layer_stats(x: jax.Array, reduction_axes: int | tuple[int, ...] = -1) -> tuple[jax.Array, jax.Array]:
+def layer_stats(
+    x: jax.Array, reduction_axes: int | tuple[int, ...] = -1
+) -> tuple[jax.Array, jax.Array]:
     """Eq. 3: mean and variance over the ``H`` units of one layer, per example.
 
     ``x [..., H, ...]`` -> ``(mean, var)``, each shaped like ``x`` with the ``reduction_axes`` of
@@ -57,7 +67,8 @@ def layer_stats(x: jax.Array, reduction_axes: int | tuple[int, ...] = -1) -> tup
     x = x.astype(statistics_dtype(x))
     mean = jnp.mean(x, axis=reduction_axes, keepdims=True)  # mu = 1/H sum_i a_i
     centred = x - mean
-    var = jnp.mean(squared_magnitude(centred), axis=reduction_axes, keepdims=True)  # 1/H sum |a_i - mu|^2
+    # 1/H sum |a_i - mu|^2
+    var = jnp.mean(squared_magnitude(centred), axis=reduction_axes, keepdims=True)
     return mean, var
 
 
@@ -71,7 +82,8 @@ def layer_norm(
     feature_axes: int | tuple[int, ...] = -1,
     dtype=None,
 ) -> jax.Array:
-    """``y = scale * (x - mu) / sqrt(sigma^2 + epsilon) + bias`` with ``mu, sigma`` from :func:`layer_stats`.
+    """``y = scale * (x - mu) / sqrt(sigma^2 + epsilon) + bias`` with ``mu, sigma`` from
+    :func:`layer_stats`.
 
     Args:
         x: ``[..., features]`` summed inputs of a layer.
@@ -84,8 +96,13 @@ def layer_norm(
     feature_axes = check_features(x, feature_axes, "feature_axes", scale=scale, bias=bias)
     reduction_axes = check_features(x, reduction_axes, "reduction_axes")
     checks.in_range("epsilon", epsilon, 0.0, float("inf"), low_inclusive=False)
-    shape = [x.shape[i] if i in feature_axes else 1 for i in range(x.ndim)]  # [1, ..., features, ..., 1]
-    out = dtype if dtype is not None else jnp.result_type(x, *(p for p in (scale, bias) if p is not None))
+    # [1, ..., features, ..., 1]
+    shape = [x.shape[i] if i in feature_axes else 1 for i in range(x.ndim)]
+    out = (
+        dtype
+        if dtype is not None
+        else jnp.result_type(x, *(p for p in (scale, bias) if p is not None))
+    )
     mean, var = layer_stats(x, reduction_axes)
     y = (x - mean) * jax.lax.rsqrt(var + epsilon)  # (a - mu) / sigma, in the statistics' dtype
     if scale is not None:
@@ -96,11 +113,15 @@ def layer_norm(
 
 
 def init_layer_norm(
-    num_features: int | tuple[int, ...], *, param_dtype=jnp.float32, use_bias: bool = True, use_scale: bool = True
+    num_features: int | tuple[int, ...],
+    *,
+    param_dtype=jnp.float32,
+    use_bias: bool = True,
+    use_scale: bool = True,
 ) -> dict[str, jax.Array]:
-    """``{"scale": 1, "bias": 0}``, each ``[features]`` in ``param_dtype``: the gain ``g`` and bias ``b``
-    start as the identity. ``num_features`` is an int or the feature axes' sizes; ``use_scale=False``
-    or ``use_bias=False`` leaves that entry out."""
+    """``{"scale": 1, "bias": 0}``, each ``[features]`` in ``param_dtype``: the gain ``g`` and bias
+    ``b`` start as the identity. ``num_features`` is an int or the feature axes' sizes;
+    ``use_scale=False`` or ``use_bias=False`` leaves that entry out."""
     shape = num_features if isinstance(num_features, tuple) else (num_features,)
     shape = tuple(checks.positive_int("num_features", n) for n in shape)
     params = {"scale": jnp.ones(shape, param_dtype), "bias": jnp.zeros(shape, param_dtype)}  # g, b
@@ -112,7 +133,8 @@ def init_layer_norm(
 
 # --8<-- [start:linen]
 class LinenLayerNorm(nn.Module):
-    """Functional twin: ``{"params": init_layer_norm(features)}`` = ``{"scale", "bias"}``; no state, no modes."""
+    """Functional twin: ``{"params": init_layer_norm(features)}`` = ``{"scale", "bias"}``; no state,
+    no modes."""
 
     epsilon: float = 1e-6
     dtype: Any = None
@@ -129,12 +151,19 @@ class LinenLayerNorm(nn.Module):
             tuple(x.shape[a] for a in axes), param_dtype=self.param_dtype, use_bias=self.use_bias,
             use_scale=self.use_scale,
         )  # initial values: constants, so no key is used  # fmt: skip
-        scale = self.param("scale", lambda _: params["scale"]) if self.use_scale else None  # g, [features]
-        bias = self.param("bias", lambda _: params["bias"]) if self.use_bias else None  # b, [features]
+        # g, [features]
+        scale = self.param("scale", lambda _: params["scale"]) if self.use_scale else None
+        # b, [features]
+        bias = self.param("bias", lambda _: params["bias"]) if self.use_bias else None
         return layer_norm(
-            x, scale, bias, epsilon=self.epsilon, reduction_axes=self.reduction_axes, feature_axes=axes,
+            x,
+            scale,
+            bias,
+            epsilon=self.epsilon,
+            reduction_axes=self.reduction_axes,
+            feature_axes=axes,
             dtype=self.dtype,
-        )  # fmt: skip
+        )
 
 
 # --8<-- [end:linen]
@@ -142,7 +171,8 @@ class LinenLayerNorm(nn.Module):
 
 # --8<-- [start:nnx]
 class NnxLayerNorm(nnx.Module):
-    """Object-oriented twin: ``scale`` and ``bias`` are the ``nnx.Param``s `init_layer_norm` declares.
+    """Object-oriented twin: ``scale`` and ``bias`` are the ``nnx.Param``s `init_layer_norm`
+    declares.
 
     Keywords as ``nnx.LayerNorm``'s (no ``rngs``: the initial values are constants).
     """
@@ -152,17 +182,25 @@ class NnxLayerNorm(nnx.Module):
         use_bias: bool = True, use_scale: bool = True, reduction_axes: int | tuple[int, ...] = -1,
         feature_axes: int | tuple[int, ...] = -1,
     ):  # fmt: skip
-        params = init_layer_norm(num_features, param_dtype=param_dtype, use_bias=use_bias, use_scale=use_scale)
-        self.epsilon, self.dtype, self.reduction_axes, self.feature_axes = epsilon, dtype, reduction_axes, feature_axes
+        params = init_layer_norm(
+            num_features, param_dtype=param_dtype, use_bias=use_bias, use_scale=use_scale
+        )
+        self.epsilon, self.dtype, self.reduction_axes = epsilon, dtype, reduction_axes
+        self.feature_axes = feature_axes
         for name, value in params.items():  # scale (g) and bias (b), unless switched off
             setattr(self, name, twins.to_nnx(value))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         params = twins.pure(self)  # {"scale": [features], "bias": [features]}
         return layer_norm(
-            x, params.get("scale"), params.get("bias"), epsilon=self.epsilon, reduction_axes=self.reduction_axes,
-            feature_axes=self.feature_axes, dtype=self.dtype,
-        )  # fmt: skip
+            x,
+            params.get("scale"),
+            params.get("bias"),
+            epsilon=self.epsilon,
+            reduction_axes=self.reduction_axes,
+            feature_axes=self.feature_axes,
+            dtype=self.dtype,
+        )
 
 
 # --8<-- [end:nnx]
@@ -170,7 +208,8 @@ class NnxLayerNorm(nnx.Module):
 
 # --8<-- [start:rnn]
 def init_rnn(key: jax.Array, vocab: int, hidden: int, gain: float) -> dict:
-    """A tanh RNN whose input and recurrent weights start with standard deviation ``gain`` (``gain / sqrt(H)``)."""
+    """A tanh RNN whose input and recurrent weights start with standard deviation ``gain``
+    (``gain / sqrt(H)``)."""
     k_x, k_h, k_out = jax.random.split(key, 3)
     return {
         "w_x": gain * jax.random.normal(k_x, (vocab, hidden)),  # W_xh as an embedding table
@@ -197,7 +236,8 @@ def rnn(params: dict, tokens: jax.Array, *, use_ln: bool) -> jax.Array:
         h = jnp.tanh(a)
         return h, h
 
-    return scan_over_time(step, params, tokens[..., None], jnp.zeros((b, hidden)))  # topic 3.1's recurrence: [b, T, H]
+    # topic 3.1's recurrence: [b, T, H]
+    return scan_over_time(step, params, tokens[..., None], jnp.zeros((b, hidden)))
 
 
 # --8<-- [end:rnn]

@@ -27,7 +27,17 @@ from impl.optimization.layer_norm import init_rnn, layer_norm, rnn
 from impl.report import Report
 from impl.training import train
 
-__all__ = ["GAINS", "HIDDEN", "LAG", "OPTIMIZER", "experiment", "fit_rnns", "lag_logits", "lag_loss", "loss_for"]
+__all__ = [
+    "GAINS",
+    "HIDDEN",
+    "LAG",
+    "OPTIMIZER",
+    "experiment",
+    "fit_rnns",
+    "lag_logits",
+    "lag_loss",
+    "loss_for",
+]
 
 
 # --8<-- [start:experiment]
@@ -66,8 +76,11 @@ def loss_for(use_ln: bool):
 OPTIMIZER = adam(learning_rate=5e-3)
 
 
-def fit_rnns(key, tokens, *, use_ln: bool, steps: int, vocab: int, hidden: int = HIDDEN, progress=None):
-    params = jax.vmap(lambda g: init_rnn(key, vocab, hidden, g))(jnp.asarray(GAINS))  # same draw, scaled
+def fit_rnns(
+    key, tokens, *, use_ln: bool, steps: int, vocab: int, hidden: int = HIDDEN, progress=None
+):
+    # same draw, scaled
+    params = jax.vmap(lambda g: init_rnn(key, vocab, hidden, g))(jnp.asarray(GAINS))
     return train(
         loss_for(use_ln), params, OPTIMIZER, {"x": tokens}, key=key, steps=steps, batch_size=64,
         progress=progress, label=f"2.6 RNN {'with' if use_ln else 'without'} layer norm",
@@ -95,7 +108,10 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 500)
     x = 2.0 + 3.0 * jax.random.normal(k_x, (64, 32))  # [batch, features]
     ones, zeros = jnp.ones((32,)), jnp.zeros((32,))
     ln = lambda v: layer_norm(v, ones, zeros)  # noqa: E731
-    bn = lambda v: batch_norm(v, ones, zeros, zeros, ones, use_running_average=False)[0]  # noqa: E731
+
+    def bn(v):
+        return batch_norm(v, ones, zeros, zeros, ones, use_running_average=False)[0]
+
     metrics["ln_batch1_vs_64"] = float(jnp.max(jnp.abs(ln(x[:1]) - ln(x)[:1])))
     metrics["bn_batch1_vs_64"] = float(jnp.max(jnp.abs(bn(x[:1]) - bn(x)[:1])))
     scales = np.logspace(-4, 4, 32)  # c = 1 (no re-scaling) is not among them
@@ -108,27 +124,48 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 500)
     test_set = data.copy_task(k_test, 512, length=16, n_symbols=8)
     runs = {}
     for name, use_ln in {"plain": False, "ln": True}.items():
-        for gain in GAINS:  # saturated tanh units (|h| > 0.99) at initialisation, before any training
-            h = rnn(init_rnn(k_model, train_set.vocab_size, HIDDEN, gain), test_set.inputs, use_ln=use_ln)
+        for (
+            gain
+        ) in GAINS:  # saturated tanh units (|h| > 0.99) at initialisation, before any training
+            h = rnn(
+                init_rnn(k_model, train_set.vocab_size, HIDDEN, gain),
+                test_set.inputs,
+                use_ln=use_ln,
+            )
             metrics[f"{name}_saturated_at_init_gain_{gain:g}"] = float(jnp.mean(jnp.abs(h) > 0.99))
-        result = fit_rnns(k_model, train_set.inputs, use_ln=use_ln, steps=steps, vocab=train_set.vocab_size,
-                          progress=progress)  # fmt: skip
-        logits = jax.vmap(functools.partial(lag_logits, tokens=test_set.inputs, use_ln=use_ln))(result.params)
-        acc = jnp.mean(jnp.argmax(logits, axis=-1) == test_set.inputs[None, :, :-LAG], axis=(1, 2))  # [n_gains]
+        result = fit_rnns(
+            k_model,
+            train_set.inputs,
+            use_ln=use_ln,
+            steps=steps,
+            vocab=train_set.vocab_size,
+            progress=progress,
+        )
+        logits = jax.vmap(functools.partial(lag_logits, tokens=test_set.inputs, use_ln=use_ln))(
+            result.params
+        )
+        # [n_gains]
+        acc = jnp.mean(jnp.argmax(logits, axis=-1) == test_set.inputs[None, :, :-LAG], axis=(1, 2))
         runs[name] = (result, np.asarray(acc))
         for gain, a in zip(GAINS, np.asarray(acc)):
             metrics[f"{name}_accuracy_gain_{gain:g}"] = float(a)
 
     lines = [
-        f"same example alone vs in a batch of 64, max |difference|: layer norm {metrics['ln_batch1_vs_64']:.1e},"
+        "same example alone vs in a batch of 64, max |difference|: layer norm "
+        f"{metrics['ln_batch1_vs_64']:.1e},"
         f" batch norm (train mode) {metrics['bn_batch1_vs_64']:.2f}",
-        f"layer norm of 10x vs x: {metrics['ln_rescale_x10']:.1e}; of 0.1x vs x: {metrics['ln_rescale_x0.1']:.1e}"
+        f"layer norm of 10x vs x: {metrics['ln_rescale_x10']:.1e}; of 0.1x vs x: "
+        f"{metrics['ln_rescale_x0.1']:.1e}"
         " (eps = 1e-6 matters only once the input's variance nears it)",
-        f"tanh RNN, recall the token {LAG} steps back (chance {1 / 8:.1%}), test accuracy by initial weight scale:",
+        f"tanh RNN, recall the token {LAG} steps back (chance {1 / 8:.1%}), test accuracy by "
+        "initial weight scale:",
         f"{'':<20}" + "".join(f"{'gain ' + format(g, 'g'):>10}" for g in GAINS),
     ]
     for name, (_, acc) in runs.items():
-        lines.append(f"{'with layer norm' if name == 'ln' else 'plain':<20}" + "".join(f"{a:>10.1%}" for a in acc))
+        lines.append(
+            f"{'with layer norm' if name == 'ln' else 'plain':<20}"
+            + "".join(f"{a:>10.1%}" for a in acc)
+        )
     lines.append("saturated units (|h| > 0.99) at initialisation:")
     for name in runs:
         cells = "".join(f"{metrics[f'{name}_saturated_at_init_gain_{g:g}']:>10.1%}" for g in GAINS)
@@ -136,9 +173,12 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 500)
     eps_scale = float(np.sqrt(1e-6 / jnp.mean(jnp.var(x, axis=-1))))  # where c^2 Var(x) = eps
     fig = _figure(scales, rescaled, eps_scale, runs)
     return Report(
-        "2.6 Layer normalization — invariances, and an RNN with and without it", metrics, lines, fig,
+        "2.6 Layer normalization — invariances, and an RNN with and without it",
+        metrics,
+        lines,
+        fig,
         time.perf_counter() - start,
-    )  # fmt: skip
+    )
 
 
 # --8<-- [end:run]
@@ -150,13 +190,22 @@ def _figure(scales, rescaled, eps_scale, runs):
     ax.loglog(scales, rescaled, "o-", ms=3)
     ax.axvline(eps_scale, ls=":", color=plotting.PALETTE[2], label="c² Var(x) = eps")
     ax.legend(fontsize=8)
-    ax.set(xlabel="input re-scaled by c", ylabel="max |LN(c x) − LN(x)|", title="scale invariance (eps = 1e-6)")
+    ax.set(
+        xlabel="input re-scaled by c",
+        ylabel="max |LN(c x) − LN(x)|",
+        title="scale invariance (eps = 1e-6)",
+    )
     ax = axes[1]
     for i, name in enumerate(runs):
         ax.plot(GAINS, runs[name][1], "o-", color=plotting.PALETTE[i],
                 label="with layer norm" if name == "ln" else "plain")  # fmt: skip
     ax.axhline(1 / 8, ls=":", color=plotting.PALETTE[2], label="chance")
-    ax.set(xscale="log", xlabel="initial weight scale (gain)", ylabel="test accuracy", title="tanh RNN: final accuracy")
+    ax.set(
+        xscale="log",
+        xlabel="initial weight scale (gain)",
+        ylabel="test accuracy",
+        title="tanh RNN: final accuracy",
+    )
     ax.set_xticks(GAINS, [f"{g:g}" for g in GAINS])
     ax.minorticks_off()
     ax.legend(fontsize=8)
@@ -164,8 +213,13 @@ def _figure(scales, rescaled, eps_scale, runs):
     for i, name in enumerate(runs):
         history = runs[name][0].history["loss_per_gain"]  # [steps, n_gains]
         for j, ls in ((1, "-"), (3, "--")):
-            ax.plot(history[:, j], ls=ls, color=plotting.PALETTE[i], lw=1.2,
-                    label=f"{'with LN' if name == 'ln' else 'plain'}, gain {GAINS[j]:g}")  # fmt: skip
+            ax.plot(
+                history[:, j],
+                ls=ls,
+                color=plotting.PALETTE[i],
+                lw=1.2,
+                label=f"{'with LN' if name == 'ln' else 'plain'}, gain {GAINS[j]:g}",
+            )
     ax.set(yscale="log", xlabel="step", title="training loss")
     ax.legend(fontsize=8)
     return fig

@@ -84,7 +84,8 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 
 
 def activation(name: str) -> Callable[[jax.Array], jax.Array]:
-    """Look an activation up by name; an unknown name raises ``ValueError`` naming ``activation``."""
+    """Look an activation up by name; an unknown name raises ``ValueError`` naming
+    ``activation``."""
     checks.one_of("activation", name, ACTIVATIONS)
     return ACTIVATIONS[name]
 
@@ -101,19 +102,24 @@ def sparsity(h: jax.Array) -> jax.Array:
 # Weight scale of each scheme, as a gain on LeCun's N(0, 1/d_in) of topic 1.1.
 INITS: dict[str, Callable[[int, int], float]] = {
     "lecun": lambda d_in, d_out: 1.0,  # Var w = 1 / d_in
-    "glorot": lambda d_in, d_out: (2.0 * d_in / (d_in + d_out)) ** 0.5,  # Var w = 2 / (d_in + d_out)
-    "he": lambda d_in, d_out: 2.0**0.5,  # Var w = 2 / d_in: makes up for ReLU zeroing half its inputs
+    # Var w = 2 / (d_in + d_out)
+    "glorot": lambda d_in, d_out: (2.0 * d_in / (d_in + d_out)) ** 0.5,
+    # Var w = 2 / d_in: makes up for ReLU zeroing half its inputs
+    "he": lambda d_in, d_out: 2.0**0.5,
 }
 
 
 def init_scaled_layer(key: jax.Array, d_in: int, d_out: int, init_scheme: str = "lecun") -> Layer:
-    """One dense layer from topic 1.1's ``init_layer``, its kernel rescaled to the ``init_scheme``."""
+    """One dense layer from topic 1.1's ``init_layer``, its kernel rescaled to the
+    ``init_scheme``."""
     checks.one_of("init_scheme", init_scheme, INITS)
     layer = init_layer(key, d_in, d_out)
     return {"kernel": layer["kernel"] * INITS[init_scheme](d_in, d_out), "bias": layer["bias"]}
 
 
-def init_deep_mlp(key: jax.Array, d_in: int, width: int, depth: int, n_out: int, *, init_scheme: str) -> list[Layer]:
+def init_deep_mlp(
+    key: jax.Array, d_in: int, width: int, depth: int, n_out: int, *, init_scheme: str
+) -> list[Layer]:
     """``depth`` hidden layers of ``width`` units and a linear output: ``depth + 1`` layers."""
     _check_stack(d_in, width, depth, n_out, init_scheme=init_scheme)
     sizes = [d_in] + [width] * depth + [n_out]
@@ -121,8 +127,11 @@ def init_deep_mlp(key: jax.Array, d_in: int, width: int, depth: int, n_out: int,
     return [init_scaled_layer(k, a, b, init_scheme) for k, a, b in zip(keys, sizes[:-1], sizes[1:])]
 
 
-def hidden_activations(params: Sequence[Layer], x: jax.Array, activation_name: str) -> list[jax.Array]:
-    """Every hidden layer's output ``h_l = f(h_{l-1} W_l + b_l)``: a list of ``depth`` ``[batch, width]``."""
+def hidden_activations(
+    params: Sequence[Layer], x: jax.Array, activation_name: str
+) -> list[jax.Array]:
+    """Every hidden layer's output ``h_l = f(h_{l-1} W_l + b_l)``: a list of ``depth``
+    ``[batch, width]``."""
     if not params:
         raise ValueError("params: expected a non-empty list of layers")
     _check_input(x, params[0]["kernel"].shape[0])
@@ -140,7 +149,9 @@ def deep_mlp(params: Sequence[Layer], x: jax.Array, activation_name: str) -> jax
     return dense(params[-1], hs[-1] if hs else x)  # [batch, n_out]
 
 
-def layer_gradient_norms(params: Sequence[Layer], x: jax.Array, labels: jax.Array, activation_name: str) -> jax.Array:
+def layer_gradient_norms(
+    params: Sequence[Layer], x: jax.Array, labels: jax.Array, activation_name: str
+) -> jax.Array:
     """``||dE/dW_l||`` (Frobenius) for every layer, input first: ``float32[depth + 1]``.
 
     The back-propagated signal is multiplied at each layer by ``f'(total input)`` and by
@@ -154,7 +165,9 @@ def layer_gradient_norms(params: Sequence[Layer], x: jax.Array, labels: jax.Arra
 # --8<-- [end:stack]
 
 
-def _check_stack(d_in: int, width: int, depth: int, n_out: int, *, init_scheme: str | None = None) -> None:
+def _check_stack(
+    d_in: int, width: int, depth: int, n_out: int, *, init_scheme: str | None = None
+) -> None:
     checks.positive_int("d_in", d_in)
     checks.positive_int("width", width)
     checks.positive_int("depth", depth)
@@ -164,7 +177,9 @@ def _check_stack(d_in: int, width: int, depth: int, n_out: int, *, init_scheme: 
 
 
 def _check_input(x: jax.Array, d_in: int | None = None) -> None:
-    checks.array_shape("x", x, ("batch", d_in if d_in is not None else "d_in"), dims="[batch, d_in]")
+    checks.array_shape(
+        "x", x, ("batch", d_in if d_in is not None else "d_in"), dims="[batch, d_in]"
+    )
 
 
 # --8<-- [start:linen]
@@ -187,7 +202,13 @@ class LinenDeepMLP(nn.Module):
         _check_stack(x.shape[-1], self.width, self.depth, self.n_out, init_scheme=self.init_scheme)
         checks.one_of("activation", self.activation, ACTIVATIONS)
         layers = self.param(
-            "layers", init_deep_mlp, x.shape[-1], self.width, self.depth, self.n_out, init_scheme=self.init_scheme
+            "layers",
+            init_deep_mlp,
+            x.shape[-1],
+            self.width,
+            self.depth,
+            self.n_out,
+            init_scheme=self.init_scheme,
         )  # [{"kernel": [d_in, d_out], "bias": [d_out]}, ...]
         return deep_mlp(layers, x, self.activation)
 
@@ -197,7 +218,8 @@ class LinenDeepMLP(nn.Module):
 
 # --8<-- [start:nnx]
 class NnxDeepMLP(nnx.Module):
-    """Object-oriented twin: ``self.layers`` holds the tree `init_deep_mlp` declares, as NNX objects."""
+    """Object-oriented twin: ``self.layers`` holds the tree `init_deep_mlp` declares, as NNX
+    objects."""
 
     def __init__(
         self,
@@ -213,7 +235,9 @@ class NnxDeepMLP(nnx.Module):
         _check_stack(d_in, width, depth, n_out, init_scheme=init_scheme)
         checks.one_of("activation", activation, ACTIVATIONS)
         self.activation = activation
-        self.layers = twins.to_nnx(init_deep_mlp(rngs.params(), d_in, width, depth, n_out, init_scheme=init_scheme))
+        self.layers = twins.to_nnx(
+            init_deep_mlp(rngs.params(), d_in, width, depth, n_out, init_scheme=init_scheme)
+        )
 
     def __call__(self, x: jax.Array) -> jax.Array:
         layers = twins.pure(self.layers)  # the list of {"kernel", "bias"} dicts `deep_mlp` takes
@@ -228,8 +252,8 @@ class NnxDeepMLP(nnx.Module):
 def digits_standardized() -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """The digits as ``[n, 64]`` vectors, centred per pixel and scaled to unit overall variance.
 
-    Returns ``(x_train [n_train, 64], y_train int[n_train], x_test [n_test, 64], y_test int[n_test])``;
-    the training set's statistics standardise both splits.
+    The training set's statistics standardise both splits. Returns
+    ``(x_train [n_train, 64], y_train int[n_train], x_test [n_test, 64], y_test int[n_test])``.
     """
     d = data.load_digits()
     mean, std = d.x_train.mean(axis=0, keepdims=True), d.x_train.std()

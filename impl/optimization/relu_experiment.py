@@ -51,9 +51,9 @@ def make_loss(activation_name: str):
 
 
 LOSSES = {name: make_loss(name) for name in ACTIVATIONS}  # built once: one compile per activation
-OPTIMIZER = sgd(
-    learning_rate=0.005, momentum=0.9
-)  # the same plain optimizer for every stack (0.01 sits at the edge of stability: 2 of 10 seeds diverged)
+# the same plain optimizer for every stack (0.01 sits at the edge of stability: 2 of 10 seeds
+# diverged)
+OPTIMIZER = sgd(learning_rate=0.005, momentum=0.9)
 
 
 # --8<-- [end:experiment]
@@ -65,8 +65,8 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 1000
 
     Metrics: for each activation the ratio of the input layer's weight-gradient norm to the top
     hidden layer's at initialisation (``<act>_grad_ratio``) and the final training loss
-    (``<act>_train_loss``); for ReLU the fraction of exactly-zero hidden activations on the
-    test set at initialisation and after training (``relu_sparsity_init``, ``relu_sparsity_trained``).
+    (``<act>_train_loss``); for ReLU the fraction of exactly-zero hidden activations on the test set
+    at initialisation and after training (``relu_sparsity_init``, ``relu_sparsity_trained``).
     """
     checks.non_negative_int("seed", seed)
     checks.positive_int("steps", steps)
@@ -91,17 +91,24 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 1000
         )
         histories[name] = result.history["loss"]
         metrics[f"{name}_grad_ratio"] = float(norms[name][0] / norms[name][-2])
-        metrics[f"{name}_grad_factor_per_layer"] = metrics[f"{name}_grad_ratio"] ** (1 / (DEPTH - 1))
+        metrics[f"{name}_grad_factor_per_layer"] = metrics[f"{name}_grad_ratio"] ** (
+            1 / (DEPTH - 1)
+        )
         metrics[f"{name}_train_loss"] = float(np.mean(result.history["loss"][-100:]))
-        metrics[f"{name}_test_accuracy"] = float(accuracy(deep_mlp(result.params, x_test, name), y_test))
+        metrics[f"{name}_test_accuracy"] = float(
+            accuracy(deep_mlp(result.params, x_test, name), y_test)
+        )
         if name == "relu":
             for when, p in (("init", params), ("trained", result.params)):
-                sparsities[when] = np.array([float(sparsity(h)) for h in hidden_activations(p, x_test, name)])
+                sparsities[when] = np.array(
+                    [float(sparsity(h)) for h in hidden_activations(p, x_test, name)]
+                )
                 metrics[f"relu_sparsity_{when}"] = float(sparsities[when].mean())
 
     lines = [
         f"{DEPTH} hidden layers of {WIDTH} units; SGD + momentum, {steps} steps of 128 digits",
-        f"{'activation':<10} {'init':<7} {'|grad W_1| / |grad W_20|':>24} {'train loss':>11} {'test acc':>9}",
+        f"{'activation':<10} {'init':<7} {'|grad W_1| / |grad W_20|':>24} "
+        f"{'train loss':>11} {'test acc':>9}",
     ]
     for name, init in RUNS.items():
         lines.append(
@@ -109,7 +116,8 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 1000
             f"{metrics[f'{name}_train_loss']:>11.2e} {metrics[f'{name}_test_accuracy']:>9.1%}"
         )
     lines.append(
-        f"backward pass through a sigmoid layer: gradient norm x {metrics['sigmoid_grad_factor_per_layer']:.3f} "
+        "backward pass through a sigmoid layer: gradient norm x "
+        f"{metrics['sigmoid_grad_factor_per_layer']:.3f} "
         "per layer (f' <= 1/4)"
     )
     lines.append(
@@ -117,7 +125,9 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 1000
         f"{metrics['relu_sparsity_trained']:.1%} after training (test set, mean over layers)"
     )
     fig = _figure(norms, histories, sparsities)
-    return Report("2.2 ReLU — gradients through 20 layers", metrics, lines, fig, time.perf_counter() - start)
+    return Report(
+        "2.2 ReLU — gradients through 20 layers", metrics, lines, fig, time.perf_counter() - start
+    )
 
 
 # --8<-- [end:run]
@@ -132,17 +142,27 @@ def _figure(norms, histories, sparsities):
     top = len(norms["sigmoid"]) - 1  # the last hidden layer
     layers = np.arange(1, top + 1)
     axes[0].plot(
-        layers, norms["sigmoid"][top - 1] * 0.25 ** (top - layers), ls=":", color="grey", label="x 1/4 per layer"
+        layers,
+        norms["sigmoid"][top - 1] * 0.25 ** (top - layers),
+        ls=":",
+        color="grey",
+        label="x 1/4 per layer",
     )
-    axes[0].set(title="gradient norm per layer, at init", xlabel="layer (1 = input side)", yscale="log")
+    axes[0].set(
+        title="gradient norm per layer, at init", xlabel="layer (1 = input side)", yscale="log"
+    )
     axes[0].set_ylabel(r"$\|\partial E / \partial W_l\|$")
     axes[0].legend()
     axes[1].set(title="training loss (moving average)", xlabel="step", yscale="log")
     axes[1].legend()
     layers = np.arange(1, len(sparsities["init"]) + 1)
     relu_colour = plotting.PALETTE[list(RUNS).index("relu")]
-    axes[2].plot(layers, sparsities["init"], marker="o", ms=3, ls="--", color=relu_colour, label="at init")
-    axes[2].plot(layers, sparsities["trained"], marker="o", ms=3, color=relu_colour, label="trained")
+    axes[2].plot(
+        layers, sparsities["init"], marker="o", ms=3, ls="--", color=relu_colour, label="at init"
+    )
+    axes[2].plot(
+        layers, sparsities["trained"], marker="o", ms=3, color=relu_colour, label="trained"
+    )
     axes[2].set(title="ReLU: fraction of exact zeros", xlabel="hidden layer", ylim=(0, 1))
     axes[2].legend()
     return fig

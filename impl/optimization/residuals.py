@@ -8,11 +8,11 @@ simply copy their input. Yet plain deep networks *train* worse than shallow ones
 *degradation* problem). So make copying the default: a block computes ``F(x) + x``, and its
 layers only have to learn the residual ``F``; driving ``F`` to zero recovers the identity.
 
-Layout: pure functions hold the math — `residual_block` (eq. 1 and 2 of the paper), its
-plain counterpart `plain_block`, and `network`, a stack of either kind run with
-``lax.scan``; `LinenResidualBlock` and `NnxResidualBlock` hold the tree `init_block`
-declares for one block and call `residual_block`. Later topics import the block from here. The
-experiment (the degradation problem on the digits) lives in `impl.optimization.residuals_experiment`.
+Layout: pure functions hold the math — `residual_block` (eq. 1 and 2 of the paper), its plain
+counterpart `plain_block`, and `network`, a stack of either kind run with ``lax.scan``;
+`LinenResidualBlock` and `NnxResidualBlock` hold the tree `init_block` declares for one block and
+call `residual_block`. Later topics import the block from here. The experiment (the degradation
+problem on the digits) lives in `impl.optimization.residuals_experiment`.
 
 Shapes: ``x`` is ``float32[..., d_in]`` (any leading axes, e.g. ``[batch, d]`` or
 ``[batch, seq, d]``); a block maps it to ``[..., d_out]``. Block parameters are
@@ -48,7 +48,8 @@ Block = dict[str, dict[str, jax.Array]]
 
 # --8<-- [start:core]
 def _branch(params: Block, x: jax.Array, f) -> jax.Array:
-    """The residual function of the paper's Fig. 2, ``F(x) = W_2 f(W_1 x)``: ``[..., d_in] -> [..., d_out]``."""
+    """The residual function of the paper's Fig. 2, ``F(x) = W_2 f(W_1 x)``:
+    ``[..., d_in] -> [..., d_out]``."""
     return dense(params["dense_1"], f(dense(params["dense_0"], x)))
 
 
@@ -78,7 +79,9 @@ def init_branch_end(key: jax.Array, d_out: int, branch_scale: float) -> dict[str
     return {"kernel": layer["kernel"] * branch_scale, "bias": layer["bias"]}
 
 
-def init_block(key: jax.Array, d_in: int, d_out: int | None = None, *, branch_scale: float = 0.0) -> Block:
+def init_block(
+    key: jax.Array, d_in: int, d_out: int | None = None, *, branch_scale: float = 0.0
+) -> Block:
     """He-initialised block parameters, the branch's last kernel multiplied by ``branch_scale``.
 
     With the default ``branch_scale=0`` the branch starts at zero, so a residual block starts as
@@ -88,7 +91,10 @@ def init_block(key: jax.Array, d_in: int, d_out: int | None = None, *, branch_sc
     """
     d_in, d_out = _check_widths(d_in, d_out, branch_scale)
     k0, k1, ks = jax.random.split(key, 3)
-    params = {"dense_0": init_scaled_layer(k0, d_in, d_out, "he"), "dense_1": init_branch_end(k1, d_out, branch_scale)}
+    params = {
+        "dense_0": init_scaled_layer(k0, d_in, d_out, "he"),
+        "dense_1": init_branch_end(k1, d_out, branch_scale),
+    }
     if d_out != d_in:
         params["shortcut"] = init_layer(ks, d_in, d_out)  # W_s of eq. 2
     return params
@@ -98,8 +104,11 @@ def init_block(key: jax.Array, d_in: int, d_out: int | None = None, *, branch_sc
 
 
 # --8<-- [start:network]
-def init_network(key: jax.Array, d_in: int, width: int, n_blocks: int, n_out: int, *, residual: bool) -> dict[str, Any]:
-    """An input layer, ``n_blocks`` blocks of two layers, an output layer: ``2 n_blocks + 2`` layers.
+def init_network(
+    key: jax.Array, d_in: int, width: int, n_blocks: int, n_out: int, *, residual: bool
+) -> dict[str, Any]:
+    """An input layer, ``n_blocks`` blocks of two layers, an output layer: ``2 n_blocks + 2``
+    layers.
 
     The blocks' parameters are stacked along a leading ``[n_blocks]`` axis for ``lax.scan``.
     Plain blocks use He initialisation throughout; residual blocks start their branch at zero.
@@ -108,7 +117,9 @@ def init_network(key: jax.Array, d_in: int, width: int, n_blocks: int, n_out: in
         checks.positive_int(name, value)
     k_in, k_blocks, k_out = jax.random.split(key, 3)
     scale = 0.0 if residual else 1.0
-    blocks = jax.vmap(lambda k: init_block(k, width, branch_scale=scale))(jax.random.split(k_blocks, n_blocks))
+    blocks = jax.vmap(lambda k: init_block(k, width, branch_scale=scale))(
+        jax.random.split(k_blocks, n_blocks)
+    )
     return {
         "input": init_scaled_layer(k_in, d_in, width, "he"),
         "blocks": blocks,  # each leaf [n_blocks, ...]
@@ -134,7 +145,9 @@ def _check_input(x: Any) -> None:
         raise ValueError(f"x: expected an array of shape [..., d_in], got shape {tuple(x.shape)}")
 
 
-def _check_widths(d_in: int, d_out: int | None, branch_scale: float, out_name: str = "d_out") -> tuple[int, int]:
+def _check_widths(
+    d_in: int, d_out: int | None, branch_scale: float, out_name: str = "d_out"
+) -> tuple[int, int]:
     d_in = checks.positive_int("d_in", d_in)
     d_out = d_in if d_out is None else checks.positive_int(out_name, d_out)
     checks.in_range("branch_scale", branch_scale, 0.0, float("inf"))
@@ -143,14 +156,19 @@ def _check_widths(d_in: int, d_out: int | None, branch_scale: float, out_name: s
 
 def _check_block(params: Block, x: jax.Array, *, need_shortcut: bool = True) -> None:
     if not isinstance(params, dict) or not {"dense_0", "dense_1"} <= params.keys():
-        raise ValueError("params: expected a block {'dense_0': ..., 'dense_1': ...} (optionally 'shortcut')")
+        raise ValueError(
+            "params: expected a block {'dense_0': ..., 'dense_1': ...} (optionally 'shortcut')"
+        )
     _check_input(x)
     d_in, d_out = params["dense_0"]["kernel"].shape
     if x.shape[-1] != d_in:
-        raise ValueError(f"x: expected last axis of size {d_in} (the block's d_in), got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"x: expected last axis of size {d_in} (the block's d_in), got shape {tuple(x.shape)}"
+        )
     if params["dense_1"]["kernel"].shape != (d_out, d_out):
         raise ValueError(
-            f"params: expected dense_1 kernel of shape ({d_out}, {d_out}), got {params['dense_1']['kernel'].shape}"
+            f"params: expected dense_1 kernel of shape ({d_out}, {d_out}), got "
+            f"{params['dense_1']['kernel'].shape}"
         )
     if need_shortcut and d_in != d_out and "shortcut" not in params:
         raise ValueError(
@@ -164,7 +182,8 @@ class LinenResidualBlock(nn.Module):
     """Functional twin of one block. ``features`` = ``d_out`` (default: the input's width).
 
     Parameters: ``{"params": {"block": init_block(key, ...)}}``, that is
-    ``{"dense_0", "dense_1"[, "shortcut"]}``, each ``{"kernel", "bias"}`` — the tree `residual_block` takes.
+    ``{"dense_0", "dense_1"[, "shortcut"]}``, each ``{"kernel", "bias"}`` — the tree
+    `residual_block` takes.
     """
 
     features: int | None = None
@@ -185,7 +204,8 @@ class LinenResidualBlock(nn.Module):
 
 # --8<-- [start:nnx]
 class NnxResidualBlock(nnx.Module):
-    """Object-oriented twin of one block: ``self.block`` holds the tree `init_block` declares, as NNX objects."""
+    """Object-oriented twin of one block: ``self.block`` holds the tree `init_block` declares, as
+    NNX objects."""
 
     def __init__(
         self,
@@ -201,7 +221,8 @@ class NnxResidualBlock(nnx.Module):
         self.block = twins.to_nnx(init_block(rngs.params(), d_in, d_out, branch_scale=branch_scale))
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        block = twins.pure(self.block)  # {"dense_0", "dense_1"[, "shortcut"]}, as `residual_block` takes
+        # {"dense_0", "dense_1"[, "shortcut"]}, as `residual_block` takes
+        block = twins.pure(self.block)
         return residual_block(block, x, activation_name=self.activation)
 
 

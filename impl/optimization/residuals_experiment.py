@@ -48,7 +48,8 @@ def make_loss(residual: bool):
     return loss_fn
 
 
-LOSSES = {False: make_loss(False), True: make_loss(True)}  # built once: one compile per kind and depth
+# built once: one compile per kind and depth
+LOSSES = {False: make_loss(False), True: make_loss(True)}
 OPTIMIZER = sgd(learning_rate=0.003, momentum=0.9)  # the same optimizer and budget for all three
 
 
@@ -84,8 +85,12 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 1000
         )
         slug = "_".join(name.split(" (")[0].split())
         histories[name] = result.history["loss"]
-        metrics[f"{slug}_train_loss"] = float(cross_entropy(network(result.params, x, residual=residual), y))
-        metrics[f"{slug}_test_accuracy"] = float(accuracy(network(result.params, x_test, residual=residual), y_test))
+        metrics[f"{slug}_train_loss"] = float(
+            cross_entropy(network(result.params, x, residual=residual), y)
+        )
+        metrics[f"{slug}_test_accuracy"] = float(
+            accuracy(network(result.params, x_test, residual=residual), y_test)
+        )
 
     lines = [
         f"fully connected, width {WIDTH}, ReLU; SGD + momentum, {steps} steps of 128 digits",
@@ -93,13 +98,18 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 1000
     ]
     for name in MODELS:
         slug = "_".join(name.split(" (")[0].split())
-        lines.append(f"{name:<28} {metrics[f'{slug}_train_loss']:>11.2e} {metrics[f'{slug}_test_accuracy']:>9.1%}")
+        lines.append(
+            f"{name:<28} {metrics[f'{slug}_train_loss']:>11.2e} "
+            f"{metrics[f'{slug}_test_accuracy']:>9.1%}"
+        )
     fig, ax = plotting.figure(1, 1, height=3.6)
     for name, history in histories.items():
         ax.plot(np.convolve(history, np.ones(20) / 20, mode="valid"), label=name)
     ax.set(title="training loss (moving average of 20 steps)", xlabel="step", yscale="log")
     ax.legend()
-    return Report("2.3 Residuals — the degradation problem", metrics, lines, fig, time.perf_counter() - start)
+    return Report(
+        "2.3 Residuals — the degradation problem", metrics, lines, fig, time.perf_counter() - start
+    )
 
 
 # --8<-- [end:run]

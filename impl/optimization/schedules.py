@@ -24,14 +24,23 @@ import optax
 
 from impl import checks
 
-__all__ = ["clip_by_global_norm", "global_norm", "warmup_cosine_decay_schedule", "warmup_inverse_sqrt_schedule"]
+__all__ = [
+    "clip_by_global_norm",
+    "global_norm",
+    "warmup_cosine_decay_schedule",
+    "warmup_inverse_sqrt_schedule",
+]
 
 Schedule = Callable[[jax.Array], jax.Array]
 
 
 # --8<-- [start:schedules]
 def warmup_cosine_decay_schedule(
-    init_value: float, peak_value: float, warmup_steps: int, decay_steps: int, end_value: float = 0.0
+    init_value: float,
+    peak_value: float,
+    warmup_steps: int,
+    decay_steps: int,
+    end_value: float = 0.0,
 ) -> Schedule:
     r"""Linear warm-up from ``init_value`` to ``peak_value``, then cosine decay to ``end_value``.
 
@@ -43,18 +52,26 @@ def warmup_cosine_decay_schedule(
 
     with $T_w$ = ``warmup_steps`` and $T$ = ``decay_steps`` (the total, warm-up included).
     """
-    for name, value in [("init_value", init_value), ("peak_value", peak_value), ("end_value", end_value)]:
+    for name, value in [
+        ("init_value", init_value),
+        ("peak_value", peak_value),
+        ("end_value", end_value),
+    ]:
         checks.in_range(name, value, 0.0, float("inf"))
     warmup_steps = checks.non_negative_int("warmup_steps", warmup_steps)
     decay_steps = checks.positive_int("decay_steps", decay_steps)
     if decay_steps <= warmup_steps:
-        raise ValueError(f"decay_steps: expected more than warmup_steps={warmup_steps}, got {decay_steps}")
+        raise ValueError(
+            f"decay_steps: expected more than warmup_steps={warmup_steps}, got {decay_steps}"
+        )
 
-    alpha = end_value / peak_value if peak_value > 0 else 0.0  # the floor, as a fraction of the peak
+    # the floor, as a fraction of the peak
+    alpha = end_value / peak_value if peak_value > 0 else 0.0
     span = float(decay_steps - warmup_steps)  # T - T_w
 
     def schedule(count):
-        frac = 1 - jnp.clip(count, 0, warmup_steps) / max(warmup_steps, 1)  # 1 -> 0 over the warm-up
+        # 1 -> 0 over the warm-up
+        frac = 1 - jnp.clip(count, 0, warmup_steps) / max(warmup_steps, 1)
         warm = (init_value - peak_value) * frac + peak_value
         progress = jnp.minimum(count - warmup_steps, span) / span  # 0 -> 1 after the warm-up
         cosine = peak_value * ((1 - alpha) * (0.5 * (1 + jnp.cos(jnp.pi * progress))) + alpha)
@@ -63,7 +80,9 @@ def warmup_cosine_decay_schedule(
     return schedule
 
 
-def warmup_inverse_sqrt_schedule(d_model: int, warmup_steps: int = 4000, scale: float = 1.0) -> Schedule:
+def warmup_inverse_sqrt_schedule(
+    d_model: int, warmup_steps: int = 4000, scale: float = 1.0
+) -> Schedule:
     r"""The Transformer's learning rate (Vaswani et al. 2017, eq. 3), times ``scale``.
 
     $$\text{lrate} = d_{\text{model}}^{-0.5} \cdot
@@ -89,18 +108,24 @@ def warmup_inverse_sqrt_schedule(d_model: int, warmup_steps: int = 4000, scale: 
 
 # --8<-- [start:clip]
 def global_norm(tree: optax.Updates) -> jax.Array:
-    """$\\lVert g \\rVert_2$ over every leaf of a pytree, as one vector; complex leaves count $|g|^2$.
+    """$\\lVert g \\rVert_2$ over every leaf of a pytree, as one vector; complex leaves count
+    $|g|^2$.
 
     Returns ``float32[]``."""
 
     def squares(x):  # |x|^2 summed over one leaf
-        return jnp.sum(jnp.square(x.real) + jnp.square(x.imag)) if jnp.iscomplexobj(x) else jnp.sum(jnp.square(x))
+        return (
+            jnp.sum(jnp.square(x.real) + jnp.square(x.imag))
+            if jnp.iscomplexobj(x)
+            else jnp.sum(jnp.square(x))
+        )
 
     return jnp.sqrt(sum((squares(x) for x in jax.tree.leaves(tree)), jnp.zeros([])))
 
 
 def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
-    r"""If $\lVert g \rVert > c$, replace $g$ by $c\, g / \lVert g \rVert$ (Pascanu et al. 2013, Algorithm 1).
+    r"""If $\lVert g \rVert > c$, replace $g$ by $c\, g / \lVert g \rVert$ (Pascanu et al. 2013,
+    Algorithm 1).
 
     The direction is kept; only an exploding step is shortened. ``max_norm`` $= c \ge 0$ (a
     number or a scalar array, as ``optax.inject_hyperparams`` passes it); $c = 0$ zeroes every
@@ -115,8 +140,11 @@ def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
     def update(updates, state, params=None):
         del params
         norm = global_norm(updates)  # float32[]
-        keep = (norm < max_norm) | (norm == 0)  # a zero gradient stays zero, even for c = 0 (not 0/0)
-        updates = jax.tree.map(lambda g: jax.lax.select(keep, g, (g / norm.astype(g.dtype)) * max_norm), updates)
+        # a zero gradient stays zero, even for c = 0 (not 0/0)
+        keep = (norm < max_norm) | (norm == 0)
+        updates = jax.tree.map(
+            lambda g: jax.lax.select(keep, g, (g / norm.astype(g.dtype)) * max_norm), updates
+        )
         return updates, state
 
     return optax.GradientTransformation(init, update)

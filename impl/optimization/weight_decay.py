@@ -43,7 +43,8 @@ Mask = Any  # a pytree of bools (a prefix of the params tree) or a callable para
 
 
 class WeightDecaySchedule(NamedTuple):
-    count: jax.Array  # int32[], number of updates so far (read by the schedule; a constant keeps no state)
+    # int32[], number of updates so far (read by the schedule; a constant keeps no state)
+    count: jax.Array
 
 
 def _check_weight_decay(weight_decay: ScalarOrSchedule) -> None:
@@ -55,9 +56,16 @@ def _check_mask(mask: Mask) -> None:
     if mask is None or callable(mask):
         return
     for leaf in jax.tree.leaves(mask):
-        is_bool_scalar = isinstance(leaf, jax.Array | np.ndarray | np.bool_) and leaf.shape == () and leaf.dtype == bool
+        is_bool_scalar = (
+            isinstance(leaf, jax.Array | np.ndarray | np.bool_)
+            and leaf.shape == ()
+            and leaf.dtype == bool
+        )
         if not (isinstance(leaf, bool) or is_bool_scalar):
-            raise ValueError(f"mask: expected a pytree of bools (Python, NumPy or JAX scalars), got a leaf {leaf!r}")
+            raise ValueError(
+                "mask: expected a pytree of bools (Python, "
+                f"NumPy or JAX scalars), got a leaf {leaf!r}"
+            )
 
 
 def full_mask(mask: Mask, params: optax.Params) -> optax.Params:
@@ -86,14 +94,17 @@ def matrices_only(params: optax.Params) -> optax.Params:
 
 # --8<-- [start:core]
 def l2_penalty(params: optax.Params, weight_decay: float, mask: Mask = None) -> jax.Array:
-    r"""The penalty Krogh & Hertz add to the cost: $\frac{\lambda}{2} \sum_i w_i^2$, summed over every kept leaf.
+    r"""The penalty Krogh & Hertz add to the cost: $\frac{\lambda}{2} \sum_i w_i^2$, summed over
+    every kept leaf.
 
     Its gradient is $\lambda w$, so gradient descent on ``loss + l2_penalty`` shrinks each
     weight by the factor $1 - \eta\lambda$ per step before the data gradient acts.
     """
     _check_weight_decay(weight_decay)
     keep = jax.tree.leaves(full_mask(mask, params))
-    squares = [jnp.sum(jnp.square(p)) for p, k in zip(jax.tree.leaves(params), keep, strict=True) if k]
+    squares = [
+        jnp.sum(jnp.square(p)) for p, k in zip(jax.tree.leaves(params), keep, strict=True) if k
+    ]
     return 0.5 * weight_decay * sum(squares, jnp.zeros([]))
 
 
@@ -104,7 +115,11 @@ def _add_scaled_params(weight_decay: ScalarOrSchedule, mask: Mask) -> optax.Grad
 
     def init(params):
         del params
-        return WeightDecaySchedule(count=jnp.zeros([], jnp.int32)) if callable(weight_decay) else optax.EmptyState()
+        return (
+            WeightDecaySchedule(count=jnp.zeros([], jnp.int32))
+            if callable(weight_decay)
+            else optax.EmptyState()
+        )
 
     def update(updates, state, params=None):
         if params is None:
@@ -120,7 +135,8 @@ def _add_scaled_params(weight_decay: ScalarOrSchedule, mask: Mask) -> optax.Grad
     decay = optax.GradientTransformation(init, update)
     if mask is None:
         return decay
-    masked = optax.masked(decay, mask)  # the decay sees only the kept leaves; the others pass through
+    # the decay sees only the kept leaves; the others pass through
+    masked = optax.masked(decay, mask)
 
     def init_masked(params):
         full_mask(mask, params)  # a mask that does not fit fails here, naming it, not mid-training
@@ -129,8 +145,11 @@ def _add_scaled_params(weight_decay: ScalarOrSchedule, mask: Mask) -> optax.Grad
     return optax.GradientTransformationExtraArgs(init_masked, masked.update)
 
 
-def add_decayed_weights(weight_decay: ScalarOrSchedule = 0.0, mask: Mask = None) -> optax.GradientTransformation:
-    r"""Decoupled weight decay: add $\lambda\, w$ to the optimizer's *step*, $u \leftarrow u + \lambda w$.
+def add_decayed_weights(
+    weight_decay: ScalarOrSchedule = 0.0, mask: Mask = None
+) -> optax.GradientTransformation:
+    r"""Decoupled weight decay: add $\lambda\, w$ to the optimizer's *step*,
+    $u \leftarrow u + \lambda w$.
 
     Placed after an adaptive scaling such as Adam's, the decay is not divided by
     $\sqrt{\hat v}$: every weight shrinks at the same relative rate (AdamW). ``weight_decay``
@@ -139,8 +158,11 @@ def add_decayed_weights(weight_decay: ScalarOrSchedule = 0.0, mask: Mask = None)
     return _add_scaled_params(weight_decay, mask)
 
 
-def add_l2_to_gradient(weight_decay: ScalarOrSchedule = 0.0, mask: Mask = None) -> optax.GradientTransformation:
-    r"""Coupled L2: add $\lambda\, w$ to the *gradient*, exactly what ``l2_penalty`` on the loss does.
+def add_l2_to_gradient(
+    weight_decay: ScalarOrSchedule = 0.0, mask: Mask = None
+) -> optax.GradientTransformation:
+    r"""Coupled L2: add $\lambda\, w$ to the *gradient*, exactly what ``l2_penalty`` on the loss
+    does.
 
     Placed first in a chain, every later transformation (momentum, Adam's normalisation) sees
     the penalty's gradient as if it came from the data.

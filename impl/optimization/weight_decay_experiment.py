@@ -49,7 +49,8 @@ def linen_loss(model, variables, x, y, weight_decay: float):
 def nnx_loss(model, x, y, weight_decay: float):
     """The same objective for an NNX model: the penalty reads the model's ``nnx.Param`` state."""
     prediction = model(x)[:, 0]  # [batch]
-    params = twins.pure(model)  # the model's nnx.Params as a plain tree: {"layers": [...]}, as in Linen
+    # the model's nnx.Params as a plain tree: {"layers": [...]}, as in Linen
+    params = twins.pure(model)
     return jnp.mean((prediction - y) ** 2) + l2_penalty(params, weight_decay, mask=matrices_only)
 
 
@@ -62,12 +63,19 @@ LAMBDAS = np.concatenate([[0.0], np.logspace(-3, 1.5, 10)]).astype(np.float32)  
 
 
 def teacher_task(key):
-    """A noisy linear teacher ``y = x . w* + noise``; returns train and test ``(x, y)`` and ``w*``."""
+    """A noisy linear teacher ``y = x . w* + noise``; returns train and test ``(x, y)`` and
+    ``w*``."""
     k_w, k_train, k_test, k_noise = jax.random.split(key, 4)
     w_star = jax.random.normal(k_w, (D,)) / jnp.sqrt(D)  # |w*|^2 ~ 1: signal variance 1
-    x_train, x_test = jax.random.normal(k_train, (N_TRAIN, D)), jax.random.normal(k_test, (N_TEST, D))
+    x_train = jax.random.normal(k_train, (N_TRAIN, D))
+    x_test = jax.random.normal(k_test, (N_TEST, D))
     y_train = x_train @ w_star + NOISE * jax.random.normal(k_noise, (N_TRAIN,))
-    return (x_train, y_train), (x_test, x_test @ w_star), w_star  # test error measured against the clean teacher
+    # test error measured against the clean teacher
+    return (
+        (x_train, y_train),
+        (x_test, x_test @ w_star),
+        w_star,
+    )
 
 
 def loss_fn(params, batch, key):
@@ -76,7 +84,8 @@ def loss_fn(params, batch, key):
 
     def one(layer, lam):  # layer {"kernel": [D, 1], "bias": [1]}
         mse = jnp.mean((dnn.dense(layer, batch["x"])[:, 0] - batch["y"]) ** 2)
-        return mse + l2_penalty(layer, lam, mask=matrices_only)  # coupled L2: the penalty on the cost
+        # coupled L2: the penalty on the cost
+        return mse + l2_penalty(layer, lam, mask=matrices_only)
 
     losses = jax.vmap(one)(params, jnp.asarray(LAMBDAS))  # [n_lambdas]
     return jnp.sum(losses), {"per_lambda": losses}
@@ -86,7 +95,15 @@ def sweep(key, steps: int = 1500):
     """Train one linear network per strength in ``LAMBDAS``, full batch, SGD with momentum."""
     (x, y), test, _ = teacher_task(key)
     params = {"kernel": jnp.zeros((len(LAMBDAS), D, 1)), "bias": jnp.zeros((len(LAMBDAS), 1))}
-    result = train(loss_fn, params, sgd(0.05, momentum=0.9), {"x": x, "y": y}, key=key, steps=steps, progress=False)
+    result = train(
+        loss_fn,
+        params,
+        sgd(0.05, momentum=0.9),
+        {"x": x, "y": y},
+        key=key,
+        steps=steps,
+        progress=False,
+    )
     return result, (x, y), test
 
 
@@ -106,8 +123,11 @@ def pure_decay(optimizer, w0: jax.Array, steps: int):
 
 
 def adam_with_l2(learning_rate, weight_decay):
-    """L2 *inside* Adam: the penalty's gradient joins the data gradient before Adam's normalisation."""
-    return optax.chain(add_l2_to_gradient(weight_decay), scale_by_adam(), scale_by_learning_rate(learning_rate))
+    """L2 *inside* Adam: the penalty's gradient joins the data gradient before Adam's
+    normalisation."""
+    return optax.chain(
+        add_l2_to_gradient(weight_decay), scale_by_adam(), scale_by_learning_rate(learning_rate)
+    )
 
 
 # --8<-- [end:experiment]
@@ -115,8 +135,10 @@ def adam_with_l2(learning_rate, weight_decay):
 
 def _test_error(params, test):
     x, y = test  # [n_test, D], [n_test]
-    prediction = jnp.einsum("nd,ldo->ln", x, params["kernel"]) + params["bias"]  # [n_lambdas, n_test]
-    return np.asarray(jnp.mean((prediction - y.reshape(1, -1)) ** 2, axis=1)) + NOISE**2  # + irreducible noise
+    # [n_lambdas, n_test]
+    prediction = jnp.einsum("nd,ldo->ln", x, params["kernel"]) + params["bias"]
+    # + irreducible noise
+    return np.asarray(jnp.mean((prediction - y.reshape(1, -1)) ** 2, axis=1)) + NOISE**2
 
 
 def _train_error(params, train_set):
@@ -161,19 +183,26 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 1500
     for name in ["Adam + L2", "AdamW"]:
         small, large = np.asarray(paths[(name, 0.1)][-1]), np.asarray(paths[(name, 1.0)][-1])
         slug = name.lower().replace(" + ", "_").replace(" ", "_")
-        metrics[f"{slug}_tenfold_decay_change"] = float(np.abs(large - small).max() / np.abs(w0).max())
+        metrics[f"{slug}_tenfold_decay_change"] = float(
+            np.abs(large - small).max() / np.abs(w0).max()
+        )
     adamw_final = np.asarray(paths[("AdamW", 1.0)][-1])
     metrics["adamw_shrink_factor_spread"] = float(np.ptp(adamw_final / np.asarray(w0)))
-    metrics["adamw_vs_sgd_l2_max_diff"] = float(np.abs(adamw_final - np.asarray(paths[("SGD + L2", 1.0)][-1])).max())
+    metrics["adamw_vs_sgd_l2_max_diff"] = float(
+        np.abs(adamw_final - np.asarray(paths[("SGD + L2", 1.0)][-1])).max()
+    )
 
-    lines = [f"linear network, {D} weights, {N_TRAIN} noisy examples (noise sd {NOISE}), {steps} steps of SGD"]
+    lines = [
+        f"linear network, {D} weights, {N_TRAIN} noisy "
+        f"examples (noise sd {NOISE}), {steps} steps of SGD"
+    ]
     lines.append(f"{'lambda':>8} {'train error':>12} {'test error':>11}")
     for lam, tr, te in zip(LAMBDAS, train_error, test_error, strict=True):
         mark = "  <- best" if lam == LAMBDAS[best] else ""
         lines.append(f"{lam:>8.3g} {tr:>12.3f} {te:>11.3f}{mark}")
     lines.append(
-        f"under the penalty alone ({decay_steps} steps, rate {lr}), a tenfold larger lambda moves the final weights "
-        f"by {metrics['adam_l2_tenfold_decay_change']:.3f} with L2 inside Adam, "
+        f"under the penalty alone ({decay_steps} steps, rate {lr}), a tenfold larger lambda moves "
+        f"the final weights by {metrics['adam_l2_tenfold_decay_change']:.3f} with L2 inside Adam, "
         f"{metrics['adamw_tenfold_decay_change']:.3f} with AdamW (relative to the largest weight)"
     )
     fig = _figure(test_error, train_error, best, paths, w0, lr)
@@ -200,14 +229,26 @@ def _figure(test_error, train_error, best, paths, w0, lr):
     ax.plot(x[:1], train_error[:1], "s", color=plotting.PALETTE[1])
     ax.plot(x[best], test_error[best], "*", ms=12, color=plotting.PALETTE[3], label="best λ")
     ax.axhline(NOISE**2, color="#888888", lw=0.8, ls=":", label="noise floor")
-    ax.set(title="test error is U-shaped in λ", xlabel="weight decay λ", xscale="log", ylabel="mean squared error")
+    ax.set(
+        title="test error is U-shaped in λ",
+        xlabel="weight decay λ",
+        xscale="log",
+        ylabel="mean squared error",
+    )
     ax.legend(fontsize=8)
     for ax, lam in zip(axes[1:], (0.1, 1.0), strict=True):
         for i, w in enumerate(np.asarray(w0)):
             color = plotting.PALETTE[i]
-            ax.plot(np.asarray(paths[("AdamW", lam)])[:, i], color=color, label="AdamW" if i == 0 else None)
             ax.plot(
-                np.asarray(paths[("Adam + L2", lam)])[:, i], "--", color=color, label="Adam + L2" if i == 0 else None
+                np.asarray(paths[("AdamW", lam)])[:, i],
+                color=color,
+                label="AdamW" if i == 0 else None,
+            )
+            ax.plot(
+                np.asarray(paths[("Adam + L2", lam)])[:, i],
+                "--",
+                color=color,
+                label="Adam + L2" if i == 0 else None,
             )
             del w
         ax.set(title=f"penalty alone, λ = {lam}, rate {lr}", xlabel="step", ylabel="weight")

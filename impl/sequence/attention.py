@@ -20,7 +20,8 @@ tree that `init_attention_model` declares. The toy translation task lives in
 `impl.data.translation`, the experiment in `impl.sequence.attention_experiment`.
 
 Shapes: token ids ``int32[batch, T]`` with ``PAD = 0`` after each source's end; annotations
-``float32[batch, T, 2H]``; attention weights ``[batch, T_out, T]``; logits ``[batch, T_out, vocab]``.
+``float32[batch, T, 2H]``; attention weights ``[batch, T_out, T]``; logits
+``[batch, T_out, vocab]``.
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ __all__ = [
 
 # --8<-- [start:core]
 def annotate(params: dict, src: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """The bidirectional encoder (section 3.2). ``src int[b, T] -> (h [b, T, 2H], h_back_1 [b, H])``.
+    """The bidirectional encoder (section 3.2).
+    ``src int[b, T] -> (h [b, T, 2H], h_back_1 [b, H])``.
 
     ``h_j = [h_fwd_j ; h_back_j]``: the forward GRU has read words ``1..j``, the backward GRU
     words ``N..j``. Both use 3.5's tick, which leaves the state unchanged on ``PAD``, so the
@@ -72,10 +74,16 @@ def annotate(params: dict, src: jax.Array) -> tuple[jax.Array, jax.Array]:
     """
     emb = params["src_embed"][src]  # [b, T, E]
     keep = (src != PAD).astype(emb.dtype)[..., None]  # [b, T, 1]: 1 on real tokens
-    xs = {d: jnp.concatenate([gru_inputs(params[d], emb), keep], axis=-1) for d in ("forward", "backward")}
+    xs = {
+        d: jnp.concatenate([gru_inputs(params[d], emb), keep], axis=-1)
+        for d in ("forward", "backward")
+    }
     h0 = jnp.zeros((src.shape[0], params["forward"]["u_r"].shape[0]), emb.dtype)  # [b, H]
     fwd = scan_over_time(encoder_tick, params["forward"], xs["forward"], h0)  # [b, T, H]
-    bwd = jnp.flip(scan_over_time(encoder_tick, params["backward"], jnp.flip(xs["backward"], axis=1), h0), axis=1)
+    bwd = jnp.flip(
+        scan_over_time(encoder_tick, params["backward"], jnp.flip(xs["backward"], axis=1), h0),
+        axis=1,
+    )
     return jnp.concatenate([fwd, bwd], axis=-1), bwd[:, 0]  # [b, T, 2H], [b, H]
 
 
@@ -83,10 +91,14 @@ def masked_softmax(scores: jax.Array, mask: jax.Array) -> jax.Array:
     """Eq. 6 over the real source words only: ``softmax`` of ``scores [b, T]`` where ``mask``
     is true, exactly 0 where it is false. A row with no true entry (a source with no word) gets
     all zeros, with zero gradient, rather than the 0/0 of a softmax over nothing."""
-    top = jax.lax.stop_gradient(jnp.max(jnp.where(mask, scores, -jnp.inf), axis=-1, keepdims=True))  # [b, 1]
-    top = jnp.where(jnp.isfinite(top), top, 0.0)  # an empty row's max is -inf: any finite shift will do
-    weights = jnp.exp(jnp.where(mask, scores - top, -jnp.inf))  # [b, T]: 0 off the mask, and so is its gradient
-    total = jnp.sum(weights, axis=-1, keepdims=True)  # [b, 1]: >= 1 (the top word's exp(0)) unless the row is empty
+    # [b, 1]
+    top = jax.lax.stop_gradient(jnp.max(jnp.where(mask, scores, -jnp.inf), axis=-1, keepdims=True))
+    # an empty row's max is -inf: any finite shift will do
+    top = jnp.where(jnp.isfinite(top), top, 0.0)
+    # [b, T]: 0 off the mask, and so is its gradient
+    weights = jnp.exp(jnp.where(mask, scores - top, -jnp.inf))
+    # [b, 1]: >= 1 (the top word's exp(0)) unless the row is empty
+    total = jnp.sum(weights, axis=-1, keepdims=True)
     return weights / jnp.where(total > 0, total, 1.0)  # an empty row: 0 / 1
 
 
@@ -94,7 +106,8 @@ def align(params: dict, s_prev: jax.Array, keys: jax.Array, mask: jax.Array) -> 
     """The attention weights ``alpha_ij`` for one target step. ``s_prev [b, H]`` is the decoder's
     state ``s_{i-1}``, ``keys [b, T, A]`` the precomputed ``U_a h_j`` -> ``alpha [b, T]``."""
     query = (s_prev @ params["w_a"])[:, None, :]  # [b, 1, A]: W_a s_{i-1}
-    scores = jnp.tanh(query + keys) @ params["v_a"]  # [b, T]: e_ij = v_a^T tanh(W_a s + U_a h_j), A.1.2
+    # [b, T]: e_ij = v_a^T tanh(W_a s + U_a h_j), A.1.2
+    scores = jnp.tanh(query + keys) @ params["v_a"]
     return masked_softmax(scores, mask)  # eq. 6
 
 
@@ -110,12 +123,14 @@ def decoder_step(params: dict, memory: tuple, s_prev: jax.Array, y_prev: jax.Arr
     c = jnp.einsum("bt,btd->bd", alpha, annotations)  # [b, 2H]: c_i = sum_j alpha_ij h_j, eq. 5
     x = jnp.concatenate([y_prev, c], axis=-1)  # [b, E + 2H]
     s = gru_step(params["decoder"], s_prev, x)  # s_i = f(s_{i-1}, y_{i-1}, c_i), eq. 4
-    logits = dense(params["readout"], jnp.concatenate([s, x], axis=-1))  # g(y_{i-1}, s_i, c_i), eq. 4
+    # g(y_{i-1}, s_i, c_i), eq. 4
+    logits = dense(params["readout"], jnp.concatenate([s, x], axis=-1))
     return s, (logits, alpha)
 
 
 def _start(params: dict, src: jax.Array):
-    """Encode once: the memory every decoder step reads, and ``s_0 = tanh(W_s h_back_1)`` (A.2.2)."""
+    """Encode once: the memory every decoder step reads, and ``s_0 = tanh(W_s h_back_1)``
+    (A.2.2)."""
     annotations, back_first = annotate(params, src)
     keys = annotations @ params["align"]["u_a"]  # [b, T, A]: U_a h_j, computed once for all i
     memory = (annotations, keys, src != PAD)
@@ -142,7 +157,8 @@ def greedy_translate(params: dict, src: jax.Array, length: int) -> tuple[jax.Arr
         return (s, y), (y, alpha)
 
     start = jnp.full((src.shape[0],), BOS, jnp.int32)
-    _, (ys, alphas) = jax.lax.scan(tick, (s0, start), None, length=length)  # [length, b], [length, b, T]
+    # [length, b], [length, b, T]
+    _, (ys, alphas) = jax.lax.scan(tick, (s0, start), None, length=length)
     return ys.T, jnp.swapaxes(alphas, 0, 1)
 
 
@@ -161,7 +177,9 @@ def init_alignment(key: jax.Array, d_state: int, d_annotation: int, d_align: int
     }
 
 
-def init_attention_model(key: jax.Array, vocab: int, d_embed: int, d_hidden: int, d_align: int) -> dict:
+def init_attention_model(
+    key: jax.Array, vocab: int, d_embed: int, d_hidden: int, d_align: int
+) -> dict:
     """All parameters: embeddings, two encoder GRUs, ``W_s``, the alignment model, the decoder
     GRU and the readout. ``d_hidden`` is each GRU's size ``H``; annotations have ``2H`` units."""
     _check_sizes(vocab, d_embed, d_hidden, d_align)
@@ -186,7 +204,8 @@ def _check_sizes(vocab: int, d_embed: int, d_hidden: int, d_align: int) -> None:
 
 # --8<-- [start:loss]
 def sequence_loss(params: dict, batch: dict) -> jax.Array:
-    """3.5's :func:`~impl.sequence.encoder_decoder.token_loss` of the attention model, teacher-forced."""
+    """3.5's :func:`~impl.sequence.encoder_decoder.token_loss` of the attention model,
+    teacher-forced."""
     return token_loss(attention_model(params, batch["src"], batch["tgt_in"])[0], batch)
 
 
@@ -195,7 +214,8 @@ def sequence_loss(params: dict, batch: dict) -> jax.Array:
 
 # --8<-- [start:linen]
 class LinenAttentionModel(nn.Module):
-    """Functional twin: ``apply(variables, src, tgt_in) -> (logits [b, T_out, V], alpha [b, T_out, T])``.
+    """Functional twin:
+    ``apply(variables, src, tgt_in) -> (logits [b, T_out, V], alpha [b, T_out, T])``.
 
     ``variables["params"]`` is `init_attention_model`'s tree, entry for entry.
     """
@@ -209,7 +229,9 @@ class LinenAttentionModel(nn.Module):
     def __call__(self, src: jax.Array, tgt_in: jax.Array) -> tuple[jax.Array, jax.Array]:
         _check_sizes(self.vocab, self.d_embed, self.d_hidden, self.d_align)
         check_pair(src, tgt_in, self.vocab)
-        params = twins.declare(self, init_attention_model, self.vocab, self.d_embed, self.d_hidden, self.d_align)
+        params = twins.declare(
+            self, init_attention_model, self.vocab, self.d_embed, self.d_hidden, self.d_align
+        )
         return attention_model(params, src, tgt_in)
 
 
@@ -224,10 +246,20 @@ class NnxAttentionModel(nnx.Module):
     NNX objects by `impl.twins.to_nnx`.
     """
 
-    def __init__(self, vocab: int, d_embed: int = 16, d_hidden: int = 32, d_align: int = 32, *, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        vocab: int,
+        d_embed: int = 16,
+        d_hidden: int = 32,
+        d_align: int = 32,
+        *,
+        rngs: nnx.Rngs,
+    ):
         _check_sizes(vocab, d_embed, d_hidden, d_align)
         self.vocab = vocab
-        for name, entry in init_attention_model(rngs.params(), vocab, d_embed, d_hidden, d_align).items():
+        for name, entry in init_attention_model(
+            rngs.params(), vocab, d_embed, d_hidden, d_align
+        ).items():
             setattr(self, name, twins.to_nnx(entry))
 
     def __call__(self, src: jax.Array, tgt_in: jax.Array) -> tuple[jax.Array, jax.Array]:

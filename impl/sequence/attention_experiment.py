@@ -16,7 +16,14 @@ import jax
 import numpy as np
 
 from impl import checks, plotting
-from impl.data.translation import MAX_LEN, MIN_LEN, N_WORDS, VOCAB, score_by_length, translation_task
+from impl.data.translation import (
+    MAX_LEN,
+    MIN_LEN,
+    N_WORDS,
+    VOCAB,
+    score_by_length,
+    translation_task,
+)
 from impl.optimization.adam import adam
 from impl.report import Report
 from impl.sequence import encoder_decoder as ed
@@ -33,7 +40,10 @@ HIDDEN = 32  # every GRU's state size, in both models (3.5's smaller vector)
 def loss_fn(params, batch, key):
     """Both translators on the same batch: one compiled loop, per-model losses as metrics."""
     del key
-    losses = {"attention": sequence_loss(params["attention"], batch), "3.5": ed.sequence_loss(params["3.5"], batch)}
+    losses = {
+        "attention": sequence_loss(params["attention"], batch),
+        "3.5": ed.sequence_loss(params["3.5"], batch),
+    }
     return sum(losses.values()), losses
 
 
@@ -76,7 +86,8 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 1000
     checks.non_negative_int("seed", seed)
     checks.positive_int("steps", steps)
     start = time.perf_counter()
-    k_fit, k_test = jax.random.split(jax.random.key(seed, impl="rbg"))  # rbg: quicker to compile on CPU
+    # rbg: quicker to compile on CPU
+    k_fit, k_test = jax.random.split(jax.random.key(seed, impl="rbg"))
     result = fit(k_fit, steps=steps, progress=progress)
     test = translation_task(k_test, 200 * (MAX_LEN - MIN_LEN + 1), min_len=MIN_LEN, max_len=MAX_LEN)
     lengths = np.arange(MIN_LEN, MAX_LEN + 1)
@@ -97,28 +108,50 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 1000
             alignment = np.asarray(alpha)  # [n, MAX_LEN + 1, MAX_LEN]
     length = np.asarray(test["length"])
     rows = [(k, i) for k in np.flatnonzero(length >= 13) for i in range(length[k])]
-    metrics["alignment_diagonal"] = float(np.mean([np.argmax(alignment[k, i]) == i for k, i in rows]))
-    edged = np.pad(alignment, ((0, 0), (0, 0), (1, 1)))  # a zero column before word 1 and after word N
-    for offset, where in ((-1, "previous"), (0, "aligned"), (1, "next")):  # mean weight one word off, or on
-        metrics[f"alignment_weight_{where}"] = float(np.mean([edged[k, i, i + 1 + offset] for k, i in rows]))
-    metrics["alignment_mass_near"] = sum(metrics[f"alignment_weight_{w}"] for w in ("previous", "aligned", "next"))
+    metrics["alignment_diagonal"] = float(
+        np.mean([np.argmax(alignment[k, i]) == i for k, i in rows])
+    )
+    # a zero column before word 1 and after word N
+    edged = np.pad(alignment, ((0, 0), (0, 0), (1, 1)))
+    # mean weight one word off, or on
+    for offset, where in ((-1, "previous"), (0, "aligned"), (1, "next")):
+        metrics[f"alignment_weight_{where}"] = float(
+            np.mean([edged[k, i, i + 1 + offset] for k, i in rows])
+        )
+    metrics["alignment_mass_near"] = sum(
+        metrics[f"alignment_weight_{w}"] for w in ("previous", "aligned", "next")
+    )
 
     lines = [f"{'source length':>22} " + " ".join(f"{n:>5}" for n in lengths[::2])]
     for name, label in (("attention", "attention"), ("3.5", "3.5 enc-dec")):
         words, sentences = curves[name]
         lines.append(f"{label + ' words':>22} " + " ".join(f"{w:>5.0%}" for w in words[::2]))
-        lines.append(f"{label + ' sentences':>22} " + " ".join(f"{s:>5.0%}" for s in sentences[::2]))
+        lines.append(
+            f"{label + ' sentences':>22} " + " ".join(f"{s:>5.0%}" for s in sentences[::2])
+        )
     lines.append(
         f"alignment, 13-16-word sentences: largest weight on the word being translated for "
         f"{metrics['alignment_diagonal']:.0%} of target words; mean weight on it "
-        f"{metrics['alignment_weight_aligned']:.0%}, on the word before {metrics['alignment_weight_previous']:.0%}, "
+        f"{metrics['alignment_weight_aligned']:.0%}, on the word before "
+        f"{metrics['alignment_weight_previous']:.0%}, "
         f"after {metrics['alignment_weight_next']:.0%}"
     )
-    lines.append(f"both models: GRUs of {HIDDEN} units; {steps} steps of Adam, batch 64, same batches")
+    lines.append(
+        f"both models: GRUs of {HIDDEN} units; {steps} steps of Adam, batch 64, same batches"
+    )
     example = int(np.flatnonzero(length == MAX_LEN)[0])
-    fig = _figure(result.history, curves, lengths, alignment[example], np.asarray(test["src"][example]))
+    fig = _figure(
+        result.history, curves, lengths, alignment[example], np.asarray(test["src"][example])
+    )
     title = "3.7 Attention — a context vector per target word"
-    return Report(title, metrics, lines, fig, time.perf_counter() - start, extra={"alignment": alignment[example]})
+    return Report(
+        title,
+        metrics,
+        lines,
+        fig,
+        time.perf_counter() - start,
+        extra={"alignment": alignment[example]},
+    )
 
 
 # --8<-- [end:run]
@@ -135,7 +168,9 @@ def _figure(history, curves, lengths, alpha, src):
         smooth = np.convolve(np.asarray(history[name]), np.ones(25) / 25, mode="valid")
         axes[2].plot(np.arange(len(smooth)) + 25, smooth, color=color, label=labels[name])
     axes[0].axhline(100 / N_WORDS, color="gray", lw=1, ls=":", label="chance")
-    axes[0].set(title="words translated right", xlabel="source length (words)", ylabel="%", ylim=(0, 102))
+    axes[0].set(
+        title="words translated right", xlabel="source length (words)", ylabel="%", ylim=(0, 102)
+    )
     axes[1].set(title="whole sentences right", xlabel="source length (words)", ylim=(0, 102))
     axes[2].set(title="training loss (25-step mean)", xlabel="step", yscale="log")
     for ax in axes[:3]:
@@ -143,7 +178,9 @@ def _figure(history, curves, lengths, alpha, src):
     n = len(src)  # a sentence of MAX_LEN words: n target words, then EOS
     image = axes[3].imshow(alpha[: n + 1], cmap="viridis", vmin=0, vmax=1, aspect="auto")
     fig.colorbar(image, ax=axes[3], fraction=0.05)
-    axes[3].set(title=f"alignment α, a {n}-word sentence", xlabel="source word j", ylabel="target word i")
+    axes[3].set(
+        title=f"alignment α, a {n}-word sentence", xlabel="source word j", ylabel="target word i"
+    )
     axes[3].set_xticks(range(0, n, 3), [str(j + 1) for j in range(0, n, 3)])
     axes[3].set_yticks([*range(0, n, 3), n], [*(str(i + 1) for i in range(0, n, 3)), "EOS"])
     axes[3].grid(False)

@@ -58,7 +58,8 @@ __all__ = [
     "token_loss",
 ]
 
-GRU_KEYS = ("w_r", "u_r", "b_r", "w_z", "u_z", "b_z", "w_n", "u_n", "b_n")  # the entries of `init_gru`'s tree
+# the entries of `init_gru`'s tree
+GRU_KEYS = ("w_r", "u_r", "b_r", "w_z", "u_z", "b_z", "w_n", "u_n", "b_n")
 # The entries of `init_encoder_decoder`'s tree.
 
 
@@ -78,7 +79,9 @@ def init_gru(key: jax.Array, d_in: int, d_hidden: int, *, candidate_bias: bool =
     params = {}
     for i, gate in enumerate("rzn"):
         params[f"w_{gate}"] = jax.random.normal(k[2 * i], (d_in, d_hidden)) / jnp.sqrt(d_in)
-        params[f"u_{gate}"] = jax.random.normal(k[2 * i + 1], (d_hidden, d_hidden)) / jnp.sqrt(d_hidden)
+        params[f"u_{gate}"] = jax.random.normal(k[2 * i + 1], (d_hidden, d_hidden)) / jnp.sqrt(
+            d_hidden
+        )
         params[f"b_{gate}"] = jnp.zeros((d_hidden,))
     if candidate_bias:
         params["c_n"] = jnp.zeros((d_hidden,))
@@ -98,7 +101,9 @@ def gru_inputs(params: dict, x: jax.Array) -> jax.Array:
     return y + b.reshape((1,) * (y.ndim - 1) + (-1,))  # explicit broadcast over batch (and time)
 
 
-def gru_update(params: dict, h: jax.Array, xp: jax.Array, *, reset_after: bool = False) -> jax.Array:
+def gru_update(
+    params: dict, h: jax.Array, xp: jax.Array, *, reset_after: bool = False
+) -> jax.Array:
     """The recurrent half: one tick from ``h [b, H]`` and its inputs' projections ``xp [b, 3H]``.
 
     ``reset_after=True`` applies the reset gate after the recurrent matrix,
@@ -130,7 +135,8 @@ def encoder_tick(params: dict, h: jax.Array, xp_and_mask: jax.Array):
 
 
 def encode(params: dict, src: jax.Array) -> jax.Array:
-    """The summary vector ``c = tanh(V h_N)`` (section 2.2 and the appendix). ``src int[b, T] -> [b, H]``.
+    """The summary vector ``c = tanh(V h_N)`` (section 2.2 and the appendix).
+    ``src int[b, T] -> [b, H]``.
 
     ``h_N`` is the encoder's state after the last real token: ticks on ``PAD`` change nothing.
     """
@@ -171,7 +177,8 @@ def encoder_decoder(params: dict, src: jax.Array, tgt_in: jax.Array) -> jax.Arra
 
 
 def greedy_decode(params: dict, src: jax.Array, length: int) -> jax.Array:
-    """Generate ``length`` tokens, each the most probable given the ones before. ``-> int[b, length]``."""
+    """Generate ``length`` tokens, each the most probable given the ones before.
+    ``-> int[b, length]``."""
     c = encode(params, src)
     h0 = jnp.tanh(dense(params["init"], c))
 
@@ -208,29 +215,39 @@ def init_encoder_decoder(key: jax.Array, vocab: int, d_embed: int, d_hidden: int
 def check_sizes(vocab: int, d_embed: int, d_hidden: int) -> None:
     checks.positive_int("vocab", vocab)
     if vocab <= FIRST_SYMBOL:
-        raise ValueError(f"vocab: expected more than the {FIRST_SYMBOL} reserved ids (PAD, BOS, EOS, SEP), got {vocab}")
+        raise ValueError(
+            f"vocab: expected more than the {FIRST_SYMBOL} "
+            f"reserved ids (PAD, BOS, EOS, SEP), got {vocab}"
+        )
     checks.positive_int("d_embed", d_embed)
     checks.positive_int("d_hidden", d_hidden)
 
 
 def check_tokens(name: str, tokens, vocab: int) -> None:
-    """``tokens`` must be integer ids ``[batch, T]`` in ``[0, vocab)`` (checked on concrete arrays)."""
+    """``tokens`` must be integer ids ``[batch, T]`` in ``[0, vocab)`` (checked on concrete
+    arrays)."""
     checks.array_shape(name, tokens, ("batch", "time"), dims="[batch, time] of token ids")
     if not jnp.issubdtype(tokens.dtype, jnp.integer):
         raise TypeError(f"{name}: expected integer token ids, got dtype {tokens.dtype}")
     if tokens.shape[1] == 0:
-        raise ValueError(f"{name}: expected at least one time step, got shape {tuple(tokens.shape)}")
+        raise ValueError(
+            f"{name}: expected at least one time step, got shape {tuple(tokens.shape)}"
+        )
     if not isinstance(tokens, jax.core.Tracer):
         low, high = int(jnp.min(tokens)), int(jnp.max(tokens))
         if low < 0 or high >= vocab:
-            raise ValueError(f"{name}: expected token ids in [0, {vocab}), got values in [{low}, {high}]")
+            raise ValueError(
+                f"{name}: expected token ids in [0, {vocab}), got values in [{low}, {high}]"
+            )
 
 
 def check_pair(src, tgt_in, vocab: int) -> None:
     check_tokens("src", src, vocab)
     check_tokens("tgt_in", tgt_in, vocab)
     if src.shape[0] != tgt_in.shape[0]:
-        raise ValueError(f"tgt_in: expected batch {src.shape[0]} (as src), got shape {tuple(tgt_in.shape)}")
+        raise ValueError(
+            f"tgt_in: expected batch {src.shape[0]} (as src), got shape {tuple(tgt_in.shape)}"
+        )
 
 
 # --8<-- [start:loss]
@@ -239,13 +256,16 @@ def token_loss(logits: jax.Array, batch: dict) -> jax.Array:
 
     ``logits [b, T + 1, V]`` against ``batch["tgt_out"] int[b, T + 1]``.
     """
-    logp = jnp.take_along_axis(jax.nn.log_softmax(logits), batch["tgt_out"][..., None], axis=-1)[..., 0]
+    logp = jnp.take_along_axis(jax.nn.log_softmax(logits), batch["tgt_out"][..., None], axis=-1)[
+        ..., 0
+    ]
     mask = (batch["tgt_out"] != PAD).astype(logp.dtype)  # the target words and EOS
     return -jnp.sum(logp * mask) / jnp.sum(mask)
 
 
 def sequence_loss(params: dict, batch: dict) -> jax.Array:
-    """:func:`token_loss` of the encoder–decoder, teacher-forced: minus eq. 4's ``log p(y | x)`` per token."""
+    """:func:`token_loss` of the encoder–decoder, teacher-forced: minus eq. 4's ``log p(y | x)`` per
+    token."""
     return token_loss(encoder_decoder(params, batch["src"], batch["tgt_in"]), batch)
 
 

@@ -16,7 +16,14 @@ import jax
 import numpy as np
 
 from impl import checks, plotting
-from impl.data.translation import MAX_LEN, MIN_LEN, N_WORDS, VOCAB, score_by_length, translation_task
+from impl.data.translation import (
+    MAX_LEN,
+    MIN_LEN,
+    N_WORDS,
+    VOCAB,
+    score_by_length,
+    translation_task,
+)
 from impl.optimization.adam import adam
 from impl.report import Report
 from impl.sequence.encoder_decoder import greedy_decode, init_encoder_decoder, sequence_loss
@@ -42,7 +49,10 @@ OPTIMIZER = adam(learning_rate=3e-3)
 def fit(key: jax.Array, *, steps: int, n_train: int = 20_000, progress=None):
     k_data, k_init, k_train = jax.random.split(key, 3)
     data = translation_task(k_data, n_train, min_len=MIN_LEN, max_len=MAX_LEN)
-    params = {f"H={h}": init_encoder_decoder(jax.random.fold_in(k_init, h), VOCAB, 16, h) for h in HIDDEN_SIZES}
+    params = {
+        f"H={h}": init_encoder_decoder(jax.random.fold_in(k_init, h), VOCAB, 16, h)
+        for h in HIDDEN_SIZES
+    }
     return train(
         loss_fn, params, OPTIMIZER, data, key=k_train, steps=steps, batch_size=64,
         chunk=even_chunk(steps, 500), progress=progress, label="3.5 encoder-decoder",
@@ -96,11 +106,19 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 1200
     for name, (words, sentences) in curves.items():
         lines.append(f"{name + ' words':>13} " + " ".join(f"{w:>5.0%}" for w in words[::2]))
         lines.append(f"{name + ' sentences':>13} " + " ".join(f"{s:>5.0%}" for s in sentences[::2]))
-    lines.append(f"chance per word: {1 / N_WORDS:.0%}; 200 test sentences per length, greedy decoding")
-    lines.append(f"{steps} steps of Adam, batch 64, sources of {MIN_LEN}-{MAX_LEN} words from {N_WORDS}")
+    lines.append(
+        f"chance per word: {1 / N_WORDS:.0%}; 200 test sentences per length, greedy decoding"
+    )
+    lines.append(
+        f"{steps} steps of Adam, batch 64, sources of {MIN_LEN}-{MAX_LEN} words from {N_WORDS}"
+    )
     fig = _figure(result.history, curves, lengths)
     return Report(
-        "3.5 Encoder-decoder — one vector for the whole sentence", metrics, lines, fig, time.perf_counter() - start
+        "3.5 Encoder-decoder — one vector for the whole sentence",
+        metrics,
+        lines,
+        fig,
+        time.perf_counter() - start,
     )
 
 
@@ -117,7 +135,9 @@ def _figure(history, curves, lengths):
         smooth = np.convolve(loss, np.ones(25) / 25, mode="valid")
         axes[2].plot(np.arange(len(smooth)) + 25, smooth, color=color, label=name)
     axes[0].axhline(100 / N_WORDS, color="gray", lw=1, ls=":", label="chance")
-    axes[0].set(title="words translated right", xlabel="source length (words)", ylabel="%", ylim=(0, 102))
+    axes[0].set(
+        title="words translated right", xlabel="source length (words)", ylabel="%", ylim=(0, 102)
+    )
     axes[1].set(title="whole sentences right", xlabel="source length (words)", ylim=(0, 102))
     axes[2].set(title="training loss (25-step mean)", xlabel="step", yscale="log")
     for ax in axes:

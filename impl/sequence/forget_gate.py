@@ -29,7 +29,17 @@ import jax
 from flax import nnx
 
 from impl import checks, twins
-from impl.sequence.lstm import GATES, IN_BIAS, Carry, gate, init_gate, init_lstm, join, lstm, lstm_step
+from impl.sequence.lstm import (
+    GATES,
+    IN_BIAS,
+    Carry,
+    gate,
+    init_gate,
+    init_lstm,
+    join,
+    lstm,
+    lstm_step,
+)
 
 __all__ = [
     "FORGET_BIAS",
@@ -47,9 +57,15 @@ FORGET_GATES = (*GATES, "forget_gate")  # the entries of `init_forget_lstm`'s tr
 
 # --8<-- [start:core]
 def init_forget_lstm(
-    key: jax.Array, d_in: int, d_hidden: int, *, in_bias: float = IN_BIAS, forget_bias: float = FORGET_BIAS
+    key: jax.Array,
+    d_in: int,
+    d_hidden: int,
+    *,
+    in_bias: float = IN_BIAS,
+    forget_bias: float = FORGET_BIAS,
 ) -> dict:
-    """3.2's parameters plus ``"forget_gate"``; the shared gates are drawn exactly as `init_lstm` draws them."""
+    """3.2's parameters plus ``"forget_gate"``; the shared gates are drawn exactly as `init_lstm`
+    draws them."""
     checks.in_range("forget_bias", forget_bias, -float("inf"), float("inf"))
     k_lstm, k_forget = jax.random.split(checks.prng_key("key", key))
     params = init_lstm(k_lstm, d_in, d_hidden, in_bias=in_bias)
@@ -64,7 +80,8 @@ def forget_step(params: dict, carry: Carry, x: jax.Array) -> tuple[Carry, jax.Ar
     """
     c_prev, h_prev = carry
     f = gate(params["forget_gate"], join(x, h_prev))  # y^phi(t) in (0, 1), [b, H]
-    return lstm_step(params, (f * c_prev, h_prev), x)  # the 1997 tick adds y^in g to the scaled state
+    # the 1997 tick adds y^in g to the scaled state
+    return lstm_step(params, (f * c_prev, h_prev), x)
 
 
 def forget_lstm(params: dict, xs: jax.Array, carry0: Carry | None = None) -> jax.Array:
@@ -100,9 +117,16 @@ class LinenForgetLSTM(nn.Module):
     @nn.compact
     def __call__(self, xs: jax.Array, carry0: Carry | None = None) -> jax.Array:
         _check_sizes(self.features, self.in_bias, self.forget_bias)
-        checks.array_shape("xs", xs, ("batch", "time", "d_in"), dims="[batch, time, d_in] (batch-major)")
+        checks.array_shape(
+            "xs", xs, ("batch", "time", "d_in"), dims="[batch, time, d_in] (batch-major)"
+        )
         params = twins.declare(
-            self, init_forget_lstm, xs.shape[-1], self.features, in_bias=self.in_bias, forget_bias=self.forget_bias
+            self,
+            init_forget_lstm,
+            xs.shape[-1],
+            self.features,
+            in_bias=self.in_bias,
+            forget_bias=self.forget_bias,
         )
         return forget_lstm(params, xs, carry0)
 
@@ -116,16 +140,25 @@ class NnxForgetLSTM(nnx.Module):
     ``cell``, ``in_gate``, ``out_gate`` and the new ``forget_gate``."""
 
     def __init__(
-        self, d_in: int, d_hidden: int, *, in_bias: float = IN_BIAS, forget_bias: float = FORGET_BIAS, rngs: nnx.Rngs
+        self,
+        d_in: int,
+        d_hidden: int,
+        *,
+        in_bias: float = IN_BIAS,
+        forget_bias: float = FORGET_BIAS,
+        rngs: nnx.Rngs,
     ):
         checks.positive_int("d_in", d_in)
         _check_sizes(d_hidden, in_bias, forget_bias, "d_hidden")
-        tree = init_forget_lstm(rngs.params(), d_in, d_hidden, in_bias=in_bias, forget_bias=forget_bias)
+        tree = init_forget_lstm(
+            rngs.params(), d_in, d_hidden, in_bias=in_bias, forget_bias=forget_bias
+        )
         for name, layer in tree.items():
             setattr(self, name, twins.to_nnx(layer))  # {"kernel": [d_in + H, H], "bias": [H]}
 
     def __call__(self, xs: jax.Array, carry0: Carry | None = None) -> jax.Array:
-        return forget_lstm(twins.pure(self), xs, carry0)  # the four gates: the tree `forget_lstm` takes
+        # the four gates: the tree `forget_lstm` takes
+        return forget_lstm(twins.pure(self), xs, carry0)
 
 
 # --8<-- [end:nnx]

@@ -77,11 +77,13 @@ class ReberStream(NamedTuple):
     branching: jax.Array
 
 
-def embedded_reber_strings(rng: np.random.Generator, n: int, max_len: int = 64) -> tuple[np.ndarray, ...]:
+def embedded_reber_strings(
+    rng: np.random.Generator, n: int, max_len: int = 64
+) -> tuple[np.ndarray, ...]:
     """``n`` strings generated side by side, as rows of ``[n, max_len]`` grids.
 
-    Returns ``(symbols, emitted, repeat, branching)``; rows still running after ``max_len``
-    symbols (rare: the loops have probability 1/2) are marked unfinished by an all-False ``emitted``.
+    Returns ``(symbols, emitted, repeat, branching)``; rows still running after ``max_len`` symbols
+    (rare: the loops have probability 1/2) are marked unfinished by an all-False ``emitted``.
     """
     node = np.zeros(n, np.int64)
     memory = np.zeros(n, np.int64)
@@ -91,7 +93,8 @@ def embedded_reber_strings(rng: np.random.Generator, n: int, max_len: int = 64) 
         live = node < _DONE
         at = np.minimum(node, _DONE - 1)
         memory = np.where(at == 1, coin, memory)
-        symbol = np.where(at == 9, T + memory, _SYMBOL[at, coin])  # node 9 writes the remembered symbol
+        # node 9 writes the remembered symbol
+        symbol = np.where(at == 9, T + memory, _SYMBOL[at, coin])
         grids[:, :, t] = symbol, live, live & (at == 9), live & _BRANCHING[at]
         node = np.where(live, _NEXT[at, coin], node)
     grids[1:, node < _DONE] = 0  # drop unfinished strings
@@ -99,7 +102,8 @@ def embedded_reber_strings(rng: np.random.Generator, n: int, max_len: int = 64) 
 
 
 def continual_reber(key: jax.Array | int, n_streams: int, length: int) -> ReberStream:
-    """``n_streams`` endless streams of embedded Reber strings back to back, cut to ``length`` tokens.
+    """``n_streams`` endless streams of embedded Reber strings back to back, cut to ``length``
+    tokens.
 
     Each stream starts at the beginning of a string; nothing marks where one string ends and
     the next begins except the symbols themselves.
@@ -114,11 +118,14 @@ def continual_reber(key: jax.Array | int, n_streams: int, length: int) -> ReberS
         while have < length:  # about 12 tokens per string
             symbols, emitted, repeat, branching = embedded_reber_strings(rng, length // 10 + 4)
             keep = emitted.astype(bool)
-            parts.append(np.stack([symbols[keep], repeat[keep], branching[keep]]))  # row-major: strings in order
+            # row-major: strings in order
+            parts.append(np.stack([symbols[keep], repeat[keep], branching[keep]]))
             have += int(keep.sum())
         rows.append(np.concatenate(parts, axis=1)[:, :length])  # [3, length]
     tokens, repeat, branching = np.stack(rows, axis=1)  # each [n_streams, length]
-    return ReberStream(jnp.asarray(tokens, jnp.int32), jnp.asarray(repeat, bool), jnp.asarray(branching, bool))
+    return ReberStream(
+        jnp.asarray(tokens, jnp.int32), jnp.asarray(repeat, bool), jnp.asarray(branching, bool)
+    )
 
 
 # --8<-- [end:data]
@@ -126,7 +133,9 @@ def continual_reber(key: jax.Array | int, n_streams: int, length: int) -> ReberS
 
 # --8<-- [start:experiment]
 HIDDEN = 16
-WINDOW = 40  # truncated back-propagation: gradients flow through 40 steps; the state flows on forever
+WINDOW = (
+    40  # truncated back-propagation: gradients flow through 40 steps; the state flows on forever
+)
 STEPS = {"1997 LSTM (no forget gate)": lstm_step, "with forget gate": forget_step}
 
 
@@ -142,7 +151,9 @@ def init_models(key: jax.Array) -> dict:
 
 def run(name: str, params: dict, tokens: jax.Array, carry0: Carry | None = None):
     """Next-symbol logits ``[b, T, 7]``, outputs and cell states ``[b, T, H]`` of model ``name``."""
-    hs, cs = lstm_trace(params["net"], jax.nn.one_hot(tokens, len(SYMBOLS)), carry0, step=STEPS[name])
+    hs, cs = lstm_trace(
+        params["net"], jax.nn.one_hot(tokens, len(SYMBOLS)), carry0, step=STEPS[name]
+    )
     return dense(params["readout"], hs), hs, cs
 
 
@@ -154,14 +165,18 @@ def loss_fn(params, state, batch, key):
     ``state = {"window": int32, "carry": {name: (c, h)}}``.
     """
     del key
-    tokens = jax.lax.dynamic_slice_in_dim(batch["tokens"], state["window"] * WINDOW, WINDOW + 1).T  # [n, W + 1]
+    tokens = jax.lax.dynamic_slice_in_dim(
+        batch["tokens"], state["window"] * WINDOW, WINDOW + 1
+    ).T  # [n, W + 1]
     losses, carries, cells = {}, {}, {}
     for name, p in params.items():
         logits, hs, cs = run(name, p, tokens[:, :-1], state["carry"][name])
         losses[name] = cross_entropy(logits.reshape(-1, len(SYMBOLS)), tokens[:, 1:].reshape(-1))
-        carries[name] = jax.lax.stop_gradient((cs[:, -1], hs[:, -1]))  # passed on, not differentiated
+        # passed on, not differentiated
+        carries[name] = jax.lax.stop_gradient((cs[:, -1], hs[:, -1]))
         cells[name] = jnp.mean(jnp.abs(cs[:, -1]))
-    metrics = {**losses, "cell": cells}  # each model's own loss, and its mean |c| at the window's end
+    # each model's own loss, and its mean |c| at the window's end
+    metrics = {**losses, "cell": cells}
     return sum(losses.values()), (metrics, {"window": state["window"] + 1, "carry": carries})
 
 
@@ -172,8 +187,18 @@ def fit(key: jax.Array, streams: ReberStream, *, steps: int, progress: bool | No
     zeros = jnp.zeros((streams.tokens.shape[0], HIDDEN))
     state = {"window": jnp.int32(0), "carry": {name: (zeros, zeros) for name in STEPS}}
     chunk = steps // 2 if steps % 2 == 0 else steps  # chunks of one length: one compiled loop
-    return train(loss_fn, init_models(key), OPTIMIZER, {"tokens": streams.tokens.T}, key=key, steps=steps,
-                 chunk=chunk, model_state=state, progress=progress, label="3.3 forget gate")  # fmt: skip
+    return train(
+        loss_fn,
+        init_models(key),
+        OPTIMIZER,
+        {"tokens": streams.tokens.T},
+        key=key,
+        steps=steps,
+        chunk=chunk,
+        model_state=state,
+        progress=progress,
+        label="3.3 forget gate",
+    )
 
 
 # --8<-- [end:experiment]
@@ -197,7 +222,9 @@ def evaluate(params: dict, tokens: jax.Array, repeat: jax.Array, carry0: dict) -
 
 
 # --8<-- [start:run]
-def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 1000, test_length: int = 4000) -> Report:
+def experiment(
+    seed: int = 0, *, progress: bool | None = None, steps: int = 1000, test_length: int = 4000
+) -> Report:
     """Both LSTMs learn to predict a continual embedded Reber stream, then read a fresh one.
 
     Metrics, per model (``plain`` = no forget gate, ``forget``): the final training loss (next
@@ -213,13 +240,18 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 1000
     streams = continual_reber(k_train, 32, steps * WINDOW + 1)
     test = continual_reber(k_test, 32, test_length + 1)
     result = fit(jax.random.key(seed, impl="rbg"), streams, steps=steps, progress=progress)
-    carry = result.model_state["carry"]  # the test stream picks up where training left off: no reset at all
+    # the test stream picks up where training left off: no reset at all
+    carry = result.model_state["carry"]
     scores = jax.tree.map(np.asarray, evaluate(result.params, test.tokens, test.repeat, carry))
     repeat = np.asarray(test.repeat[:, 1:])
-    floor = float(np.log(2) * np.mean(np.asarray(streams.branching[:, 1:])))  # loss of a perfect predictor
+    # loss of a perfect predictor
+    floor = float(np.log(2) * np.mean(np.asarray(streams.branching[:, 1:])))
 
     metrics, lines = {"loss_floor": floor}, []
-    header = f"{'final loss':>10} {'T/P right: all':>15} {'last quarter':>13} {'mean |c|: start':>16} {'end':>8}"
+    header = (
+        f"{'final loss':>10} {'T/P right: all':>15} {'last quarter':>13} "
+        f"{'mean |c|: start':>16} {'end':>8}"
+    )
     lines.append(f"{'model':<28} {header}")
     tenth, quarter = test_length // 10, test_length * 3 // 4
     for name, score in scores.items():
@@ -235,13 +267,21 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 1000
         }
         metrics |= {f"{slug}_{k}": v for k, v in m.items()}
         accuracies = f"{m['repeat_accuracy']:>15.1%} {m['repeat_accuracy_late']:>13.1%}"
-        lines.append(f"{name:<28} {m['final_loss']:>10.3f} {accuracies} {m['cell_start']:>16.1f} {m['cell_end']:>8.1f}")
+        lines.append(
+            f"{name:<28} {m['final_loss']:>10.3f} {accuracies} {m['cell_start']:>16.1f} "
+            f"{m['cell_end']:>8.1f}"
+        )
     lines.append(f"loss of a perfect predictor (coin flips only): {floor:.3f}; chance for T/P: 50%")
-    lines.append(f"trained on {steps} windows of {WINDOW} steps, never reset; then tested on {test_length} more")
+    lines.append(
+        f"trained on {steps} windows of {WINDOW} steps, "
+        f"never reset; then tested on {test_length} more"
+    )
     lines.append("mean |c| at the end of training: " + ", ".join(
         f"{name} {result.history[f'cell/{name}'][-1]:.1f}" for name in STEPS))  # fmt: skip
     fig = _figure(result, scores, repeat, floor)
-    title = "3.3 Learning to forget — continual embedded Reber grammar, with and without a forget gate"
+    title = (
+        "3.3 Learning to forget — continual embedded Reber grammar, with and without a forget gate"
+    )
     return Report(title, metrics, lines, fig, time.perf_counter() - start)
 
 
@@ -256,7 +296,12 @@ def _figure(result, scores, repeat, floor):
         smooth = np.convolve(loss, np.ones(20) / 20, mode="valid")  # 20-step running mean
         ax.plot(np.arange(len(smooth)) + 20, smooth, color=plotting.PALETTE[i], label=name)
     ax.axhline(floor, ls=":", color=plotting.PALETTE[3], label="perfect predictor")
-    ax.set(xlabel="training window", ylabel="next-symbol cross-entropy", title="training (never reset)", yscale="log")
+    ax.set(
+        xlabel="training window",
+        ylabel="next-symbol cross-entropy",
+        title="training (never reset)",
+        yscale="log",
+    )
     ax.legend(fontsize=8)
     ax = axes[1]
     bins = np.array_split(np.arange(repeat.shape[1]), 20)
@@ -272,9 +317,18 @@ def _figure(result, scores, repeat, floor):
     trained = len(result.history["loss"]) * WINDOW  # tokens read during training
     for i, (name, score) in enumerate(scores.items()):
         during = result.history[f"cell/{name}"]  # at the end of each training window
-        ax.plot(np.arange(1, len(during) + 1) * WINDOW, during, color=plotting.PALETTE[i], label=name)
-        ax.plot(trained + np.arange(1, len(score["cell"]) + 1), score["cell"], color=plotting.PALETTE[i])
+        ax.plot(
+            np.arange(1, len(during) + 1) * WINDOW, during, color=plotting.PALETTE[i], label=name
+        )
+        ax.plot(
+            trained + np.arange(1, len(score["cell"]) + 1), score["cell"], color=plotting.PALETTE[i]
+        )
     ax.axvline(trained, ls=":", color=plotting.PALETTE[3], label="training ends, test begins")
-    ax.set(xlabel="tokens read since the only reset", ylabel="mean |c|", yscale="log", title="cell state, never reset")
+    ax.set(
+        xlabel="tokens read since the only reset",
+        ylabel="mean |c|",
+        yscale="log",
+        title="cell state, never reset",
+    )
     ax.legend(fontsize=8)
     return fig

@@ -60,28 +60,34 @@ IN_BIAS = -2.0  # input gates start mostly shut: the paper's remedy for internal
 
 # --8<-- [start:core]
 def init_gate(key: jax.Array, d_in: int, d_hidden: int, bias: float = 0.0) -> dict:
-    """One gate's weights from the input and the previous outputs: ``{"kernel": [d_in + H, H], "bias": [H]}``."""
+    """One gate's weights from the input and the previous outputs:
+    ``{"kernel": [d_in + H, H], "bias": [H]}``."""
     layer = init_layer(key, d_in + d_hidden, d_hidden)  # LeCun-scaled, as in 1.1
     return {"kernel": layer["kernel"], "bias": jnp.full((d_hidden,), bias)}
 
 
 def init_lstm(key: jax.Array, d_in: int, d_hidden: int, *, in_bias: float = IN_BIAS) -> dict:
-    """Parameters of a 1997 LSTM layer of ``d_hidden`` cells: ``{"cell", "in_gate", "out_gate"}``."""
+    """Parameters of a 1997 LSTM layer of ``d_hidden`` cells:
+    ``{"cell", "in_gate", "out_gate"}``."""
     checks.positive_int("d_in", d_in)
     checks.positive_int("d_hidden", d_hidden)
     checks.in_range("in_bias", in_bias, -float("inf"), float("inf"))
     keys = jax.random.split(checks.prng_key("key", key), len(GATES))
     biases = {"in_gate": in_bias}
-    return {name: init_gate(k, d_in, d_hidden, biases.get(name, 0.0)) for name, k in zip(GATES, keys)}
+    return {
+        name: init_gate(k, d_in, d_hidden, biases.get(name, 0.0)) for name, k in zip(GATES, keys)
+    }
 
 
 def join(x: jax.Array, h: jax.Array) -> jax.Array:
-    """What every gate sees: the input and the previous outputs, ``[b, d_in] + [b, H] -> [b, d_in + H]``."""
+    """What every gate sees: the input and the previous outputs,
+    ``[b, d_in] + [b, H] -> [b, d_in + H]``."""
     return jnp.concatenate([x, h], axis=-1)
 
 
 def gate(layer: dict, xh: jax.Array) -> jax.Array:
-    """A gate's activation in (0, 1): ``sigmoid(net)``, ``net = sum_u w_u y^u(t-1)``. ``[b, d_in + H] -> [b, H]``."""
+    """A gate's activation in (0, 1): ``sigmoid(net)``, ``net = sum_u w_u y^u(t-1)``.
+    ``[b, d_in + H] -> [b, H]``."""
     return jax.nn.sigmoid(dense(layer, xh))
 
 
@@ -100,8 +106,11 @@ def lstm_step(params: dict, carry: Carry, x: jax.Array) -> tuple[Carry, jax.Arra
     return (c, h), h
 
 
-def lstm(params: dict, xs: jax.Array, carry0: Carry | None = None, *, step: Callable = lstm_step) -> jax.Array:
-    """All cell outputs: ``xs [batch, T, d_in] -> hs [batch, T, H]``; the carry starts at zero by default.
+def lstm(
+    params: dict, xs: jax.Array, carry0: Carry | None = None, *, step: Callable = lstm_step
+) -> jax.Array:
+    """All cell outputs: ``xs [batch, T, d_in] -> hs [batch, T, H]``; the carry starts at zero by
+    default.
 
     ``step`` is the tick to run (the forget-gate cell of topic 3.3 passes its own).
     """
@@ -129,18 +138,25 @@ def lstm_trace(
 
 
 def check_inputs(params: dict, xs: Any, carry0: Any = None) -> Carry:
-    """Check ``xs [batch, T, d_in]`` and ``carry0 = (c, h)`` against ``params``; return the carry (zeros if None)."""
+    """Check ``xs [batch, T, d_in]`` and ``carry0 = (c, h)`` against ``params``; return the carry
+    (zeros if None)."""
     d_in_plus_h, hidden = params["in_gate"]["kernel"].shape
     d_in = d_in_plus_h - hidden
-    checks.array_shape("xs", xs, ("batch", "time", d_in), dims=f"[batch, time, d_in={d_in}] (batch-major)")
+    checks.array_shape(
+        "xs", xs, ("batch", "time", d_in), dims=f"[batch, time, d_in={d_in}] (batch-major)"
+    )
     if xs.shape[0] == 0 or xs.shape[1] == 0:
-        raise ValueError(f"xs: expected at least one example and one time step, got shape {tuple(xs.shape)}")
+        raise ValueError(
+            f"xs: expected at least one example and one time step, got shape {tuple(xs.shape)}"
+        )
     batch = xs.shape[0]
     if carry0 is None:
         zeros = jnp.zeros((batch, hidden), xs.dtype)
         return zeros, zeros
     if not isinstance(carry0, tuple | list) or len(carry0) != 2:
-        raise TypeError(f"carry0: expected a pair (c, h) of [batch, H] arrays, got {type(carry0).__name__}")
+        raise TypeError(
+            f"carry0: expected a pair (c, h) of [batch, H] arrays, got {type(carry0).__name__}"
+        )
     for name, part in zip(("carry0[0] (c)", "carry0[1] (h)"), carry0):
         checks.array_shape(name, part, (batch, hidden), dims=f"[batch={batch}, H={hidden}]")
     return tuple(carry0)
@@ -153,8 +169,8 @@ def _check_sizes(d_hidden: int, in_bias: float, name: str = "features") -> None:
 
 # --8<-- [start:linen]
 class LinenLSTM(nn.Module):
-    """Functional twin: ``variables["params"]`` is `init_lstm`'s tree, ``{"cell", "in_gate", "out_gate"}``,
-    each ``{"kernel": [d_in + H, H], "bias": [H]}``.
+    """Functional twin: ``variables["params"]`` is `init_lstm`'s tree,
+    ``{"cell", "in_gate", "out_gate"}``, each ``{"kernel": [d_in + H, H], "bias": [H]}``.
 
     ``features`` = number of cells ``H``; the input size is read from ``xs`` at ``init``.
     ``__call__(xs [batch, T, d_in], carry0=None) -> hs [batch, T, H]``.
@@ -166,7 +182,9 @@ class LinenLSTM(nn.Module):
     @nn.compact
     def __call__(self, xs: jax.Array, carry0: Carry | None = None) -> jax.Array:
         _check_sizes(self.features, self.in_bias)
-        checks.array_shape("xs", xs, ("batch", "time", "d_in"), dims="[batch, time, d_in] (batch-major)")
+        checks.array_shape(
+            "xs", xs, ("batch", "time", "d_in"), dims="[batch, time, d_in] (batch-major)"
+        )
         params = twins.declare(self, init_lstm, xs.shape[-1], self.features, in_bias=self.in_bias)
         return lstm(params, xs, carry0)
 
@@ -186,7 +204,8 @@ class NnxLSTM(nnx.Module):
             setattr(self, name, twins.to_nnx(layer))
 
     def __call__(self, xs: jax.Array, carry0: Carry | None = None) -> jax.Array:
-        return lstm(twins.pure(self), xs, carry0)  # {gate: {"kernel", "bias"}}: the tree `lstm` takes
+        # {gate: {"kernel", "bias"}}: the tree `lstm` takes
+        return lstm(twins.pure(self), xs, carry0)
 
 
 # --8<-- [end:nnx]

@@ -27,7 +27,16 @@ from impl.sequence.lstm import init_lstm, lstm
 from impl.sequence.rnn import init_rnn, rnn
 from impl.training import first_step, train
 
-__all__ = ["DELAY", "MODELS", "OPTIMIZER", "experiment", "fit", "init_models", "loss_fn", "steps_to_solve"]
+__all__ = [
+    "DELAY",
+    "MODELS",
+    "OPTIMIZER",
+    "experiment",
+    "fit",
+    "init_models",
+    "loss_fn",
+    "steps_to_solve",
+]
 
 
 # --8<-- [start:experiment]
@@ -38,12 +47,14 @@ HIDDEN = 16  # LSTM cells
 MODELS = {  # name -> (kind, hidden units)
     "LSTM, 16 cells": ("lstm", HIDDEN),
     "RNN, 16 units (same width)": ("rnn", HIDDEN),
-    "RNN, 32 units (same size)": ("rnn", 32),  # 1,440 parameters vs the LSTM's 1,392 (readouts aside)
+    # 1,440 parameters vs the LSTM's 1,392 (readouts aside)
+    "RNN, 32 units (same size)": ("rnn", 32),
 }
 
 
 def init_models(key: jax.Array, d_in: int, n_out: int) -> dict:
-    """``{name: {"net": recurrent weights, "readout": dense layer}}`` for every entry of `MODELS`."""
+    """``{name: {"net": recurrent weights, "readout": dense layer}}`` for every entry of
+    `MODELS`."""
     params = {}
     for i, (name, (kind, hidden)) in enumerate(MODELS.items()):
         k_net, k_out = jax.random.split(jax.random.fold_in(key, i))
@@ -85,8 +96,18 @@ def fit(key: jax.Array, train_set: data.SeqTask, *, steps: int, progress: bool |
     k_init, k_train = jax.random.split(key)
     params = init_models(k_init, VOCAB, N_SYMBOLS)
     batch = {"x": train_set.inputs, "y": train_set.targets - FIRST_SYMBOL}  # classes 0..N_SYMBOLS-1
-    return train(loss_fn, params, OPTIMIZER, batch, key=k_train, steps=steps, batch_size=32, chunk=200,
-                 progress=progress, label="3.2 LSTM vs RNN")  # fmt: skip
+    return train(
+        loss_fn,
+        params,
+        OPTIMIZER,
+        batch,
+        key=k_train,
+        steps=steps,
+        batch_size=32,
+        chunk=200,
+        progress=progress,
+        label="3.2 LSTM vs RNN",
+    )
 
 
 # --8<-- [end:experiment]
@@ -94,10 +115,14 @@ def fit(key: jax.Array, train_set: data.SeqTask, *, steps: int, progress: bool |
 
 @jax.jit
 def input_gradients(params: dict, xs: jax.Array, labels: jax.Array) -> dict[str, jax.Array]:
-    """``|dL/dx_t|`` averaged over a batch, ``[T]`` per model: how much error reaches each input step."""
+    """``|dL/dx_t|`` averaged over a batch, ``[T]`` per model: how much error reaches each input
+    step."""
     out = {}
     for name, p in params.items():
-        grads = jax.grad(lambda x, p=p, name=name: cross_entropy(final_logits(name, p, x), labels))(xs)  # [b, T, d]
+        # [b, T, d]
+        grads = jax.grad(lambda x, p=p, name=name: cross_entropy(final_logits(name, p, x), labels))(
+            xs
+        )
         out[name] = jnp.mean(jnp.linalg.norm(grads, axis=-1), axis=0)  # [T]
     return out
 
@@ -112,7 +137,8 @@ SMOOTH, SOLVED = 20, 0.95
 
 
 def steps_to_solve(batch_accuracy: np.ndarray) -> int:
-    """First step at which the running mean of ``batch_accuracy [steps]`` reaches `SOLVED`; ``steps + 1`` if never."""
+    """First step at which the running mean of ``batch_accuracy [steps]`` reaches `SOLVED`;
+    ``steps + 1`` if never."""
     reached = first_step(batch_accuracy, SOLVED, window=SMOOTH, below=False)
     return len(batch_accuracy) + 1 if reached is None else reached
 
@@ -141,7 +167,10 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 600)
     result = fit(k_fit, train_set, steps=steps, progress=progress)
     accuracies = evaluate(result.params, x_test, y_test)
 
-    header = f"{'params':>8} {'test accuracy':>14} {'solved at step':>15} {'error at t=0 / t=T (init)':>26}"
+    header = (
+        f"{'params':>8} {'test accuracy':>14} {'solved at step':>15} "
+        f"{'error at t=0 / t=T (init)':>26}"
+    )
     metrics, lines = {}, [f"{'model':<30} {header}"]
     for name, p in result.params.items():
         slug = name.split(",")[0].lower() + "_" + str(MODELS[name][1])
@@ -149,12 +178,21 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 600)
         weights = sum(int(a.size) for a in jax.tree.leaves(p["net"]))
         reach = float(grads[name][0] / grads[name][-1])
         solved = steps_to_solve(result.history[f"accuracy/{name}"])
-        metrics |= {f"{slug}_test_accuracy": acc, f"{slug}_weights": weights, f"{slug}_error_reach": reach,
-                    f"{slug}_solved_at": solved}  # fmt: skip
+        metrics |= {
+            f"{slug}_test_accuracy": acc,
+            f"{slug}_weights": weights,
+            f"{slug}_error_reach": reach,
+            f"{slug}_solved_at": solved,
+        }
         when = f"{solved:,}" if solved <= steps else "not solved"
         lines.append(f"{name:<30} {weights:>8,} {acc:>14.1%} {when:>15} {reach:>26.1e}")
-    lines.append(f"chance: {1 / N_SYMBOLS:.0%}; the symbol to recall comes {DELAY} steps before the question")
-    lines.append(f"solved: first step at which the {SMOOTH}-step running mean of training accuracy is {SOLVED:.0%}")
+    lines.append(
+        f"chance: {1 / N_SYMBOLS:.0%}; the symbol to recall comes {DELAY} steps before the question"
+    )
+    lines.append(
+        f"solved: first step at which the {SMOOTH}-step "
+        f"running mean of training accuracy is {SOLVED:.0%}"
+    )
     fig = _figure(result, grads, accuracies)
     title = f"3.2 LSTM — recall a symbol across {DELAY} steps: LSTM vs tanh RNNs"
     return Report(title, metrics, lines, fig, time.perf_counter() - start)
@@ -182,7 +220,11 @@ def _figure(result, grads, accuracies):
     ax.legend(fontsize=8)
     ax = axes[2]
     names = list(MODELS)
-    ax.bar(range(len(names)), [float(accuracies[n]) for n in names], color=plotting.PALETTE[: len(names)])
+    ax.bar(
+        range(len(names)),
+        [float(accuracies[n]) for n in names],
+        color=plotting.PALETTE[: len(names)],
+    )
     ax.axhline(1 / N_SYMBOLS, ls=":", color=plotting.PALETTE[3])
     ax.text(len(names) - 0.5, 1 / N_SYMBOLS + 0.02, "chance", ha="right", fontsize=8)
     ax.set_xticks(range(len(names)), [n.replace(" (", "\n(") for n in names], fontsize=8)

@@ -77,12 +77,18 @@ class Routing(NamedTuple):
 
 # --8<-- [start:core]
 def init_gate(d_in: int, n_experts: int) -> dict[str, jax.Array]:
-    """``W_g`` and ``W_noise``, both zero (Appendix A): at first the gate is pure noise, so load is even."""
+    """``W_g`` and ``W_noise``, both zero (Appendix A): at first the gate is pure noise, so load is
+    even."""
     return {"w_gate": jnp.zeros((d_in, n_experts)), "w_noise": jnp.zeros((d_in, n_experts))}
 
 
 def noisy_top_k_gating(
-    gate: dict[str, jax.Array], x: jax.Array, k: int, *, key: jax.Array | None = None, min_noise: float = 1e-2
+    gate: dict[str, jax.Array],
+    x: jax.Array,
+    k: int,
+    *,
+    key: jax.Array | None = None,
+    min_noise: float = 1e-2,
 ) -> Routing:
     """Noisy top-k gating, eqs. 3–5. ``x [T, d_in]``; ``key=None`` gates without noise (evaluation).
 
@@ -91,7 +97,8 @@ def noisy_top_k_gating(
     _check_call(x, gate["w_gate"].shape[0], gate["w_gate"].shape[1], k, None)  # before any compute
     clean = x @ gate["w_gate"]  # [T, n]  (x W_g)
     noise_std = jax.nn.softplus(x @ gate["w_noise"]) + min_noise  # [T, n]  Softplus(x W_noise)
-    noisy = clean if key is None else clean + jax.random.normal(key, clean.shape) * noise_std  # eq. 4: H(x)
+    # eq. 4: H(x)
+    noisy = clean if key is None else clean + jax.random.normal(key, clean.shape) * noise_std
     top_logits, top_idx = jax.lax.top_k(noisy, k)  # [T, k]  eq. 5: KeepTopK keeps these ...
     top_gates = jax.nn.softmax(top_logits, axis=-1)  # eq. 3: ... and the -inf others get 0
     gates = jnp.einsum("tk,tkn->tn", top_gates, jax.nn.one_hot(top_idx, clean.shape[-1]))  # [T, n]
@@ -117,7 +124,9 @@ def cv_squared(v: jax.Array, eps: float = 1e-10) -> jax.Array:
     return jnp.var(v) / (jnp.mean(v) ** 2 + eps)
 
 
-def balancing_losses(routing: Routing, k: int, *, w_importance: float, w_load: float) -> dict[str, jax.Array]:
+def balancing_losses(
+    routing: Routing, k: int, *, w_importance: float, w_load: float
+) -> dict[str, jax.Array]:
     """The two auxiliary losses and the vectors they balance (each ``[n]``)."""
     importance = jnp.sum(routing.gates, axis=0)  # eq. 6: Importance(X) = sum_x G(x)
     load = jnp.sum(load_probability(routing, k), axis=0)  # eq. 10: Load(X)_i = sum_x P(x, i)
@@ -133,8 +142,11 @@ def balancing_losses(routing: Routing, k: int, *, w_importance: float, w_load: f
 
 
 # --8<-- [start:dispatch]
-def init_experts(key: jax.Array, n_experts: int, sizes: Sequence[int]) -> list[dict[str, jax.Array]]:
-    """``n_experts`` MLPs of 1.1 with layer ``sizes``, stacked: kernels ``[n, a, b]``, biases ``[n, b]``."""
+def init_experts(
+    key: jax.Array, n_experts: int, sizes: Sequence[int]
+) -> list[dict[str, jax.Array]]:
+    """``n_experts`` MLPs of 1.1 with layer ``sizes``, stacked: kernels ``[n, a, b]``, biases
+    ``[n, b]``."""
     return jax.vmap(lambda k: init_mlp(k, sizes))(jax.random.split(key, n_experts))
 
 
@@ -144,13 +156,16 @@ def experts_forward(experts: list[dict[str, jax.Array]], inputs: jax.Array) -> j
 
 
 def capacity(tokens: int, n_experts: int, k: int, capacity_factor: float | None) -> int:
-    """Rows each expert gets: ``ceil(factor * k * T / n)``, at most ``T``; ``None`` = ``T`` (no drops)."""
+    """Rows each expert gets: ``ceil(factor * k * T / n)``, at most ``T``; ``None`` = ``T`` (no
+    drops)."""
     if capacity_factor is None:
         return tokens
     return max(1, min(tokens, math.ceil(capacity_factor * k * tokens / n_experts)))
 
 
-def dispatch(top_idx: jax.Array, n_experts: int, cap: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+def dispatch(
+    top_idx: jax.Array, n_experts: int, cap: int
+) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Assign each (token, choice) pair a row in its expert's buffer of ``cap`` rows.
 
     Rows are handed out first-choice-first (every token's best expert before anyone's second),
@@ -161,12 +176,17 @@ def dispatch(top_idx: jax.Array, n_experts: int, cap: int) -> tuple[jax.Array, j
     tokens, k = top_idx.shape
     choice_major = top_idx.T.reshape(-1)  # [k*T] all first choices, then all second choices, ...
     one_hot = jax.nn.one_hot(choice_major, n_experts, dtype=jnp.int32)  # [k*T, n]
-    position = jnp.sum((jnp.cumsum(one_hot, axis=0) - 1) * one_hot, axis=1)  # [k*T] place in the queue
+    # [k*T] place in the queue
+    position = jnp.sum((jnp.cumsum(one_hot, axis=0) - 1) * one_hot, axis=1)
     position = position.reshape(k, tokens).T  # [T, k]
     kept = position < cap  # [T, k]
     slot = jnp.where(kept, top_idx * cap + position, n_experts * cap)  # dropped -> one past the end
     token_ids = jnp.broadcast_to(jnp.arange(tokens)[:, None], (tokens, k))  # [T, k]
-    token_of_slot = jnp.full((n_experts * cap,), tokens).at[slot.reshape(-1)].set(token_ids.reshape(-1), mode="drop")
+    token_of_slot = (
+        jnp.full((n_experts * cap,), tokens)
+        .at[slot.reshape(-1)]
+        .set(token_ids.reshape(-1), mode="drop")
+    )
     return slot, kept, token_of_slot
 
 
@@ -180,7 +200,8 @@ def moe(
     w_importance: float = 0.1,
     w_load: float = 0.1,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """The sparsely-gated MoE layer, eq. 1: ``y = sum_i G(x)_i E_i(x)``, running only chosen experts.
+    """The sparsely-gated MoE layer, eq. 1: ``y = sum_i G(x)_i E_i(x)``, running only chosen
+    experts.
 
     ``x [T, d_in] -> y [T, d_out]``; ``params = {"gate": ..., "experts": ...}``. ``key`` draws
     the gate noise (``None``: no noise, for evaluation). Returns ``(y, aux)`` with ``aux["loss"]``
@@ -191,9 +212,11 @@ def moe(
     routing = noisy_top_k_gating(params["gate"], x, k, key=key)
     cap = capacity(x.shape[0], n, k, capacity_factor)
     slot, kept, token_of_slot = dispatch(routing.top_idx, n, cap)
-    x_padded = jnp.concatenate([x, jnp.zeros((1, x.shape[1]), x.dtype)])  # row T: an empty buffer row
+    # row T: an empty buffer row
+    x_padded = jnp.concatenate([x, jnp.zeros((1, x.shape[1]), x.dtype)])
     expert_in = x_padded[token_of_slot].reshape(n, cap, x.shape[1])  # [n, cap, d_in] gather
-    expert_out = experts_forward(params["experts"], expert_in).reshape(n * cap, -1)  # [n*cap, d_out]
+    # [n*cap, d_out]
+    expert_out = experts_forward(params["experts"], expert_in).reshape(n * cap, -1)
     picked = expert_out[jnp.minimum(slot, n * cap - 1)]  # [T, k, d_out] each token's chosen outputs
     weights = jnp.where(kept, routing.top_gates, 0.0)  # [T, k] a dropped pair contributes nothing
     y = jnp.einsum("tk,tkd->td", weights, picked)  # eq. 1, summed over the k kept experts only
@@ -203,9 +226,11 @@ def moe(
 
 
 def moe_dense(params: dict, x: jax.Array, gates: jax.Array) -> jax.Array:
-    """Eq. 1 computed the expensive way — every expert on every token: ``[T, d_in] -> [T, d_out]``."""
+    """Eq. 1 computed the expensive way — every expert on every token:
+    ``[T, d_in] -> [T, d_out]``."""
     n = gates.shape[-1]
-    outputs = experts_forward(params["experts"], jnp.broadcast_to(x[None], (n, *x.shape)))  # [n, T, d_out]
+    # [n, T, d_out]
+    outputs = experts_forward(params["experts"], jnp.broadcast_to(x[None], (n, *x.shape)))
     return jnp.einsum("tn,ntd->td", gates, outputs)
 
 
@@ -214,7 +239,10 @@ def moe_dense(params: dict, x: jax.Array, gates: jax.Array) -> jax.Array:
 
 def init_moe(key: jax.Array, d_in: int, n_experts: int, hidden: Sequence[int], d_out: int) -> dict:
     """Parameters of `moe`: a zero gate and ``n_experts`` MLPs ``[d_in, *hidden, d_out]``."""
-    return {"gate": init_gate(d_in, n_experts), "experts": init_experts(key, n_experts, [d_in, *hidden, d_out])}
+    return {
+        "gate": init_gate(d_in, n_experts),
+        "experts": init_experts(key, n_experts, [d_in, *hidden, d_out]),
+    }
 
 
 def _check_k_and_capacity(k: int, n_experts: int, capacity_factor: float | None) -> None:
@@ -225,7 +253,9 @@ def _check_k_and_capacity(k: int, n_experts: int, capacity_factor: float | None)
         checks.in_range("capacity_factor", capacity_factor, 0.0, float("inf"), low_inclusive=False)
 
 
-def _check_config(n_experts: int, k: int, hidden: Sequence[int], d_out: int, capacity_factor) -> None:
+def _check_config(
+    n_experts: int, k: int, hidden: Sequence[int], d_out: int, capacity_factor
+) -> None:
     checks.positive_int("n_experts", n_experts)
     _check_k_and_capacity(k, n_experts, capacity_factor)
     for i, h in enumerate(hidden):
@@ -240,8 +270,8 @@ def _check_call(x, d_in: int, n_experts: int, k: int, capacity_factor) -> None:
 
 # --8<-- [start:linen]
 class LinenMoE(nn.Module):
-    """Functional twin: ``variables["params"]`` is `init_moe`'s tree, ``{"gate": {"w_gate", "w_noise"},
-    "experts": [layers]}``.
+    """Functional twin: ``variables["params"]`` is `init_moe`'s tree,
+    ``{"gate": {"w_gate", "w_noise"}, "experts": [layers]}``.
 
     ``apply(variables, x)`` evaluates (no noise); ``apply(variables, x, key=k)`` trains.
     """
@@ -270,8 +300,9 @@ class LinenMoE(nn.Module):
 class NnxMoE(nnx.Module):
     """Object-oriented twin; ``model(x)`` evaluates, ``model(x, key=k)`` trains.
 
-    ``self.gate`` and ``self.experts`` hold `init_moe`'s two entries as NNX objects (`impl.twins.to_nnx`):
-    the gate's ``w_gate``, ``w_noise`` ``[d_in, n]``, and the stacked expert MLPs of topic 1.1.
+    ``self.gate`` and ``self.experts`` hold `init_moe`'s two entries as NNX objects
+    (`impl.twins.to_nnx`): the gate's ``w_gate``, ``w_noise`` ``[d_in, n]``, and the stacked expert
+    MLPs of topic 1.1.
     """
 
     def __init__(

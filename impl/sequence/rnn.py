@@ -82,7 +82,8 @@ def rnn_step(params: dict, h: jax.Array, x: jax.Array) -> jax.Array:
     The paper's net input ``s_k(t)`` sums weighted inputs and unit outputs alike; the new
     output is ``f(s_k(t))`` one step later (Section 2). Here ``f = tanh``.
     """
-    s = x @ params["w_xh"] + h @ params["w_hh"] + params["b_h"].reshape(1, -1)  # net input s(t), [b, H]
+    # net input s(t), [b, H]
+    s = x @ params["w_xh"] + h @ params["w_hh"] + params["b_h"].reshape(1, -1)
     return jnp.tanh(s)
 
 
@@ -94,8 +95,11 @@ def scan_over_time(step: Callable, params: PyTree, xs: jax.Array, h0: PyTree) ->
     RNN, ``(h, c)`` for an LSTM). Returns the stacked outputs ``h_t`` as ``[batch, T, ...]``
     (each leaf, if ``h_t`` is a pytree).
     """
-    checks.array_shape("xs", xs, ("batch", "time", "d_in"), dims="[batch, time, d_in] (batch-major)")
-    _, hs = jax.lax.scan(lambda carry, x_t: step(params, carry, x_t), h0, jnp.swapaxes(xs, 0, 1))  # [T, b, ...]
+    checks.array_shape(
+        "xs", xs, ("batch", "time", "d_in"), dims="[batch, time, d_in] (batch-major)"
+    )
+    # [T, b, ...]
+    _, hs = jax.lax.scan(lambda carry, x_t: step(params, carry, x_t), h0, jnp.swapaxes(xs, 0, 1))
     return jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), hs)  # [b, T, ...]
 
 
@@ -105,7 +109,8 @@ def _rnn_tick(params: dict, h: jax.Array, x: jax.Array) -> tuple[jax.Array, jax.
 
 
 def rnn(params: dict, xs: jax.Array, h0: jax.Array | None = None) -> jax.Array:
-    """All hidden states: ``xs [batch, T, d_in]`` -> ``hs [batch, T, H]`` (``h0 [batch, H]``, default 0)."""
+    """All hidden states: ``xs [batch, T, d_in]`` -> ``hs [batch, T, H]`` (``h0 [batch, H]``,
+    default 0)."""
     h0 = check_inputs(params, xs, h0)
     return scan_over_time(_rnn_tick, params, xs, h0)
 
@@ -114,17 +119,28 @@ def rnn(params: dict, xs: jax.Array, h0: jax.Array | None = None) -> jax.Array:
 
 
 def check_inputs(params: dict, xs: Any, h0: Any = None) -> jax.Array:
-    """Validate ``xs [batch, T, d_in]`` and ``h0 [batch, H]`` against ``params``; return ``h0`` (zeros if ``None``)."""
+    """Validate ``xs [batch, T, d_in]`` and ``h0 [batch, H]`` against ``params``; return ``h0``
+    (zeros if ``None``)."""
     d_in, hidden = params["w_xh"].shape
-    checks.array_shape("xs", xs, ("batch", "time", d_in), dims=f"[batch, time, d_in={d_in}] (batch-major)")
+    checks.array_shape(
+        "xs", xs, ("batch", "time", d_in), dims=f"[batch, time, d_in={d_in}] (batch-major)"
+    )
     if xs.shape[0] == 0 or xs.shape[1] == 0:
-        raise ValueError(f"xs: expected at least one example and one time step, got shape {tuple(xs.shape)}")
+        raise ValueError(
+            f"xs: expected at least one example and one time step, got shape {tuple(xs.shape)}"
+        )
     if h0 is None:
         return jnp.zeros((xs.shape[0], hidden), xs.dtype)
-    if hasattr(h0, "shape") and h0.ndim == 2 and h0.shape[1] == hidden and h0.shape[0] != xs.shape[0]:
+    if (
+        hasattr(h0, "shape")
+        and h0.ndim == 2
+        and h0.shape[1] == hidden
+        and h0.shape[0] != xs.shape[0]
+    ):
         raise ValueError(
-            f"h0: expected shape [batch={xs.shape[0]}, H={hidden}], got {tuple(h0.shape)}; "
-            "xs must be batch-major [batch, time, d_in] (was a time-major [time, batch, d_in] array passed?)"
+            f"h0: expected shape [batch={xs.shape[0]}, H={hidden}], got "
+            f"{tuple(h0.shape)}; xs must be batch-major [batch, time, "
+            "d_in] (was a time-major [time, batch, d_in] array passed?)"
         )
     checks.array_shape("h0", h0, (xs.shape[0], hidden), dims=f"[batch={xs.shape[0]}, H={hidden}]")
     return h0
@@ -152,9 +168,12 @@ def backprop_through_time(
         return delta @ params["w_hh"].T, delta  # to h_{t-1}: one more factor W_hh^T diag(1 - h^2)
 
     time_major = lambda a: jnp.swapaxes(a, 0, 1)  # noqa: E731
-    dh0, deltas = jax.lax.scan(back, jnp.zeros_like(h0), (time_major(hs), time_major(dhs)), reverse=True)
+    dh0, deltas = jax.lax.scan(
+        back, jnp.zeros_like(h0), (time_major(hs), time_major(dhs)), reverse=True
+    )
     deltas = time_major(deltas)  # dL/ds_t for every t, [b, T, H]
-    grads = {  # a weight's gradient: its error signal times the activity through it, summed over b and t
+    # a weight's gradient: its error signal times the activity through it, summed over b and t
+    grads = {
         "w_xh": jnp.einsum("btd,bth->dh", xs, deltas),  # [d_in, H]
         "w_hh": jnp.einsum("btg,bth->gh", h_prev, deltas),  # [H, H]
         "b_h": deltas.sum(axis=(0, 1)),  # [H]
@@ -162,11 +181,17 @@ def backprop_through_time(
     return grads, deltas @ params["w_xh"].T, dh0  # dxs [b, T, d_in], dh0 [b, H]
 
 
-def init_classifier(key: jax.Array, d_in: int, d_hidden: int, n_classes: int, *, gain: float = 1.0) -> dict:
-    """An RNN read out at its last step: ``{"rnn": init_rnn(...), "out": {"kernel": [H, C], "bias": [C]}}``."""
+def init_classifier(
+    key: jax.Array, d_in: int, d_hidden: int, n_classes: int, *, gain: float = 1.0
+) -> dict:
+    """An RNN read out at its last step:
+    ``{"rnn": init_rnn(...), "out": {"kernel": [H, C], "bias": [C]}}``."""
     checks.positive_int("n_classes", n_classes)
     k_rnn, k_out = jax.random.split(checks.prng_key("key", key))
-    return {"rnn": init_rnn(k_rnn, d_in, d_hidden, gain=gain), "out": init_layer(k_out, d_hidden, n_classes)}
+    return {
+        "rnn": init_rnn(k_rnn, d_in, d_hidden, gain=gain),
+        "out": init_layer(k_out, d_hidden, n_classes),
+    }
 
 
 def classify(model: dict, xs: jax.Array) -> jax.Array:
@@ -175,12 +200,15 @@ def classify(model: dict, xs: jax.Array) -> jax.Array:
 
 
 def bptt(model: dict, xs: jax.Array, labels: jax.Array) -> tuple[jax.Array, dict]:
-    """Loss and gradients of `classify` + cross-entropy, by hand: the output layer as in 1.1, then BPTT."""
+    """Loss and gradients of `classify` + cross-entropy, by hand: the output layer as in 1.1, then
+    BPTT."""
     hs = rnn(model["rnn"], xs)  # [b, T, H]
     logits = dense(model["out"], hs[:, -1])  # [b, C]
-    dlogits = (jax.nn.softmax(logits) - jax.nn.one_hot(labels, logits.shape[-1])) / xs.shape[0]  # [b, C]
+    # [b, C]
+    dlogits = (jax.nn.softmax(logits) - jax.nn.one_hot(labels, logits.shape[-1])) / xs.shape[0]
     d_out = {"kernel": hs[:, -1].T @ dlogits, "bias": dlogits.sum(axis=0)}
-    dhs = jnp.zeros_like(hs).at[:, -1].set(dlogits @ model["out"]["kernel"].T)  # error enters at t = T only
+    # error enters at t = T only
+    dhs = jnp.zeros_like(hs).at[:, -1].set(dlogits @ model["out"]["kernel"].T)
     d_rnn, _, _ = backprop_through_time(model["rnn"], xs, hs, dhs)
     return cross_entropy(logits, labels), {"rnn": d_rnn, "out": d_out}
 
@@ -209,13 +237,21 @@ def rtrl(params: dict, xs: jax.Array, dhs: jax.Array, h0: jax.Array | None = Non
         x_t, dh_t = inputs  # [b, d_in], [b, H]
         h = rnn_step(params, h_prev, x_t)
         slope = (1.0 - h**2)[:, :, None, None]  # f'(s_k(t)), [b, H, 1, 1]
-        through = lambda q: jnp.einsum("blij,lk->bkij", q, params["w_hh"])  # noqa: E731  sum_l w_lk p^l
+
+        def through(q):  # sum_l w_lk p^l
+            return jnp.einsum("blij,lk->bkij", q, params["w_hh"])
+
         p = {
-            "w_xh": slope * (through(p["w_xh"]) + jnp.einsum("bi,kj->bkij", x_t, eye)),  # [b, H, d_in, H]
-            "w_hh": slope * (through(p["w_hh"]) + jnp.einsum("bi,kj->bkij", h_prev, eye)),  # [b, H, H, H]
-            "b_h": slope[..., 0] * (jnp.einsum("blj,lk->bkj", p["b_h"], params["w_hh"]) + eye[None]),  # [b, H, H]
+            "w_xh": slope
+            * (through(p["w_xh"]) + jnp.einsum("bi,kj->bkij", x_t, eye)),  # [b, H, d_in, H]
+            "w_hh": slope
+            * (through(p["w_hh"]) + jnp.einsum("bi,kj->bkij", h_prev, eye)),  # [b, H, H, H]
+            "b_h": slope[..., 0]
+            * (jnp.einsum("blj,lk->bkj", p["b_h"], params["w_hh"]) + eye[None]),  # [b, H, H]
         }
-        grads = jax.tree.map(lambda g, q: g + jnp.tensordot(dh_t, q, axes=([0, 1], [0, 1])), grads, p)
+        grads = jax.tree.map(
+            lambda g, q: g + jnp.tensordot(dh_t, q, axes=([0, 1], [0, 1])), grads, p
+        )
         return (h, p, grads), None
 
     p0 = {
@@ -241,7 +277,8 @@ def _check_hidden(name: str, hidden: int, gain: float) -> None:
 class LinenRNN(nn.Module):
     """Functional twin: ``variables["params"]`` is `init_rnn`'s tree, ``{"w_xh", "w_hh", "b_h"}``.
 
-    ``__call__(xs [b, T, d_in], h0=None) -> hs [b, T, H]``; ``d_in`` is read from ``xs`` at ``init``.
+    ``__call__(xs [b, T, d_in], h0=None) -> hs [b, T, H]``; ``d_in`` is read from ``xs`` at
+    ``init``.
     """
 
     hidden: int
@@ -250,7 +287,9 @@ class LinenRNN(nn.Module):
     @nn.compact
     def __call__(self, xs: jax.Array, h0: jax.Array | None = None) -> jax.Array:
         _check_hidden("hidden", self.hidden, self.gain)
-        checks.array_shape("xs", xs, ("batch", "time", "d_in"), dims="[batch, time, d_in] (batch-major)")
+        checks.array_shape(
+            "xs", xs, ("batch", "time", "d_in"), dims="[batch, time, d_in] (batch-major)"
+        )
         params = twins.declare(self, init_rnn, xs.shape[-1], self.hidden, gain=self.gain)
         return rnn(params, xs, h0)
 
@@ -287,17 +326,22 @@ def input_jacobian_norms(params: dict, xs: jax.Array) -> jax.Array:
     """
     hs = rnn(params, xs)  # [b, T, H]
     hidden = hs.shape[-1]
-    basis = jnp.eye(hidden)[:, None, None, :] * (jnp.arange(xs.shape[1]) == xs.shape[1] - 1)[None, None, :, None]
+    basis = (
+        jnp.eye(hidden)[:, None, None, :]
+        * (jnp.arange(xs.shape[1]) == xs.shape[1] - 1)[None, None, :, None]
+    )
 
     def one_unit(dhs):  # dhs [1, T, H]: 1 at (t = T, unit k)
-        return backprop_through_time(params, xs, hs, jnp.broadcast_to(dhs, hs.shape))[1]  # [b, T, d_in]
+        # [b, T, d_in]
+        return backprop_through_time(params, xs, hs, jnp.broadcast_to(dhs, hs.shape))[1]
 
     jac = jax.vmap(one_unit)(basis)  # [H, b, T, d_in]
     return jnp.mean(jnp.sqrt(jnp.sum(jac**2, axis=(0, 3))), axis=0)  # [T]
 
 
 class DecayFit(NamedTuple):
-    """``norm(k) ~ scale * rho**k``: the per-step factor, the fit's R^2 (of the logs) and the scale."""
+    """``norm(k) ~ scale * rho**k``: the per-step factor, the fit's R^2 (of the logs) and the
+    scale."""
 
     rho: float
     r2: float
@@ -305,17 +349,22 @@ class DecayFit(NamedTuple):
 
 
 def decay_factor(by_distance: np.ndarray, first: int = 1, last: int | None = None) -> DecayFit:
-    """Least-squares fit of ``log norm(k) = log scale + k log rho`` over distances ``k = first..last``.
+    """Least-squares fit of ``log norm(k) = log scale + k log rho`` over distances
+    ``k = first..last``.
 
     ``by_distance [T]`` holds a norm per distance ``k = T - 1 - t`` (index 0 = the last input,
     i.e. ``input_jacobian_norms(...)[::-1]``).
     """
     by_distance = np.asarray(by_distance)
     if by_distance.ndim != 1 or np.any(by_distance <= 0):
-        raise ValueError(f"by_distance: expected a 1-D array of positive norms, got shape {by_distance.shape}")
+        raise ValueError(
+            f"by_distance: expected a 1-D array of positive norms, got shape {by_distance.shape}"
+        )
     last = len(by_distance) - 1 if last is None else last
     if not 0 <= first < last < len(by_distance):
-        raise ValueError(f"first, last: expected 0 <= first < last < {len(by_distance)}, got {first}, {last}")
+        raise ValueError(
+            f"first, last: expected 0 <= first < last < {len(by_distance)}, got {first}, {last}"
+        )
     k = np.arange(first, last + 1)
     y = np.log(by_distance[k])
     slope, intercept = np.polyfit(k, y, 1)

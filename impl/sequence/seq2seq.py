@@ -61,26 +61,33 @@ NEG = -1e9  # the log-probability of an impossible hypothesis (finite, so sums n
 
 # --8<-- [start:core]
 def init_deep_lstm(key: jax.Array, d_in: int, d_hidden: int, n_layers: int) -> list[dict]:
-    """``n_layers`` forget-gate LSTM layers (topic 3.3); layer 0 reads ``d_in`` inputs, the others ``d_hidden``."""
+    """``n_layers`` forget-gate LSTM layers (topic 3.3); layer 0 reads ``d_in`` inputs, the others
+    ``d_hidden``."""
     checks.positive_int("n_layers", n_layers)
     keys = jax.random.split(key, n_layers)
-    return [init_forget_lstm(k, d_in if i == 0 else d_hidden, d_hidden, in_bias=IN_BIAS) for i, k in enumerate(keys)]
+    return [
+        init_forget_lstm(k, d_in if i == 0 else d_hidden, d_hidden, in_bias=IN_BIAS)
+        for i, k in enumerate(keys)
+    ]
 
 
 def deep_lstm_step(layers, carry, x: jax.Array):
     """One tick of a stack of LSTMs: each layer's output is the next layer's input.
 
-    ``carry``: one ``(c, h)`` per layer, each ``[b, H]``; ``x [b, d_in]`` -> ``(carry, h_top [b, H])``.
+    ``carry``: one ``(c, h)`` per layer, each ``[b, H]``; ``x [b, d_in]`` ->
+    ``(carry, h_top [b, H])``.
     """
     new = []
     for params, state in zip(layers, carry):
-        state, x = forget_step(params, state, x)  # 3.3's cell: scale the old state, add the new input
+        # 3.3's cell: scale the old state, add the new input
+        state, x = forget_step(params, state, x)
         new.append(state)
     return tuple(new), x
 
 
 def _encoder_tick(layers, carry, x_and_mask: jax.Array):
-    """One encoder tick on ``[embedding; 1 if a real token else 0]``; padding leaves the state as it was."""
+    """One encoder tick on ``[embedding; 1 if a real token else 0]``; padding leaves the state as it
+    was."""
     x, keep = x_and_mask[:, :-1], x_and_mask[:, -1:] > 0  # [b, d_embed], [b, 1]
     moved, _ = deep_lstm_step(layers, carry, x)
     carry = jax.tree.map(lambda new, old: jnp.where(keep, new, old), moved, carry)
@@ -94,8 +101,11 @@ def encode(params: dict, src: jax.Array):
     hidden = params["readout"]["kernel"].shape[0]
     zeros = jnp.zeros((src.shape[0], hidden), emb.dtype)
     carry0 = tuple((zeros, zeros) for _ in params["encoder"])
-    states = scan_over_time(_encoder_tick, params["encoder"], jnp.concatenate([emb, keep], -1), carry0)
-    return jax.tree.map(lambda s: s[:, -1], states)  # [b, T, H] -> [b, H]: after the last real token
+    states = scan_over_time(
+        _encoder_tick, params["encoder"], jnp.concatenate([emb, keep], -1), carry0
+    )
+    # [b, T, H] -> [b, H]: after the last real token
+    return jax.tree.map(lambda s: s[:, -1], states)
 
 
 def reverse_source(src: jax.Array) -> jax.Array:
@@ -113,13 +123,15 @@ def _decoder_tick(layers, carry, x):
 
 
 def seq2seq(params: dict, src: jax.Array, tgt_in: jax.Array) -> jax.Array:
-    """Logits of ``p(y_t | y_{<t}, x)`` with the true previous tokens fed in (teacher forcing), eq. 1.
+    """Logits of ``p(y_t | y_{<t}, x)`` with the true previous tokens fed in (teacher forcing), eq.
+    1.
 
     ``src int[b, T_src]``, ``tgt_in int[b, T_out]`` (``BOS`` + target shifted right) ->
     ``[b, T_out, vocab]``. The decoder starts from the encoder's final states.
     """
     carry0 = encode(params, src)
-    hs = scan_over_time(_decoder_tick, params["decoder"], params["tgt_embed"][tgt_in], carry0)  # [b, T_out, H]
+    # [b, T_out, H]
+    hs = scan_over_time(_decoder_tick, params["decoder"], params["tgt_embed"][tgt_in], carry0)
     return dense(params["readout"], hs)  # softmax over the vocabulary follows in the loss
 
 
@@ -130,7 +142,8 @@ def decoder_step(params: dict, carry, y_prev: jax.Array):
 
 
 def sequence_log_prob(params: dict, src: jax.Array, out: jax.Array) -> jax.Array:
-    """``log p(out | src)`` (eq. 1), counting tokens up to and including the first ``EOS``. ``-> [b]``."""
+    """``log p(out | src)`` (eq. 1), counting tokens up to and including the first ``EOS``.
+    ``-> [b]``."""
     tgt_in = jnp.concatenate([jnp.full((out.shape[0], 1), BOS, out.dtype), out[:, :-1]], axis=1)
     logp = jax.nn.log_softmax(seq2seq(params, src, tgt_in))  # [b, T, V]
     picked = jnp.take_along_axis(logp, out[..., None], axis=-1)[..., 0]  # [b, T]
@@ -144,7 +157,11 @@ def greedy_decode(params: dict, src: jax.Array, length: int) -> tuple[jax.Array,
     After ``EOS`` the output is ``PAD`` and the log-probability stops growing.
     """
     carry = encode(params, src)
-    start = (jnp.full((src.shape[0],), BOS, jnp.int32), jnp.zeros(src.shape[0]), jnp.zeros(src.shape[0], bool))
+    start = (
+        jnp.full((src.shape[0],), BOS, jnp.int32),
+        jnp.zeros(src.shape[0]),
+        jnp.zeros(src.shape[0], bool),
+    )
 
     def tick(state, _):
         carry, y_prev, score, done = state
@@ -154,12 +171,16 @@ def greedy_decode(params: dict, src: jax.Array, length: int) -> tuple[jax.Array,
         out = jnp.where(done, PAD, y)
         return (carry, y, score, done | (y == EOS)), out
 
-    (_, _, score, _), ys = jax.lax.scan(tick, (carry, *start), None, length=length)  # ys [length, b]
+    # ys [length, b]
+    (_, _, score, _), ys = jax.lax.scan(tick, (carry, *start), None, length=length)
     return ys.T, score
 
 
-def beam_search(params: dict, src: jax.Array, length: int, beam_width: int) -> tuple[jax.Array, jax.Array]:
-    """Left-to-right beam search (section 3.2): ``-> (best int[b, length], its log-probability [b])``.
+def beam_search(
+    params: dict, src: jax.Array, length: int, beam_width: int
+) -> tuple[jax.Array, jax.Array]:
+    """Left-to-right beam search (section 3.2):
+    ``-> (best int[b, length], its log-probability [b])``.
 
     Keeps the ``beam_width`` most probable hypotheses per sentence, all sentences and beams in one
     ``[b * B]`` batch. A hypothesis that has emitted ``EOS`` is finished: it may only be extended
@@ -169,7 +190,8 @@ def beam_search(params: dict, src: jax.Array, length: int, beam_width: int) -> t
     b, k = src.shape[0], beam_width
     tile = lambda a: jnp.repeat(a, k, axis=0)  # noqa: E731  [b, ...] -> [b * k, ...]
     carry = jax.tree.map(tile, encode(params, src))  # every beam starts from the same encoder state
-    score = jnp.tile(jnp.where(jnp.arange(k) == 0, 0.0, NEG).reshape(1, k), (b, 1))  # [b, k]: one live beam
+    # [b, k]: one live beam
+    score = jnp.tile(jnp.where(jnp.arange(k) == 0, 0.0, NEG).reshape(1, k), (b, 1))
     tokens = jnp.zeros((b, k, length), jnp.int32)
     state = (carry, jnp.full((b * k,), BOS, jnp.int32), score, jnp.zeros((b, k), bool), tokens)
     vocab = params["readout"]["kernel"].shape[1]
@@ -178,11 +200,14 @@ def beam_search(params: dict, src: jax.Array, length: int, beam_width: int) -> t
     def tick(state, t):
         carry, y_prev, score, done, tokens = state
         carry, logp = decoder_step(params, carry, y_prev)  # [b * k, V]
-        logp = jnp.where(done[..., None], pad_only, logp.reshape(b, k, vocab))  # finished: PAD, free
-        total = (score[..., None] + logp).reshape(b, k * vocab)  # [b, k * V]: every one-word extension
+        # finished: PAD, free
+        logp = jnp.where(done[..., None], pad_only, logp.reshape(b, k, vocab))
+        # [b, k * V]: every one-word extension
+        total = (score[..., None] + logp).reshape(b, k * vocab)
         score, best = jax.lax.top_k(total, k)  # [b, k]
         parent, y = best // vocab, (best % vocab).astype(jnp.int32)  # which beam, which word
-        rows = (jnp.arange(b).reshape(-1, 1) * k + parent).reshape(-1)  # [b * k] into the flat batch
+        # [b * k] into the flat batch
+        rows = (jnp.arange(b).reshape(-1, 1) * k + parent).reshape(-1)
         carry = jax.tree.map(lambda s: s[rows], carry)
         tokens = jnp.take_along_axis(tokens, parent[..., None], axis=1).at[:, :, t].set(y)
         done = jnp.take_along_axis(done, parent, axis=1) | (y == EOS)
@@ -195,7 +220,9 @@ def beam_search(params: dict, src: jax.Array, length: int, beam_width: int) -> t
 # --8<-- [end:core]
 
 
-def init_seq2seq(key: jax.Array, vocab: int, d_embed: int, d_hidden: int, n_layers: int = 2) -> dict:
+def init_seq2seq(
+    key: jax.Array, vocab: int, d_embed: int, d_hidden: int, n_layers: int = 2
+) -> dict:
     """Two embedding tables, the encoder and decoder stacks, and the softmax readout."""
     check_sizes(vocab, d_embed, d_hidden)
     k = jax.random.split(checks.prng_key("key", key), 5)
@@ -214,7 +241,9 @@ def check_decode(src, length: int, beam_width: int, vocab: int) -> None:
     checks.positive_int("length", length)
     checks.positive_int("beam_width", beam_width)
     if beam_width > vocab:
-        raise ValueError(f"beam_width: expected at most the vocabulary size {vocab}, got {beam_width}")
+        raise ValueError(
+            f"beam_width: expected at most the vocabulary size {vocab}, got {beam_width}"
+        )
 
 
 # --8<-- [start:linen]
@@ -233,7 +262,9 @@ class LinenSeq2Seq(nn.Module):
     def setup(self):
         check_sizes(self.vocab, self.d_embed, self.d_hidden)
         checks.positive_int("n_layers", self.n_layers)
-        self.tree = twins.declare(self, init_seq2seq, self.vocab, self.d_embed, self.d_hidden, self.n_layers)
+        self.tree = twins.declare(
+            self, init_seq2seq, self.vocab, self.d_embed, self.d_hidden, self.n_layers
+        )
 
     def __call__(self, src: jax.Array, tgt_in: jax.Array) -> jax.Array:
         check_pair(src, tgt_in, self.vocab)
@@ -256,7 +287,15 @@ class NnxSeq2Seq(nnx.Module):
     """Object-oriented twin: one attribute per entry of `init_seq2seq`'s tree — the embeddings, the
     two stacks of 3.3's forget-gate LSTM layers (``nnx.List``s) and the readout."""
 
-    def __init__(self, vocab: int, d_embed: int = 16, d_hidden: int = 64, n_layers: int = 2, *, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        vocab: int,
+        d_embed: int = 16,
+        d_hidden: int = 64,
+        n_layers: int = 2,
+        *,
+        rngs: nnx.Rngs,
+    ):
         check_sizes(vocab, d_embed, d_hidden)
         checks.positive_int("n_layers", n_layers)
         self.vocab = vocab

@@ -18,7 +18,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from impl import checks, plotting
-from impl.data.translation import MAX_LEN, MIN_LEN, N_WORDS, VOCAB, score_by_length, translation_task
+from impl.data.translation import (
+    MAX_LEN,
+    MIN_LEN,
+    N_WORDS,
+    VOCAB,
+    score_by_length,
+    translation_task,
+)
 from impl.optimization.adam import adam
 from impl.report import Report
 from impl.sequence.encoder_decoder import token_loss
@@ -42,7 +49,8 @@ def loss_fn(params, batch, key):
     del key
     stacked = jax.tree.map(lambda *p: jnp.stack(p), *(params[name] for name in ORDERS))  # [2, ...]
     srcs = jnp.stack([flip(batch["src"]) for flip in ORDERS.values()])  # [2, b, T]
-    logits = jax.vmap(seq2seq, in_axes=(0, 0, None))(stacked, srcs, batch["tgt_in"])  # [2, b, T_out, V]
+    # [2, b, T_out, V]
+    logits = jax.vmap(seq2seq, in_axes=(0, 0, None))(stacked, srcs, batch["tgt_in"])
     losses = {name: token_loss(logits[i], batch) for i, name in enumerate(ORDERS)}
     return sum(losses.values()), losses
 
@@ -55,19 +63,30 @@ def fit(key: jax.Array, *, steps: int, n_train: int = 20_000, progress=None):
     data = translation_task(k_data, n_train, min_len=MIN_LEN, max_len=MAX_LEN)
     p0 = init_seq2seq(k_init, VOCAB, EMBED, HIDDEN, LAYERS)  # the same start for both
     return train(
-        loss_fn, {name: p0 for name in ORDERS}, OPTIMIZER, data, key=k_train, steps=steps, batch_size=BATCH,
-        chunk=even_chunk(steps, 500), progress=progress, label="3.6 seq2seq",
-    )  # fmt: skip
+        loss_fn,
+        {name: p0 for name in ORDERS},
+        OPTIMIZER,
+        data,
+        key=k_train,
+        steps=steps,
+        batch_size=BATCH,
+        chunk=even_chunk(steps, 500),
+        progress=progress,
+        label="3.6 seq2seq",
+    )
 
 
 # --8<-- [end:experiment]
 
 
-LOSS_MARK = 0.6  # "learned faster": steps until the 50-step mean training loss first falls below this
+LOSS_MARK = (
+    0.6  # "learned faster": steps until the 50-step mean training loss first falls below this
+)
 
 
 def steps_to(loss: np.ndarray, level: float, window: int = 50) -> float:
-    """The first step at which the ``window``-step mean of ``loss`` is below ``level`` (``len(loss)`` if never)."""
+    """The first step at which the ``window``-step mean of ``loss`` is below ``level``
+    (``len(loss)`` if never)."""
     reached = first_step(loss, level, window=window)
     return float(len(loss) if reached is None else reached)
 
@@ -102,7 +121,8 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 700)
     for name, flip in ORDERS.items():
         slug = name.replace(" ", "")
         greedy, greedy_lp, beam, beam_lp = _decode_all(result.params[name], flip(test["src"]))
-        gap = np.asarray(beam_lp - greedy_lp)  # >= 0 when beam search found at least as likely a sentence
+        # >= 0 when beam search found at least as likely a sentence
+        gap = np.asarray(beam_lp - greedy_lp)
         loss = np.asarray(result.history[name])
         metrics[f"{slug}_loss_auc"] = float(loss.mean())
         metrics[f"{slug}_final_loss"] = float(loss[-50:].mean())
@@ -118,27 +138,41 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 700)
             metrics[f"{slug}_{how}_sentence_acc"] = float(sentences.mean())
             metrics[f"{slug}_{how}_word_acc_long"] = float(words[long].mean())
             metrics[f"{slug}_{how}_sentence_acc_long"] = float(sentences[long].mean())
-    lines = [f"{'':>20} {'steps to loss ' + str(LOSS_MARK):>16} {'words':>6} {'sentences':>9} {'words 13-16':>11}"]
+    lines = [
+        f"{'':>20} {'steps to loss ' + str(LOSS_MARK):>16} "
+        f"{'words':>6} {'sentences':>9} {'words 13-16':>11}"
+    ]
     for name in ORDERS:
         slug = name.replace(" ", "")
         for how in ("greedy", f"beam {BEAM}"):
             h = how.split()[0]
             lines.append(
                 f"{name + ', ' + how:>20} {metrics[f'{slug}_steps_to_loss_{LOSS_MARK}']:>16.0f} "
-                f"{metrics[f'{slug}_{h}_word_acc']:>6.1%} {metrics[f'{slug}_{h}_sentence_acc']:>9.1%} "
+                f"{metrics[f'{slug}_{h}_word_acc']:>6.1%} "
+                f"{metrics[f'{slug}_{h}_sentence_acc']:>9.1%} "
                 f"{metrics[f'{slug}_{h}_word_acc_long']:>11.1%}"
             )
     for name in ORDERS:
         slug = name.replace(" ", "")
         lines.append(
-            f"{name}: beam log p - greedy log p: min {metrics[f'{slug}_beam_minus_greedy_logp_min']:+.3f}, "
+            f"{name}: beam log p - greedy log p: min "
+            f"{metrics[f'{slug}_beam_minus_greedy_logp_min']:+.3f}, "
             f"mean {metrics[f'{slug}_beam_minus_greedy_logp_mean']:+.3f} nats; beam more likely on "
             f"{metrics[f'{slug}_beam_more_likely_frac']:.1%}, "
             f"less likely on {metrics[f'{slug}_beam_less_likely_frac']:.1%}"
         )
-    lines.append(f"{steps} steps of Adam, batch {BATCH}; {LAYERS} x {HIDDEN} LSTM cells; 100 test sentences per length")
+    lines.append(
+        f"{steps} steps of Adam, batch {BATCH}; {LAYERS} x "
+        f"{HIDDEN} LSTM cells; 100 test sentences per length"
+    )
     fig = _figure(result.history, curves, lengths)
-    return Report("3.6 Seq2Seq — reversed sources, beam search", metrics, lines, fig, time.perf_counter() - start)
+    return Report(
+        "3.6 Seq2Seq — reversed sources, beam search",
+        metrics,
+        lines,
+        fig,
+        time.perf_counter() - start,
+    )
 
 
 # --8<-- [end:run]
@@ -157,7 +191,9 @@ def _figure(history, curves, lengths):
             axes[2].plot(lengths, 100 * sentences, style, color=color, ms=3, label=f"{name}, {how}")
     axes[0].set(title="training loss (25-step mean)", xlabel="step", yscale="log")
     axes[1].axhline(100 / N_WORDS, color="gray", lw=1, ls=":", label="chance")
-    axes[1].set(title="words translated right", xlabel="source length (words)", ylabel="%", ylim=(0, 102))
+    axes[1].set(
+        title="words translated right", xlabel="source length (words)", ylabel="%", ylim=(0, 102)
+    )
     axes[2].set(title="whole sentences right", xlabel="source length (words)", ylim=(0, 102))
     for ax in axes:
         ax.legend(fontsize=8)

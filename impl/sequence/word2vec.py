@@ -61,12 +61,17 @@ def _check_ids(name: str, ids, vocab_size: int) -> None:
     """Integer ids in ``[0, vocab_size)``. The range is checked where the values are known
     (outside ``jit``); inside a compiled loop the ids come from code that is itself checked."""
     if not hasattr(ids, "dtype") or not jnp.issubdtype(ids.dtype, jnp.integer):
-        raise TypeError(f"{name}: expected an integer array of token ids, got {getattr(ids, 'dtype', type(ids))}")
+        raise TypeError(
+            f"{name}: expected an integer array of token ids, got "
+            f"{getattr(ids, 'dtype', type(ids))}"
+        )
     if _is_traced(ids) or ids.size == 0:
         return
     low, high = int(jnp.min(ids)), int(jnp.max(ids))
     if low < 0 or high >= vocab_size:
-        raise ValueError(f"{name}: expected token ids in [0, {vocab_size}), got values from {low} to {high}")
+        raise ValueError(
+            f"{name}: expected token ids in [0, {vocab_size}), got values from {low} to {high}"
+        )
 
 
 def _check_counts(counts) -> None:
@@ -74,13 +79,17 @@ def _check_counts(counts) -> None:
     if _is_traced(counts):
         return
     if bool(jnp.any(counts < 0)):
-        raise ValueError(f"counts: expected non-negative word counts, got a minimum of {jnp.min(counts)}")
+        raise ValueError(
+            f"counts: expected non-negative word counts, got a minimum of {jnp.min(counts)}"
+        )
     if not bool(jnp.any(counts > 0)):
         raise ValueError("counts: expected at least one positive word count, got all zeros")
 
 
 def _check_sentences(sentences, keep) -> None:
-    checks.array_shape("sentences", sentences, ("n_sentences", "length"), dims="[n_sentences, length]")
+    checks.array_shape(
+        "sentences", sentences, ("n_sentences", "length"), dims="[n_sentences, length]"
+    )
     if keep is not None:
         checks.array_shape("keep", keep, ("vocab",), dims="[vocab]")
         _check_ids("sentences", sentences, keep.shape[0])
@@ -126,14 +135,19 @@ def window_pairs(
     order = jnp.argsort(~kept, axis=1, stable=True)  # survivors first, in their original order
     tokens = jnp.take_along_axis(sentences, order, axis=1)  # [S, L]
     n_kept = jnp.sum(kept, axis=1).reshape(S, 1, 1)  # [S, 1, 1]
-    offsets = jnp.concatenate([jnp.arange(-window, 0), jnp.arange(1, window + 1)]).reshape(1, 1, 2 * window)
+    offsets = jnp.concatenate([jnp.arange(-window, 0), jnp.arange(1, window + 1)]).reshape(
+        1, 1, 2 * window
+    )
     position = jnp.arange(L).reshape(1, L, 1)  # the centre's rank among the survivors
     other = position + offsets  # [1, L, 2 window]: the context word's rank
-    reach = jnp.take_along_axis(reach, order, axis=1).reshape(S, L, 1)  # each survivor keeps its own R
+    # each survivor keeps its own R
+    reach = jnp.take_along_axis(reach, order, axis=1).reshape(S, L, 1)
     in_reach = jnp.abs(offsets) <= reach  # [S, L, 2 window]
     valid = (position < n_kept) & (other >= 0) & (other < n_kept) & in_reach  # [S, L, 2 window]
     centres = jnp.broadcast_to(tokens.reshape(S, L, 1), (S, L, 2 * window))
-    gather = jnp.broadcast_to(jnp.clip(other, 0, L - 1).reshape(1, L * 2 * window), (S, L * 2 * window))
+    gather = jnp.broadcast_to(
+        jnp.clip(other, 0, L - 1).reshape(1, L * 2 * window), (S, L * 2 * window)
+    )
     contexts = jnp.take_along_axis(tokens, gather, axis=1)  # [S, L * 2 window]
     return centres.reshape(-1), contexts.reshape(-1), valid.reshape(-1)
 
@@ -203,7 +217,8 @@ def sgns_loss(
     v = embed(w_in, centres)  # v_I, [P, dim]
     positive = jnp.sum(v * embed(w_out, contexts), axis=-1)  # v'_O · v_I, [P]
     negative = jnp.einsum("pd,pkd->pk", v, embed(w_out, negatives))  # v'_{w_i} · v_I, [P, k]
-    return -(jax.nn.log_sigmoid(positive) + jnp.sum(jax.nn.log_sigmoid(-negative), axis=-1))  # eq. 4
+    # eq. 4
+    return -(jax.nn.log_sigmoid(positive) + jnp.sum(jax.nn.log_sigmoid(-negative), axis=-1))
 
 
 # --8<-- [end:loss]
@@ -211,14 +226,18 @@ def sgns_loss(
 
 # --8<-- [start:analogies]
 def _unit(vectors: jax.Array) -> jax.Array:
-    return vectors / jnp.maximum(jnp.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)  # [vocab, dim]
+    # [vocab, dim]
+    return vectors / jnp.maximum(jnp.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
 
 
 def _best_unasked(target: jax.Array, unit: jax.Array, questions: jax.Array) -> jax.Array:
-    """The word most cosine-similar to each row of ``target [Q, dim]``, never ``a``, ``b`` or ``c``."""
+    """The word most cosine-similar to each row of ``target [Q, dim]``, never ``a``, ``b`` or
+    ``c``."""
     similarity = target @ unit.T  # [Q, vocab]
     vocab = jnp.arange(unit.shape[0]).reshape(1, -1)
-    asked = (vocab == questions[:, 0:1]) | (vocab == questions[:, 1:2]) | (vocab == questions[:, 2:3])
+    asked = (
+        (vocab == questions[:, 0:1]) | (vocab == questions[:, 1:2]) | (vocab == questions[:, 2:3])
+    )
     return jnp.argmax(jnp.where(asked, -jnp.inf, similarity), axis=-1)  # [Q]
 
 
@@ -251,7 +270,8 @@ def nearest_neighbours(vectors: jax.Array, ids: jax.Array, k: int = 3) -> jax.Ar
 
 
 def init_tables(key: jax.Array, vocab_size: int, dim: int) -> dict[str, jax.Array]:
-    """The released tool's initialisation: input vectors uniform in ``±0.5 / dim``, output vectors zero."""
+    """The released tool's initialisation: input vectors uniform in ``±0.5 / dim``, output vectors
+    zero."""
     checks.positive_int("vocab_size", vocab_size)
     checks.positive_int("dim", dim)
     w_in = jax.random.uniform(key, (vocab_size, dim), minval=-0.5 / dim, maxval=0.5 / dim)
@@ -270,8 +290,9 @@ def _check_batch(centres, contexts, negatives, vocab_size: int) -> None:
 class LinenSkipGram(nn.Module):
     """Functional twin: ``apply(variables, centres, contexts, negatives)`` -> loss per pair ``[P]``.
 
-    ``variables["params"]`` is `init_tables`'s tree, ``{"w_in": [vocab, dim], "w_out": [vocab, dim]}``
-    — the input (word) vectors and the output (context) vectors.
+    ``variables["params"]`` is `init_tables`'s tree,
+    ``{"w_in": [vocab, dim], "w_out": [vocab, dim]}`` — the input (word) vectors and the output
+    (context) vectors.
     """
 
     vocab_size: int

@@ -37,7 +37,15 @@ import numpy as np
 
 from impl import checks
 
-__all__ = ["FAMILIES", "FILLERS", "Corpus", "analogy_questions", "generate_corpus", "vocabulary", "word_families"]
+__all__ = [
+    "FAMILIES",
+    "FILLERS",
+    "Corpus",
+    "analogy_questions",
+    "generate_corpus",
+    "vocabulary",
+    "word_families",
+]
 
 FILLERS = ("the", "of", "and", "to", "in", "a", "is", "with")
 
@@ -47,30 +55,36 @@ FAMILIES = {
         ("country", "capital"),
         (("nation", "border", "government"), ("city", "mayor", "downtown")),
         (
-            ("france", "paris", "french"), ("italy", "rome", "italian"), ("spain", "madrid", "spanish"),
-            ("germany", "berlin", "german"), ("japan", "tokyo", "japanese"), ("china", "beijing", "chinese"),
-            ("russia", "moscow", "russian"), ("greece", "athens", "greek"), ("poland", "warsaw", "polish"),
-            ("egypt", "cairo", "arabic"), ("sweden", "stockholm", "swedish"), ("portugal", "lisbon", "portuguese"),
+            ("france", "paris", "french"), ("italy", "rome", "italian"),
+            ("spain", "madrid", "spanish"), ("germany", "berlin", "german"),
+            ("japan", "tokyo", "japanese"), ("china", "beijing", "chinese"),
+            ("russia", "moscow", "russian"), ("greece", "athens", "greek"),
+            ("poland", "warsaw", "polish"), ("egypt", "cairo", "arabic"),
+            ("sweden", "stockholm", "swedish"), ("portugal", "lisbon", "portuguese"),
         ),
     ),
     "gender": (
         ("male", "female"),
         (("he", "his", "him"), ("she", "her", "hers")),
         (
-            ("king", "queen", "throne"), ("man", "woman", "adult"), ("father", "mother", "parent"),
-            ("son", "daughter", "child"), ("brother", "sister", "sibling"), ("boy", "girl", "school"),
-            ("husband", "wife", "wedding"), ("uncle", "aunt", "cousin"), ("prince", "princess", "castle"),
-            ("actor", "actress", "stage"), ("waiter", "waitress", "restaurant"), ("monk", "nun", "monastery"),
+            ("king", "queen", "throne"), ("man", "woman", "adult"),
+            ("father", "mother", "parent"), ("son", "daughter", "child"),
+            ("brother", "sister", "sibling"), ("boy", "girl", "school"),
+            ("husband", "wife", "wedding"), ("uncle", "aunt", "cousin"),
+            ("prince", "princess", "castle"), ("actor", "actress", "stage"),
+            ("waiter", "waitress", "restaurant"), ("monk", "nun", "monastery"),
         ),
     ),
     "plural": (
         ("singular", "plural"),
         (("one", "this", "each"), ("many", "these", "several")),
         (
-            ("cat", "cats", "meow"), ("dog", "dogs", "bark"), ("car", "cars", "engine"),
-            ("book", "books", "page"), ("tree", "trees", "leaf"), ("house", "houses", "roof"),
-            ("bird", "birds", "feather"), ("apple", "apples", "orchard"), ("horse", "horses", "saddle"),
-            ("ship", "ships", "sail"), ("flower", "flowers", "petal"), ("key", "keys", "lock"),
+            ("cat", "cats", "meow"), ("dog", "dogs", "bark"),
+            ("car", "cars", "engine"), ("book", "books", "page"),
+            ("tree", "trees", "leaf"), ("house", "houses", "roof"),
+            ("bird", "birds", "feather"), ("apple", "apples", "orchard"),
+            ("horse", "horses", "saddle"), ("ship", "ships", "sail"),
+            ("flower", "flowers", "petal"), ("key", "keys", "lock"),
         ),
     ),
 }  # fmt: skip
@@ -80,12 +94,12 @@ class Corpus(NamedTuple):
     """A generated corpus and its answer key.
 
     Attributes:
-        sentences: ``int32[n_sentences, length]`` token ids.
-        counts: ``int32[vocab]``, how often each word occurs in ``sentences``.
-        words: the vocabulary, ``words[id]`` is the word with that id.
-        pairs: ``int32[n_families, n_pairs, 2]``, the ids of each planted pair.
-        questions: ``int32[n_questions, 4]``, every analogy ``a : b :: c : d`` within a family.
-        question_family: ``int32[n_questions]``, the family (index into `FAMILIES`) of each question.
+        sentences: ``int32[n_sentences, length]`` token ids. counts: ``int32[vocab]``, how often
+        each word occurs in ``sentences``. words: the vocabulary, ``words[id]`` is the word with
+        that id. pairs: ``int32[n_families, n_pairs, 2]``, the ids of each planted pair. questions:
+        ``int32[n_questions, 4]``, every analogy ``a : b :: c : d`` within a family.
+        question_family: ``int32[n_questions]``, the family (index into `FAMILIES`) of each
+        question.
     """
 
     sentences: jax.Array
@@ -99,7 +113,8 @@ class Corpus(NamedTuple):
 def vocabulary() -> tuple[tuple[str, ...], np.ndarray, np.ndarray, np.ndarray]:
     """The fixed vocabulary: fillers, then role words, then each family's pair and topic words.
 
-    Returns ``(words, pairs int[F, P, 2], topics int[F, P], roles int[F, 2, 3])`` as ids into ``words``.
+    Returns ``(words, pairs int[F, P, 2], topics int[F, P], roles int[F, 2, 3])`` as ids into
+    ``words``.
     """
     words = list(FILLERS)
     roles = []
@@ -112,7 +127,12 @@ def vocabulary() -> tuple[tuple[str, ...], np.ndarray, np.ndarray, np.ndarray]:
         topics.append([len(words) + 3 * i + 2 for i in range(len(members))])
         words += [w for triple in members for w in triple]
     assert len(set(words)) == len(words), "a word appears twice in the vocabulary"
-    return tuple(words), np.asarray(pairs, np.int32), np.asarray(topics, np.int32), np.asarray(roles, np.int32)
+    return (
+        tuple(words),
+        np.asarray(pairs, np.int32),
+        np.asarray(topics, np.int32),
+        np.asarray(roles, np.int32),
+    )
 
 
 def word_families(words: tuple[str, ...]) -> np.ndarray:
@@ -127,7 +147,8 @@ def word_families(words: tuple[str, ...]) -> np.ndarray:
 
 def analogy_questions(pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Every question ``x_i : y_i :: x_j : y_j`` and its reverse ``y_i : x_i :: y_j : x_j`` within
-    each family, ``i != j``. ``pairs int[F, P, 2] -> (questions int[F * P * (P - 1) * 2, 4], family int[...])``."""
+    each family, ``i != j``.
+    ``pairs int[F, P, 2] -> (questions int[F * P * (P - 1) * 2, 4], family int[...])``."""
     questions, family = [], []
     n_families, n_pairs, _ = pairs.shape
     for f in range(n_families):
@@ -141,26 +162,35 @@ def analogy_questions(pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @functools.partial(jax.jit, static_argnames=("n_sentences", "length"))
-def _sentences(key: jax.Array, noise: jax.Array, zipf: jax.Array, *, n_sentences: int, length: int) -> jax.Array:
-    """The sentences of `generate_corpus`, compiled as one program: ``int32[n_sentences, length]``."""
+def _sentences(
+    key: jax.Array, noise: jax.Array, zipf: jax.Array, *, n_sentences: int, length: int
+) -> jax.Array:
+    """The sentences of `generate_corpus`, compiled as one program:
+    ``int32[n_sentences, length]``."""
     words, pairs, topics, roles = vocabulary()
     n_families, n_pairs, _ = pairs.shape
     k = jax.random.split(key, 8)
     S = n_sentences
-    zipf_pairs = -zipf * jnp.log(jnp.arange(1, n_pairs + 1))  # log-weights: rank 1 is the most frequent
+    # log-weights: rank 1 is the most frequent
+    zipf_pairs = -zipf * jnp.log(jnp.arange(1, n_pairs + 1))
     zipf_fill = -zipf * jnp.log(jnp.arange(1, len(FILLERS) + 1))
     family = jax.random.randint(k[0], (S,), 0, n_families)  # [S]
     pair = jax.random.categorical(k[1], zipf_pairs, shape=(S,))  # [S]
     side = jax.random.randint(k[2], (S,), 0, 2)  # [S]: 0 = first member (country, male, singular)
     target = jnp.asarray(pairs)[family, pair, side]  # [S]
     topic = jnp.asarray(topics)[family, pair]  # [S]
-    role = jnp.asarray(roles)[family[:, None], side[:, None], jax.random.randint(k[3], (S, 2), 0, 3)]  # [S, 2]
+    # [S, 2]
+    role = jnp.asarray(roles)[
+        family[:, None], side[:, None], jax.random.randint(k[3], (S, 2), 0, 3)
+    ]
     content = jnp.concatenate([target[:, None], topic[:, None], role], axis=1)  # [S, 4]
-    random_word = jax.random.randint(k[4], (S, 4), len(FILLERS), len(words))  # [S, 4]: any content word
+    # [S, 4]: any content word
+    random_word = jax.random.randint(k[4], (S, 4), len(FILLERS), len(words))
     content = jnp.where(jax.random.uniform(k[5], (S, 4)) < noise, random_word, content)
     fillers = jax.random.categorical(k[6], zipf_fill, shape=(S, length - 4))  # [S, length - 4]
     tokens = jnp.concatenate([content, fillers], axis=1).astype(jnp.int32)  # [S, length]
-    order = jnp.argsort(jax.random.uniform(k[7], (S, length)), axis=1)  # a random word order per sentence
+    # a random word order per sentence
+    order = jnp.argsort(jax.random.uniform(k[7], (S, length)), axis=1)
     return jnp.take_along_axis(tokens, order, axis=1)  # [S, length]
 
 
@@ -189,7 +219,9 @@ def generate_corpus(
     checks.rate("noise", noise)
     checks.in_range("zipf", zipf, 0.0, 10.0)
     words, pairs, _, _ = vocabulary()
-    sentences = _sentences(key, jnp.float32(noise), jnp.float32(zipf), n_sentences=n_sentences, length=length)
+    sentences = _sentences(
+        key, jnp.float32(noise), jnp.float32(zipf), n_sentences=n_sentences, length=length
+    )
     counts = jnp.bincount(sentences.reshape(-1), length=len(words)).astype(jnp.int32)  # [vocab]
     questions, question_family = analogy_questions(pairs)
     return Corpus(sentences, counts, words, pairs, questions, question_family)

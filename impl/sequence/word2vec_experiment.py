@@ -60,13 +60,20 @@ def make_loss_fn(noise: jax.Array, keep: jax.Array, *, window: int, negatives: i
         k_pairs, k_noise = jax.random.split(key)
         total, metrics = 0.0, {}
         for name, thin in VARIANTS.items():
-            centres, contexts, valid = context_pairs(k_pairs, batch["sentences"], window, keep if thin else None)
+            centres, contexts, valid = context_pairs(
+                k_pairs, batch["sentences"], window, keep if thin else None
+            )
             noise_words = sample_negatives(k_noise, noise, centres.shape[0], negatives)  # [P, k]
             w = params[name]
-            per_pair = jnp.where(valid, sgns_loss(w["w_in"], w["w_out"], centres, contexts, noise_words), 0.0)
+            per_pair = jnp.where(
+                valid, sgns_loss(w["w_in"], w["w_out"], centres, contexts, noise_words), 0.0
+            )
             n_pairs = jnp.sum(valid)
             total = total + jnp.sum(per_pair) / slots
-            metrics[name] = {"loss": jnp.sum(per_pair) / jnp.maximum(n_pairs, 1), "pairs": n_pairs.astype(jnp.float32)}
+            metrics[name] = {
+                "loss": jnp.sum(per_pair) / jnp.maximum(n_pairs, 1),
+                "pairs": n_pairs.astype(jnp.float32),
+            }
         return total, metrics
 
     return loss_fn
@@ -96,11 +103,25 @@ def fit(
     tables = init_tables(k_init, len(corpus.words), dim)
     params = {name: tables for name in VARIANTS}
     questions = jnp.asarray(corpus.questions)
-    eval_fn = lambda p: {name: analogy_accuracy(p[name]["w_in"], questions) for name in VARIANTS}  # noqa: E731
+
+    def eval_fn(p):
+        return {name: analogy_accuracy(p[name]["w_in"], questions) for name in VARIANTS}
+
     optimizer = adam(lambda count: lr * (1.0 - count / steps))
     data = {"sentences": corpus.sentences}
-    return train(loss_fn, params, optimizer, data, key=k_train, steps=steps, batch_size=batch, chunk=steps // 10,
-                 eval_fn=eval_fn, progress=progress, label="3.4 word2vec")  # fmt: skip
+    return train(
+        loss_fn,
+        params,
+        optimizer,
+        data,
+        key=k_train,
+        steps=steps,
+        batch_size=batch,
+        chunk=steps // 10,
+        eval_fn=eval_fn,
+        progress=progress,
+        label="3.4 word2vec",
+    )
 
 
 # --8<-- [end:experiment]
@@ -108,7 +129,8 @@ def fit(
 
 # --8<-- [start:run]
 def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 2000) -> Report:
-    """Skip-gram with negative sampling on the planted-relations corpus, with and without subsampling.
+    """Skip-gram with negative sampling on the planted-relations corpus, with and without
+    subsampling.
 
     ``seed`` picks the corpus, the initial tables and the training order. Metrics: 3CosAdd
     analogy accuracy (overall and per family) against chance and against the nearest-to-c
@@ -118,12 +140,16 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 2000
     checks.non_negative_int("seed", seed)
     checks.positive_int("steps", steps)
     if steps % 10:
-        raise ValueError(f"steps: expected a multiple of 10 (accuracy is measured every tenth), got {steps}")
+        raise ValueError(
+            f"steps: expected a multiple of 10 (accuracy is measured every tenth), got {steps}"
+        )
     start = time.perf_counter()
-    k_corpus, k_fit = jax.random.split(jax.random.key(seed, impl="rbg"))  # rbg: compiles fast on CPU
+    # rbg: compiles fast on CPU
+    k_corpus, k_fit = jax.random.split(jax.random.key(seed, impl="rbg"))
     corpus = generate_corpus(k_corpus)
     result = fit(k_fit, corpus, steps=steps, progress=progress)
-    vectors = result.params["subsampled"]["w_in"]  # the word vectors: input vectors, as word2vec outputs
+    # the word vectors: input vectors, as word2vec outputs
+    vectors = result.params["subsampled"]["w_in"]
     questions = jnp.asarray(corpus.questions)
     answers = np.asarray(solve_analogies(vectors, questions))
     correct = answers == corpus.questions[:, 3]
@@ -131,8 +157,12 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 2000
     metrics = {
         "analogy_accuracy": float(correct.mean()),
         "chance": 1.0 / (V - 3),
-        "nearest_to_c_accuracy": float(jnp.mean(nearest_to_c(vectors, questions) == questions[:, 3])),
-        "analogy_accuracy_no_subsampling": float(analogy_accuracy(result.params["no_subsampling"]["w_in"], questions)),
+        "nearest_to_c_accuracy": float(
+            jnp.mean(nearest_to_c(vectors, questions) == questions[:, 3])
+        ),
+        "analogy_accuracy_no_subsampling": float(
+            analogy_accuracy(result.params["no_subsampling"]["w_in"], questions)
+        ),
     }
     for f, name in enumerate(FAMILIES):
         metrics[f"analogy_accuracy_{name}"] = float(correct[corpus.question_family == f].mean())
@@ -140,16 +170,22 @@ def experiment(seed: int = 0, *, progress: bool | None = None, steps: int = 2000
     family = word_families(corpus.words)
     pair_ids = corpus.pairs.reshape(-1)
     neighbours = np.asarray(nearest_neighbours(vectors, jnp.asarray(pair_ids), 3))  # [72, 3]
-    metrics["neighbours_same_family"] = float((family[neighbours] == family[pair_ids][:, None]).mean())
+    metrics["neighbours_same_family"] = float(
+        (family[neighbours] == family[pair_ids][:, None]).mean()
+    )
     metrics["neighbours_same_family_chance"] = float(
         np.mean([(family == family[i]).sum() - 1 for i in pair_ids]) / (V - 1)
     )
-    metrics["offset_cosine_within"], metrics["offset_cosine_across"] = offset_cosines(vectors, corpus.pairs)
+    metrics["offset_cosine_within"], metrics["offset_cosine_across"] = offset_cosines(
+        vectors, corpus.pairs
+    )
     # The ablation: accuracy after a fifth of training, and pairs trained on per sentence.
     evals = result.evals
     for name in VARIANTS:
         metrics[f"early_accuracy_{name}"] = float(evals[name][1])  # after 20% of the steps
-        metrics[f"pairs_per_sentence_{name}"] = float(result.history[f"{name}/pairs"].mean() / BATCH)
+        metrics[f"pairs_per_sentence_{name}"] = float(
+            result.history[f"{name}/pairs"].mean() / BATCH
+        )
     freq = corpus.counts / corpus.counts.sum()
     metrics["kept_fraction"] = float(jnp.sum(freq * keep_probability(corpus.counts, THRESHOLD)))
 
@@ -166,8 +202,9 @@ def _summary(metrics, corpus, answers, neighbours, evals) -> list[str]:
     words = corpus.words
     m = metrics
     lines = [
-        f"corpus: {corpus.sentences.shape[0]:,} sentences, {int(corpus.counts.sum()):,} tokens, "
-        f"vocabulary {len(words)}; 'the' is {float(corpus.counts[0] / corpus.counts.sum()):.0%} of the tokens",
+        f"corpus: {corpus.sentences.shape[0]:,} sentences, "
+        f"{int(corpus.counts.sum()):,} tokens, vocabulary {len(words)}; 'the' "
+        f"is {float(corpus.counts[0] / corpus.counts.sum()):.0%} of the tokens",
         "",
         f"analogies a : b :: c : ? by 3CosAdd ({len(corpus.questions)} questions)",
         f"  {'all':<22} {m['analogy_accuracy']:>6.1%}",
@@ -184,12 +221,15 @@ def _summary(metrics, corpus, answers, neighbours, evals) -> list[str]:
         lines.append(f"  {words[a]} : {words[b]} :: {words[c]} : {words[answers[q]]}   ({ok})")
     lines += ["", "nearest neighbours (cosine)"]
     for i in (1, 14, 26, 41, 50, 71):
-        lines.append(f"  {words[corpus.pairs.reshape(-1)[i]]:<10} " + ", ".join(words[j] for j in neighbours[i]))
+        lines.append(
+            f"  {words[corpus.pairs.reshape(-1)[i]]:<10} "
+            + ", ".join(words[j] for j in neighbours[i])
+        )
     lines += [
-        f"  {m['neighbours_same_family']:.0%} of the 3 nearest neighbours of the 72 pair words are in their family "
-        f"(chance {m['neighbours_same_family_chance']:.0%})",
-        f"  offsets y - x of different pairs: mean cosine {m['offset_cosine_within']:.2f} within a family, "
-        f"{m['offset_cosine_across']:.2f} across families",
+        f"  {m['neighbours_same_family']:.0%} of the 3 nearest neighbours of the 72 pair "
+        f"words are in their family (chance {m['neighbours_same_family_chance']:.0%})",
+        f"  offsets y - x of different pairs: mean cosine {m['offset_cosine_within']:.2f} "
+        f"within a family, {m['offset_cosine_across']:.2f} across families",
         "",
         f"subsampling with t = {THRESHOLD:g} keeps {m['kept_fraction']:.0%} of the tokens "
         f"('the': {float(keep_probability(corpus.counts, THRESHOLD)[0]):.0%} of its occurrences)",
@@ -219,7 +259,12 @@ def _figure(vectors, corpus: Corpus, evals, metrics):
         pairs = corpus.pairs[f]  # [P, 2]
         xy = _pca_2d(unit[pairs.reshape(-1)]).reshape(len(pairs), 2, 2)  # [P, side, 2]
         for p, (x0, x1) in enumerate(xy):
-            ax.annotate("", xy=x1, xytext=x0, arrowprops={"arrowstyle": "->", "color": plotting.PALETTE[f], "lw": 1})
+            ax.annotate(
+                "",
+                xy=x1,
+                xytext=x0,
+                arrowprops={"arrowstyle": "->", "color": plotting.PALETTE[f], "lw": 1},
+            )
             for s, point in enumerate((x0, x1)):
                 ax.text(*point, corpus.words[pairs[p, s]], fontsize=8, ha="center", va="bottom")
         for s in range(2):
@@ -230,10 +275,20 @@ def _figure(vectors, corpus: Corpus, evals, metrics):
         ax.set(title=title, xticks=[], yticks=[])
     ax = axes[1, 1]
     for i, name in enumerate(VARIANTS):
-        ax.plot(evals["step"], 100 * np.asarray(evals[name]), marker="o", ms=3, label=name.replace("_", " "),
-                color=plotting.PALETTE[3 + i])  # fmt: skip
+        ax.plot(
+            evals["step"],
+            100 * np.asarray(evals[name]),
+            marker="o",
+            ms=3,
+            label=name.replace("_", " "),
+            color=plotting.PALETTE[3 + i],
+        )
     ax.axhline(
-        100 * metrics["nearest_to_c_accuracy"], ls="--", lw=1, color="gray", label="nearest word to c (subsampled)"
+        100 * metrics["nearest_to_c_accuracy"],
+        ls="--",
+        lw=1,
+        color="gray",
+        label="nearest word to c (subsampled)",
     )
     ax.axhline(100 * metrics["chance"], ls=":", lw=1, color="gray", label="chance")
     ax.set(title="3CosAdd analogy accuracy", xlabel="step", ylabel="accuracy (%)", ylim=(-3, 103))

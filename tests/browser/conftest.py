@@ -53,7 +53,9 @@ EXCLUDED = re.compile(r"(^|/)404\.html$|(^|/)(_source|source|_src|src)/")
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "browser: drives headless Chromium over the built site (tests/browser)")
+    config.addinivalue_line(
+        "markers", "browser: drives headless Chromium over the built site (tests/browser)"
+    )
 
 
 def chromium_path() -> str | None:
@@ -67,7 +69,9 @@ def chromium_path() -> str | None:
 def site_dir() -> Path:
     site = Path(os.environ.get("IMPL_SITE_DIR", ROOT / "site")).resolve()
     if not (site / "index.html").exists():
-        pytest.skip(f"no built site in {site}: build the site first: mkdocs build (or set IMPL_SITE_DIR)")
+        pytest.skip(
+            f"no built site in {site}: build the site first: mkdocs build (or set IMPL_SITE_DIR)"
+        )
     return site
 
 
@@ -90,7 +94,9 @@ def site_pages(site: Path) -> list[str]:
             for start in range(len(parts) + 1):
                 candidate = "/".join(parts[start:])
                 if local_file(site, "/" + candidate) is not None:
-                    resolved.add("/" + candidate + ("/" if candidate and path.endswith("/") else ""))
+                    resolved.add(
+                        "/" + candidate + ("/" if candidate and path.endswith("/") else "")
+                    )
                     break
         paths = resolved
     if not paths:
@@ -148,7 +154,8 @@ def browser():
         from playwright.sync_api import sync_playwright
     except ImportError:
         pytest.skip(
-            "Playwright for Python is not installed: pip install playwright (its browser download is not needed)"
+            "Playwright for Python is not installed: pip install playwright "
+            "(its browser download is not needed)"
         )
     executable = chromium_path()
     if executable is None:
@@ -216,7 +223,11 @@ class Crawler:
         def on_console(message):
             if current and message.type == "error":
                 location = message.location or {}
-                where = f" ({location.get('url', '')}:{location.get('lineNumber', '')})" if location else ""
+                where = (
+                    f" ({location.get('url', '')}:{location.get('lineNumber', '')})"
+                    if location
+                    else ""
+                )
                 current[-1].console_errors.append(f"console.error: {message.text}{where}")
 
         def on_page_error(error):
@@ -259,7 +270,8 @@ def crawler(site_dir, browser, server) -> Iterator[Crawler]:
         widths = ", ".join(f"{w} px ({THEME.get(w, 'light')})" for w in crawler._visits)
         NOTES.insert(
             0,
-            f"{len(crawler.pages)} pages x {len(crawler._visits)} widths [{widths}] = {visited} visits in "
+            f"{len(crawler.pages)} pages x {len(crawler._visits)} widths [{widths}] = "
+            f"{visited} visits in "
             f"{crawler.seconds:.0f} s ({crawler.seconds / visited:.2f} s a visit); "
             f"the suite took {time.perf_counter() - start:.0f} s",
         )
@@ -283,8 +295,10 @@ MEASURE = r"""
     const raw = a.getAttribute('href');
     let href = raw;
     try { href = new URL(raw, document.baseURI).href; } catch (e) {}
-    const hash = decodeURIComponent(raw.startsWith('#') ? raw.slice(1) : '');  // an anchor on this page
-    const here = !hash || document.getElementById(hash) !== null || document.getElementsByName(hash).length > 0;
+    // an anchor on this page
+    const hash = decodeURIComponent(raw.startsWith('#') ? raw.slice(1) : '');
+    const here = !hash || document.getElementById(hash) !== null
+      || document.getElementsByName(hash).length > 0;
     out.links.push({href, raw, here, text: (a.textContent || '').trim().slice(0, 60)});
   }
   const bodyStyle = getComputedStyle(document.body);
@@ -295,8 +309,8 @@ MEASURE = r"""
   const figures = [...document.querySelectorAll('svg.figure')];
   figures.forEach((svg, index) => {
     const box = svg.getBoundingClientRect();
-    const figure = {index, width: box.width, label: (svg.getAttribute('aria-label') || '').slice(0, 60),
-                    texts: [], smallest: null};
+    const label = (svg.getAttribute('aria-label') || '').slice(0, 60);
+    const figure = {index, width: box.width, label, texts: [], smallest: null};
     if (box.width > 0) {
       for (const text of svg.querySelectorAll('text')) {
         const style = getComputedStyle(text);
@@ -305,7 +319,8 @@ MEASURE = r"""
         const px = parseFloat(style.fontSize) * scale;
         const content = (text.textContent || '').trim();
         if (!content) continue;
-        const declared = (text.getAttribute('style') || '') + ' ' + (text.getAttribute('fill') || '');
+        const declared =
+          (text.getAttribute('style') || '') + ' ' + (text.getAttribute('fill') || '');
         const ink = /currentColor/i.test(declared) || !/fill/i.test(declared);
         figure.texts.push({text: content.slice(0, 40), px, fill: style.fill, ink});
         if (figure.smallest === null || px < figure.smallest) figure.smallest = px;
@@ -316,7 +331,8 @@ MEASURE = r"""
     out.figures.push(figure);
   });
   out.tabSets = [...document.querySelectorAll('.tabbed-set')].map(set =>
-    [...set.querySelectorAll(':scope > .tabbed-labels > label')].map(l => (l.textContent || '').trim()));
+    [...set.querySelectorAll(':scope > .tabbed-labels > label')]
+      .map(l => (l.textContent || '').trim()));
   return out;
 }
 """
@@ -327,7 +343,8 @@ MEASURE = r"""
 MEASURE_CODE = r"""
 () => {
   const style = document.createElement('style');
-  style.textContent = '.tabbed-set > .tabbed-content > .tabbed-block { display: block !important; }';
+  style.textContent =
+    '.tabbed-set > .tabbed-content > .tabbed-block { display: block !important; }';
   document.head.appendChild(style);
   const blocks = [];
   for (const code of document.querySelectorAll('.highlight pre > code')) {
@@ -373,7 +390,9 @@ def switch_tabs(page, tab_sets: list[list[str]]) -> dict:
     sets = page.locator(".tabbed-set")
     result: dict = {"sets": len(pairs)}
     for choice in ("Linen", "NNX"):
-        first = sets.nth(pairs[0][0]).locator(":scope > .tabbed-labels > label", has_text=choice).first
+        first = (
+            sets.nth(pairs[0][0]).locator(":scope > .tabbed-labels > label", has_text=choice).first
+        )
         if not first.is_visible():
             return {"skipped": f"the first {choice} tab label is not visible"}
         first.click()
@@ -397,7 +416,8 @@ def switch_tabs(page, tab_sets: list[list[str]]) -> dict:
 
 @pytest.fixture
 def crawl_folder(browser):
-    """A function that visits every page of any folder of HTML (for testing the checks themselves)."""
+    """A function that visits every page of any folder of HTML (for testing the checks
+    themselves)."""
     with contextlib.ExitStack() as stack:
 
         def crawl(folder: Path) -> Crawler:

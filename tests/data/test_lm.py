@@ -15,7 +15,8 @@ def test_lm_windows_shapes_and_shift():
     for name in ("inputs", "targets"):
         assert batch[name].shape == (32, 8) and batch[name].dtype == jnp.int32
     assert jnp.array_equal(batch["targets"][:, :-1], batch["inputs"][:, 1:])
-    assert jnp.array_equal(batch["targets"][:, -1], batch["inputs"][:, -1] + 3)  # the next token of the stream
+    # the next token of the stream
+    assert jnp.array_equal(batch["targets"][:, -1], batch["inputs"][:, -1] + 3)
     assert jnp.all(jnp.diff(batch["inputs"], axis=1) == 3)  # consecutive tokens of the stream
 
 
@@ -27,7 +28,9 @@ def test_lm_windows_reach_both_ends_and_are_deterministic():
     a = lm_windows(np.arange(1000), context=4, n=16, key=3)
     b = lm_windows(np.arange(1000), context=4, n=16, key=jax.random.key(3))
     c = lm_windows(np.arange(1000), context=4, n=16, key=4)
-    assert jnp.array_equal(a["inputs"], b["inputs"]) and not jnp.array_equal(a["inputs"], c["inputs"])
+    assert jnp.array_equal(a["inputs"], b["inputs"]) and not jnp.array_equal(
+        a["inputs"], c["inputs"]
+    )
     starts = lm_windows(np.arange(12), context=10, n=200, key=1)["inputs"][:, 0]
     assert set(np.asarray(starts).tolist()) == {0, 1}  # every start, no window past the end
 
@@ -43,17 +46,53 @@ def test_train_test_split_is_contiguous():
 @pytest.mark.parametrize(
     ("call", "error", "message"),
     [
-        (lambda: lm_windows(np.arange(8), context=8, n=2, key=0), ValueError, "ids: expected at least context"),
-        (lambda: lm_windows([1, 2, 3], context=1, n=2, key=0), TypeError, "ids: expected a 1-D integer array"),
-        (lambda: lm_windows(np.zeros(9), context=2, n=2, key=0), TypeError, "ids: expected integer token ids"),
-        (lambda: lm_windows(np.zeros((3, 3), int), context=2, n=2, key=0), ValueError, r"ids: expected shape \[N\]"),
-        (lambda: lm_windows(np.arange(9), context=0, n=2, key=0), ValueError, "context: expected a positive"),
-        (lambda: lm_windows(np.arange(9), context=2, n=-1, key=0), ValueError, "n: expected a positive"),
+        (
+            lambda: lm_windows(np.arange(8), context=8, n=2, key=0),
+            ValueError,
+            "ids: expected at least context",
+        ),
+        (
+            lambda: lm_windows([1, 2, 3], context=1, n=2, key=0),
+            TypeError,
+            "ids: expected a 1-D integer array",
+        ),
+        (
+            lambda: lm_windows(np.zeros(9), context=2, n=2, key=0),
+            TypeError,
+            "ids: expected integer token ids",
+        ),
+        (
+            lambda: lm_windows(np.zeros((3, 3), int), context=2, n=2, key=0),
+            ValueError,
+            r"ids: expected shape \[N\]",
+        ),
+        (
+            lambda: lm_windows(np.arange(9), context=0, n=2, key=0),
+            ValueError,
+            "context: expected a positive",
+        ),
+        (
+            lambda: lm_windows(np.arange(9), context=2, n=-1, key=0),
+            ValueError,
+            "n: expected a positive",
+        ),
         (lambda: lm_windows(np.arange(9), context=2, n=2, key="a"), TypeError, "key: expected"),
-        (lambda: train_test_split(np.arange(9), 1.0), ValueError, "test_fraction: expected a number in"),
-        (lambda: train_test_split(np.arange(9), 0.0), ValueError, "test_fraction: expected a number in"),
+        (
+            lambda: train_test_split(np.arange(9), 1.0),
+            ValueError,
+            "test_fraction: expected a number in",
+        ),
+        (
+            lambda: train_test_split(np.arange(9), 0.0),
+            ValueError,
+            "test_fraction: expected a number in",
+        ),
         (lambda: train_test_split(np.arange(3), 0.1), ValueError, "ids: 3 tokens are too few"),
-        (lambda: train_test_split(np.arange(9.0), 0.1), TypeError, "ids: expected integer token ids"),
+        (
+            lambda: train_test_split(np.arange(9.0), 0.1),
+            TypeError,
+            "ids: expected integer token ids",
+        ),
     ],
 )
 def test_lm_rejects_bad_input(call, error, message):

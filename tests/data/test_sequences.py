@@ -10,7 +10,11 @@ def test_permutation_tasks(name):
     assert task.inputs.shape == task.targets.shape == (32, 6)
     assert task.inputs.dtype == jnp.int32 and task.vocab_size == seq.FIRST_SYMBOL + 5
     assert int(task.inputs.min()) >= seq.FIRST_SYMBOL and int(task.inputs.max()) < task.vocab_size
-    expected = {"copy": task.inputs, "reverse": task.inputs[:, ::-1], "sort": jnp.sort(task.inputs, axis=1)}
+    expected = {
+        "copy": task.inputs,
+        "reverse": task.inputs[:, ::-1],
+        "sort": jnp.sort(task.inputs, axis=1),
+    }
     assert jnp.array_equal(task.targets, expected[name])
 
 
@@ -20,7 +24,9 @@ def test_addition_targets_are_the_sum():
     d = task.inputs - seq.FIRST_SYMBOL
     powers = jnp.array([100, 10, 1], dtype=jnp.int32)
     a, b = (d[:, :3] * powers[None]).sum(1), (d[:, 4:] * powers[None]).sum(1)
-    total = ((task.targets - seq.FIRST_SYMBOL) * jnp.array([[1000, 100, 10, 1]], dtype=jnp.int32)).sum(1)
+    total = (
+        (task.targets - seq.FIRST_SYMBOL) * jnp.array([[1000, 100, 10, 1]], dtype=jnp.int32)
+    ).sum(1)
     assert jnp.array_equal(total, a + b)
     assert jnp.all(task.inputs[:, 3] == seq.FIRST_SYMBOL + 10)
 
@@ -49,7 +55,9 @@ def test_grammar_corpus_agrees_in_number():
         # (before any prepositional phrase's own noun could be mistaken for it)
         first_noun = next(t for t in tokens if t in words["noun_sg"] + words["noun_pl"])
         verb = next(
-            t for t in tokens if t in words["verb_sg"] + words["verb_pl"] + words["intrans_sg"] + words["intrans_pl"]
+            t
+            for t in tokens
+            if t in words["verb_sg"] + words["verb_pl"] + words["intrans_sg"] + words["intrans_pl"]
         )
         singular_subject = first_noun in words["noun_sg"]
         singular_verb = verb in words["verb_sg"] + words["intrans_sg"]

@@ -12,7 +12,11 @@ def test_shapes_arrays_have_documented_shapes_and_ranges():
     assert float(s.images.min()) >= 0.0 and float(s.images.max()) <= 1.0
     assert set(jnp.unique(s.masks).tolist()) <= {0.0, 1.0}
     assert set(jnp.unique(s.edges).tolist()) <= {0.0, 1.0}
-    for labels, count in ((s.shape, len(SHAPES)), (s.colour, len(COLOURS)), (s.position, len(POSITIONS))):
+    for labels, count in (
+        (s.shape, len(SHAPES)),
+        (s.colour, len(COLOURS)),
+        (s.position, len(POSITIONS)),
+    ):
         assert labels.dtype == jnp.int32 and int(labels.min()) >= 0 and int(labels.max()) < count
 
 
@@ -40,7 +44,9 @@ def test_shape_sits_in_its_named_position():
     m = s.masks[..., 0]
     cy = (m * ys[None]).sum(axis=(1, 2)) / m.sum(axis=(1, 2))
     cx = (m * xs[None]).sum(axis=(1, 2)) / m.sum(axis=(1, 2))
-    assert jnp.array_equal((cy // 16).astype(jnp.int32) * 3 + (cx // 16).astype(jnp.int32), s.position)
+    assert jnp.array_equal(
+        (cy // 16).astype(jnp.int32) * 3 + (cx // 16).astype(jnp.int32), s.position
+    )
 
 
 def test_captions_name_colour_shape_and_position():

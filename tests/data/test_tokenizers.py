@@ -52,7 +52,8 @@ def test_char_tokenizer_without_fallback_and_with_a_size_cap():
     assert tok.decode(tok.encode("abz")) == "ab\ufffd"
     capped = CharTokenizer.train("aaabbc", FIRST_TOKEN + 2, byte_fallback=False)
     assert capped.chars == ("a", "b")  # the two most frequent
-    assert CharTokenizer.train("ba", FIRST_TOKEN + 256 + 1).chars == ("a",)  # a tie goes to the lower code point
+    # a tie goes to the lower code point
+    assert CharTokenizer.train("ba", FIRST_TOKEN + 256 + 1).chars == ("a",)
 
 
 def test_bpe_learns_frequent_pieces_and_round_trips():
@@ -118,23 +119,71 @@ def test_bpe_trains_and_round_trips_on_arbitrary_text(text, vocab_size):
         (lambda: CharTokenizer.train(b"abc"), TypeError, "text: expected a str, got bytes"),
         (lambda: CharTokenizer.train(""), ValueError, "text: expected a non-empty training text"),
         (lambda: CharTokenizer.train("abc", 100), ValueError, "vocab_size: expected more than 263"),
-        (lambda: CharTokenizer.train("abc", 7, byte_fallback=False), ValueError, "vocab_size: expected more than 7"),
-        (lambda: CharTokenizer.train("abc", 0), ValueError, "vocab_size: expected a positive integer"),
-        (lambda: CharTokenizer.train("abc", byte_fallback=None), TypeError, "byte_fallback: expected True or False"),
-        (lambda: CharTokenizer(("ab",)), ValueError, r"chars\[0\]: expected a one-character string"),
+        (
+            lambda: CharTokenizer.train("abc", 7, byte_fallback=False),
+            ValueError,
+            "vocab_size: expected more than 7",
+        ),
+        (
+            lambda: CharTokenizer.train("abc", 0),
+            ValueError,
+            "vocab_size: expected a positive integer",
+        ),
+        (
+            lambda: CharTokenizer.train("abc", byte_fallback=None),
+            TypeError,
+            "byte_fallback: expected True or False",
+        ),
+        (
+            lambda: CharTokenizer(("ab",)),
+            ValueError,
+            r"chars\[0\]: expected a one-character string",
+        ),
         (lambda: CharTokenizer(("a", "a")), ValueError, "duplicate token 'a'"),
         (lambda: CharTokenizer.train("abc").encode(3), TypeError, "text: expected a str"),
-        (lambda: CharTokenizer.train("abc").encode("\ud800"), ValueError, "text: not encodable as UTF-8"),
-        (lambda: CharTokenizer.train("abc").decode([10_000]), ValueError, r"ids: expected ids in \[0, 266\)"),
-        (lambda: BPETokenizer.train("", 300), ValueError, "text: expected a non-empty training text"),
+        (
+            lambda: CharTokenizer.train("abc").encode("\ud800"),
+            ValueError,
+            "text: not encodable as UTF-8",
+        ),
+        (
+            lambda: CharTokenizer.train("abc").decode([10_000]),
+            ValueError,
+            r"ids: expected ids in \[0, 266\)",
+        ),
+        (
+            lambda: BPETokenizer.train("", 300),
+            ValueError,
+            "text: expected a non-empty training text",
+        ),
         (lambda: BPETokenizer.train("abc", 263), ValueError, "vocab_size: expected more than 263"),
-        (lambda: BPETokenizer.train("abc", 300.0), TypeError, "vocab_size: expected a positive integer"),
+        (
+            lambda: BPETokenizer.train("abc", 300.0),
+            TypeError,
+            "vocab_size: expected a positive integer",
+        ),
         (lambda: BPETokenizer.train(None, 300), TypeError, "text: expected a str"),
         (lambda: BPETokenizer(((7, 8),)), ValueError, r"merges\[0\]: expected a triple of ids"),
-        (lambda: BPETokenizer(((7, 999, 263),)), ValueError, r"merges\[0\]: ids 7, 999 are not tokens"),
-        (lambda: BPETokenizer(((7, 8, 300),)), ValueError, r"merges\[0\]: 300 is neither the next id"),
-        (lambda: BPETokenizer.train("abab", 300).decode(np.ones((1, 2), int)), ValueError, "ids: expected a 1-D"),
-        (lambda: BPETokenizer.train("abab", 300).decode([[7]]), TypeError, "ids: expected integer ids"),
+        (
+            lambda: BPETokenizer(((7, 999, 263),)),
+            ValueError,
+            r"merges\[0\]: ids 7, 999 are not tokens",
+        ),
+        (
+            lambda: BPETokenizer(((7, 8, 300),)),
+            ValueError,
+            r"merges\[0\]: 300 is neither the next id",
+        ),
+        (
+            lambda: BPETokenizer.train("abab", 300).decode(np.ones((1, 2), int)),
+            ValueError,
+            "ids: expected a 1-D",
+        ),
+        (
+            lambda: BPETokenizer.train("abab", 300).decode([[7]]),
+            TypeError,
+            "ids: expected integer ids",
+        ),
         (lambda: BPETokenizer.train("abab", 300).encode(["ab"]), TypeError, "text: expected a str"),
     ],
 )

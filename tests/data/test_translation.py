@@ -31,26 +31,40 @@ def _digest(task: dict) -> str:
 @pytest.mark.parametrize(
     ("key", "n", "min_len", "max_len", "expected"),
     [
-        (lambda: jax.random.key(0), 5, 2, 7, "d1286da0d0809557bb175a25fb0e7311dba8dbac3687f447d74a6a9faf10cc37"),
-        (lambda: jax.random.key(1), 300, 2, 16, "fb24ed83441b3235438b52e23a5b48c0047595ed572c5bc2e2e0a745434e7903"),
+        (lambda: jax.random.key(0), 5, 2, 7,
+         "d1286da0d0809557bb175a25fb0e7311dba8dbac3687f447d74a6a9faf10cc37"),
+        (lambda: jax.random.key(1), 300, 2, 16,
+         "fb24ed83441b3235438b52e23a5b48c0047595ed572c5bc2e2e0a745434e7903"),
         (lambda: jax.random.key(0, impl="rbg"), 3000, 2, 16,
          "e507925719e5ee69b4368d992cbcb19cb0b7b16573a743dd866727c5022bebf5"),
         (lambda: jax.random.key(2, impl="rbg"), 64, 1, 1,
          "65904ccf78ab5a44caa62476dd44db3882bd77039be076c5dc58063fb57ec966"),
     ],
 )  # fmt: skip
-def test_translation_task_is_bit_identical_to_topic_3_5s_original(key, n, min_len, max_len, expected):
-    assert _digest(translation.translation_task(key(), n, min_len=min_len, max_len=max_len)) == expected
+def test_translation_task_is_bit_identical_to_topic_3_5s_original(
+    key, n, min_len, max_len, expected
+):
+    assert (
+        _digest(translation.translation_task(key(), n, min_len=min_len, max_len=max_len))
+        == expected
+    )
 
 
 def test_lexicon_and_sizes_are_unchanged():
     assert translation.LEXICON.tolist() == [0, 1, 2, 3, 13, 6, 11, 8, 9, 15, 4, 7, 10, 14, 12, 5]
-    assert (translation.N_WORDS, translation.VOCAB, translation.MIN_LEN, translation.MAX_LEN) == (12, 16, 2, 16)
+    assert (translation.N_WORDS, translation.VOCAB, translation.MIN_LEN, translation.MAX_LEN) == (
+        12,
+        16,
+        2,
+        16,
+    )
 
 
 def test_translation_task_layout():
     data = _batch(n=64)
-    src, tgt_in, tgt_out, length = (np.asarray(data[k]) for k in ("src", "tgt_in", "tgt_out", "length"))
+    src, tgt_in, tgt_out, length = (
+        np.asarray(data[k]) for k in ("src", "tgt_in", "tgt_out", "length")
+    )
     chex.assert_shape([src, tgt_in, tgt_out], [(64, 7), (64, 8), (64, 8)])
     assert length.min() >= 2 and length.max() <= 7
     for s, ti, to, n in zip(src, tgt_in, tgt_out, length):

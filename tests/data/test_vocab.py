@@ -55,7 +55,9 @@ def test_pad_batch_shapes_padding_and_mask():
     assert ids.tolist() == [[7, 8, 9], [10, PAD, PAD], [PAD, PAD, PAD]]
     assert mask.tolist() == [[True] * 3, [True, False, False], [False] * 3]
 
-    ids, mask = v.pad_batch([np.array([7, 8]), jnp.array([9])], length=5, add_bos=True, add_eos=True)
+    ids, mask = v.pad_batch(
+        [np.array([7, 8]), jnp.array([9])], length=5, add_bos=True, add_eos=True
+    )
     assert ids.shape == (2, 5)
     assert ids.tolist() == [[BOS, 7, 8, EOS, PAD], [BOS, 9, EOS, PAD, PAD]]
     assert mask.sum(axis=1).tolist() == [4, 3]
@@ -81,18 +83,50 @@ def test_pad_batch_refuses_sequences_longer_than_length():
         (lambda: Vocab(["a"]).id(3), TypeError, "token: expected a string"),
         (lambda: Vocab(["a"]).token(8), ValueError, r"id: expected an id in \[0, 8\), got 8"),
         (lambda: Vocab(["a"]).token(-1), ValueError, "id: expected a non-negative integer"),
-        (lambda: Vocab(["a"]).encode("a"), TypeError, "tokens: expected a sequence of token strings, got str"),
+        (
+            lambda: Vocab(["a"]).encode("a"),
+            TypeError,
+            "tokens: expected a sequence of token strings, got str",
+        ),
         (lambda: Vocab(["a"]).encode(["a", 1]), TypeError, r"tokens\[1\]: expected a string"),
         (lambda: Vocab(["a"]).decode([1, 8]), ValueError, r"ids: expected ids in \[0, 8\), got 8"),
         (lambda: Vocab(["a"]).decode([1.5]), TypeError, "ids: expected integer ids"),
-        (lambda: Vocab(["a"]).decode(np.zeros(2)), TypeError, "ids: expected integer ids, got dtype float64"),
-        (lambda: Vocab(["a"]).decode(np.zeros((2, 2), int)), ValueError, "ids: expected a 1-D sequence"),
-        (lambda: Vocab(["a"]).decode("ab"), TypeError, "ids: expected a 1-D sequence of integer ids"),
+        (
+            lambda: Vocab(["a"]).decode(np.zeros(2)),
+            TypeError,
+            "ids: expected integer ids, got dtype float64",
+        ),
+        (
+            lambda: Vocab(["a"]).decode(np.zeros((2, 2), int)),
+            ValueError,
+            "ids: expected a 1-D sequence",
+        ),
+        (
+            lambda: Vocab(["a"]).decode("ab"),
+            TypeError,
+            "ids: expected a 1-D sequence of integer ids",
+        ),
         (lambda: Vocab(["a"]).pad_batch([]), ValueError, "seqs: expected at least one sequence"),
-        (lambda: Vocab(["a"]).pad_batch("ab"), TypeError, "seqs: expected a sequence of id sequences"),
-        (lambda: Vocab(["a"]).pad_batch([[7], [9]]), ValueError, r"seqs\[1\]: expected ids in \[0, 8\)"),
-        (lambda: Vocab(["a"]).pad_batch([[7]], length=0), ValueError, "length: expected a positive integer"),
-        (lambda: Vocab(["a"]).pad_batch([[7]], add_bos=1), TypeError, "add_bos: expected True or False"),
+        (
+            lambda: Vocab(["a"]).pad_batch("ab"),
+            TypeError,
+            "seqs: expected a sequence of id sequences",
+        ),
+        (
+            lambda: Vocab(["a"]).pad_batch([[7], [9]]),
+            ValueError,
+            r"seqs\[1\]: expected ids in \[0, 8\)",
+        ),
+        (
+            lambda: Vocab(["a"]).pad_batch([[7]], length=0),
+            ValueError,
+            "length: expected a positive integer",
+        ),
+        (
+            lambda: Vocab(["a"]).pad_batch([[7]], add_bos=1),
+            TypeError,
+            "add_bos: expected True or False",
+        ),
     ],
 )
 def test_vocab_rejects_bad_input(call, error, message):

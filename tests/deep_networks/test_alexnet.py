@@ -41,7 +41,8 @@ def test_local_response_norm_keeps_shape_and_dtype():
 # Local response normalisation against the formula written as loops
 # ---------------------------------------------------------------------------------------
 def _lrn_loops(a, k, n, alpha, beta):
-    """Section 3.3, literally: b[i] = a[i] / (k + alpha * sum_{j=max(0, i-n/2)}^{min(N-1, i+n/2)} a[j]^2)^beta."""
+    """Section 3.3, literally: b[i] = a[i] / (k + alpha * sum_{j=max(0, i-n/2)}^{min(N-1, i+n/2)}
+    a[j]^2)^beta."""
     a = np.asarray(a, dtype=np.float64)
     b = np.empty_like(a)
     N = a.shape[-1]
@@ -55,12 +56,20 @@ def _lrn_loops(a, k, n, alpha, beta):
 
 @pytest.mark.parametrize(
     ("k", "n", "alpha", "beta"),
-    [(2.0, 5, 1e-4, 0.75), (1.0, 3, 0.5, 0.75), (2.0, 5, 1.0, 0.5), (0.5, 1, 2.0, 1.0), (2.0, 9, 0.1, 0.75)],
+    [
+        (2.0, 5, 1e-4, 0.75),
+        (1.0, 3, 0.5, 0.75),
+        (2.0, 5, 1.0, 0.5),
+        (0.5, 1, 2.0, 1.0),
+        (2.0, 9, 0.1, 0.75),
+    ],
 )
 def test_local_response_norm_matches_the_papers_formula(k, n, alpha, beta):
     a = 3.0 * _normal(0, (2, 2, 3, 6))  # large activations, so the sum term matters
     ours = alexnet.local_response_norm(a, k=k, n=n, alpha=alpha, beta=beta)
-    np.testing.assert_allclose(np.asarray(ours), _lrn_loops(a, k, n, alpha, beta), rtol=2e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(ours), _lrn_loops(a, k, n, alpha, beta), rtol=2e-5, atol=1e-6
+    )
 
 
 def test_local_response_norm_with_papers_constants_is_nearly_a_constant_scale_on_small_inputs():
@@ -73,7 +82,10 @@ def test_local_response_norm_with_papers_constants_is_nearly_a_constant_scale_on
 # Augmentation
 # ---------------------------------------------------------------------------------------
 def test_random_shift_moves_each_image_by_at_most_max_shift():
-    x = jnp.pad(jax.random.uniform(jax.random.key(0), (16, 6, 6, 1)), [(0, 0), (1, 1), (1, 1), (0, 0)])  # zero border
+    # zero border
+    x = jnp.pad(
+        jax.random.uniform(jax.random.key(0), (16, 6, 6, 1)), [(0, 0), (1, 1), (1, 1), (0, 0)]
+    )
     shifted = alexnet.random_shift(jax.random.key(1), x, 1)
     chex.assert_shape(shifted, x.shape)
     seen = set()
@@ -101,7 +113,8 @@ def test_dropout_is_used_only_when_a_key_is_given():
     train_b = alexnet.alexnet(params, x, key=jax.random.key(6))
     assert not np.allclose(train_a, train_b)
     chex.assert_trees_all_close(
-        alexnet.alexnet(params, x, key=jax.random.key(5), dropout_rate=0.0), alexnet.alexnet(params, x)
+        alexnet.alexnet(params, x, key=jax.random.key(5), dropout_rate=0.0),
+        alexnet.alexnet(params, x),
     )
 
 
@@ -131,7 +144,9 @@ def test_linen_params_are_the_tree_init_alexnet_declares():
     linen = alexnet.LinenAlexNet(channels=(4, 8, 8), hidden=16)
     variables = linen.init(jax.random.key(0), x)
     layers = variables["params"]["layers"]
-    chex.assert_trees_all_equal_structs(layers, alexnet.init_alexnet(jax.random.key(0), (8, 8, 1), (4, 8, 8), 16))
+    chex.assert_trees_all_equal_structs(
+        layers, alexnet.init_alexnet(jax.random.key(0), (8, 8, 1), (4, 8, 8), 16)
+    )
     chex.assert_trees_all_close(linen.apply(variables, x), alexnet.alexnet(layers, x), rtol=1e-6)
 
 
@@ -146,21 +161,49 @@ def test_linen_params_are_the_tree_init_alexnet_declares():
             ValueError,
             "x: .*channels-first",
         ),
-        (lambda: alexnet.NnxAlexNet(rngs=nnx.Rngs(0))(jnp.ones((2, 1, 8, 8))), ValueError, "x: .*channels-first"),
-        (lambda: alexnet.NnxAlexNet(rngs=nnx.Rngs(0))(jnp.ones((2, 16, 16, 1))), ValueError, "x: expected 8x8"),
+        (
+            lambda: alexnet.NnxAlexNet(rngs=nnx.Rngs(0))(jnp.ones((2, 1, 8, 8))),
+            ValueError,
+            "x: .*channels-first",
+        ),
+        (
+            lambda: alexnet.NnxAlexNet(rngs=nnx.Rngs(0))(jnp.ones((2, 16, 16, 1))),
+            ValueError,
+            "x: expected 8x8",
+        ),
         (
             lambda: alexnet.LinenAlexNet().init(jax.random.key(0), jnp.ones((2, 2, 2, 1))),
             ValueError,
             "x: expected images of at least 3x3",
         ),
         (lambda: alexnet.NnxAlexNet(channels=(8,), rngs=nnx.Rngs(0)), ValueError, "channels"),
-        (lambda: alexnet.NnxAlexNet(activation="sigmoid", rngs=nnx.Rngs(0)), ValueError, "activation"),
-        (lambda: alexnet.NnxAlexNet(dropout_rate=1.0, rngs=nnx.Rngs(0)), ValueError, "dropout_rate"),
+        (
+            lambda: alexnet.NnxAlexNet(activation="sigmoid", rngs=nnx.Rngs(0)),
+            ValueError,
+            "activation",
+        ),
+        (
+            lambda: alexnet.NnxAlexNet(dropout_rate=1.0, rngs=nnx.Rngs(0)),
+            ValueError,
+            "dropout_rate",
+        ),
         (lambda: alexnet.NnxAlexNet(hidden=-1, rngs=nnx.Rngs(0)), ValueError, "hidden"),
         (lambda: alexnet.local_response_norm(jnp.ones((4, 4, 3))), ValueError, "a: expected shape"),
-        (lambda: alexnet.local_response_norm(jnp.ones((1, 4, 4, 3)), n=0), ValueError, "n: expected a positive"),
-        (lambda: alexnet.random_shift(jax.random.key(0), jnp.ones((1, 4, 4, 1)), -1), ValueError, "max_shift"),
-        (lambda: alexnet.random_shift(jax.random.key(0), jnp.ones((4, 4, 1)), 1), ValueError, "x: expected shape"),
+        (
+            lambda: alexnet.local_response_norm(jnp.ones((1, 4, 4, 3)), n=0),
+            ValueError,
+            "n: expected a positive",
+        ),
+        (
+            lambda: alexnet.random_shift(jax.random.key(0), jnp.ones((1, 4, 4, 1)), -1),
+            ValueError,
+            "max_shift",
+        ),
+        (
+            lambda: alexnet.random_shift(jax.random.key(0), jnp.ones((4, 4, 1)), 1),
+            ValueError,
+            "x: expected shape",
+        ),
         (lambda: alexnet_experiment.experiment(seed=-1), ValueError, "seed"),
     ],
 )
@@ -187,7 +230,8 @@ def test_claim_regularised_net_generalises_and_relu_speedup_does_not_reproduce(s
     # reported on the page, not asserted per seed. What held on all ten is asserted:
     assert m["relu_regularised_accuracy_gap"] < 0.045  # at most 0.037 seen
     assert m["relu_regularised_test_accuracy"] > 0.93  # at least 0.956 seen
-    # Figure 1 at toy scale: the plain nets fit the training set, but ReLU is *not* faster than tanh.
+    # Figure 1 at toy scale: the plain nets fit the training
+    # set, but ReLU is *not* faster than tanh.
     assert min(m["relu_train_accuracy"], m["tanh_train_accuracy"]) > 0.998  # at least 0.9989 seen
     assert m["relu_speedup"] < 1.0
     # Section 3.3: with k=2, alpha=1e-4, LRN is within 1% of the constant scale 2^-0.75 here.

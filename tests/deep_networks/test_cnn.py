@@ -41,7 +41,12 @@ def test_conv2d_output_shape(size, k, stride, padding, out):
 @pytest.mark.parametrize("pool", [cnn.max_pool, cnn.avg_pool])
 @pytest.mark.parametrize(
     ("size", "window", "stride", "padding", "out"),
-    [(8, 2, None, "VALID", 4), (9, 2, None, "VALID", 4), (8, 3, 2, "SAME", 4), (9, 3, 2, "VALID", 4)],
+    [
+        (8, 2, None, "VALID", 4),
+        (9, 2, None, "VALID", 4),
+        (8, 3, 2, "SAME", 4),
+        (9, 3, 2, "VALID", 4),
+    ],
 )
 def test_pool_output_shape(pool, size, window, stride, padding, out):
     y = pool(_normal(0, (3, size, size, 2)), window, stride, padding)
@@ -69,18 +74,26 @@ def test_conv2d_matches_flax_conv(padding, k, stride):
     ref = nn.Conv(4, (k, k), strides=stride, padding=padding)
     variables = ref.init(jax.random.key(1), x)
     p = variables["params"]
-    ours = lambda x, p: cnn.conv2d(x, p["kernel"], p["bias"], stride=stride, padding=padding)  # noqa: E731
+
+    def ours(x, p):
+        return cnn.conv2d(x, p["kernel"], p["bias"], stride=stride, padding=padding)
+
     chex.assert_trees_all_close(ours(x, p), ref.apply(variables, x), rtol=1e-5, atol=1e-5)
     grad_ours = jax.grad(lambda x, p: jnp.sum(ours(x, p) ** 2), argnums=(0, 1))(x, p)
-    grad_ref = jax.grad(lambda x, p: jnp.sum(ref.apply({"params": p}, x) ** 2), argnums=(0, 1))(x, p)
+    grad_ref = jax.grad(lambda x, p: jnp.sum(ref.apply({"params": p}, x) ** 2), argnums=(0, 1))(
+        x, p
+    )
     chex.assert_trees_all_close(grad_ours, grad_ref, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize(
-    ("ours", "theirs"), [(cnn.max_pool, nn.max_pool), (cnn.avg_pool, nn.avg_pool)], ids=["max", "avg"]
+    ("ours", "theirs"),
+    [(cnn.max_pool, nn.max_pool), (cnn.avg_pool, nn.avg_pool)],
+    ids=["max", "avg"],
 )
 @pytest.mark.parametrize(
-    ("window", "stride", "padding"), [(2, 2, "VALID"), (3, 2, "SAME"), (3, 2, "VALID"), (2, 1, "SAME"), (3, 1, "SAME")]
+    ("window", "stride", "padding"),
+    [(2, 2, "VALID"), (3, 2, "SAME"), (3, 2, "VALID"), (2, 1, "SAME"), (3, 1, "SAME")],
 )
 def test_pooling_matches_flax(ours, theirs, window, stride, padding):
     x = _normal(0, (2, 9, 8, 3))
@@ -94,7 +107,8 @@ def test_pooling_matches_flax(ours, theirs, window, stride, padding):
 
 
 def test_conv2d_matches_a_direct_sum():
-    """The docstring's formula, written as loops: y[i, j, o] = sum_abc x[s i + a, s j + b, c] w[a, b, c, o] + b[o]."""
+    """The docstring's formula, written as loops: y[i, j, o] = sum_abc x[s i + a, s j + b, c] w[a,
+    b, c, o] + b[o]."""
     x, w, b = _normal(0, (1, 5, 6, 2)), _normal(1, (3, 2, 2, 3)), _normal(2, (3,))
     y = cnn.conv2d(x, w, b, stride=(2, 1), padding="VALID")
     for i in range(y.shape[1]):
@@ -144,12 +158,16 @@ def test_valid_conv_of_a_moved_window_is_the_moved_output(k, top, left, height, 
     full = cnn.conv2d(x, w, padding="VALID")  # [1, 12 - k + 1, 12 - k + 1, 3]
     window = cnn.conv2d(x[:, top : top + height, left : left + width], w, padding="VALID")
     chex.assert_trees_all_close(
-        window, full[:, top : top + height - k + 1, left : left + width - k + 1], rtol=1e-5, atol=1e-5
+        window,
+        full[:, top : top + height - k + 1, left : left + width - k + 1],
+        rtol=1e-5,
+        atol=1e-5,
     )
 
 
 def test_same_padding_breaks_equivariance_at_the_border():
-    """The statement above is precise: with zero padding, a circular shift is *not* commuted with."""
+    """The statement above is precise: with zero padding, a circular shift is *not* commuted
+    with."""
     x, w = _normal(0, (1, 6, 6, 1)), _normal(1, (3, 3, 1, 1))
     shift = lambda a: jnp.roll(a, 2, axis=2)  # noqa: E731
     assert float(jnp.max(jnp.abs(cnn.conv2d(shift(x), w) - shift(cnn.conv2d(x, w))))) > 1e-2
@@ -175,9 +193,13 @@ def test_linen_params_are_the_tree_init_cnn_declares():
     linen = cnn.LinenCNN(channels=(4, 8), hidden=16)
     variables = linen.init(jax.random.key(0), x)
     layers = variables["params"]["layers"]
-    chex.assert_trees_all_equal_structs(layers, cnn.init_cnn(jax.random.key(0), (8, 8, 1), (4, 8), 16))
+    chex.assert_trees_all_equal_structs(
+        layers, cnn.init_cnn(jax.random.key(0), (8, 8, 1), (4, 8), 16)
+    )
     chex.assert_trees_all_close(linen.apply(variables, x), cnn.cnn(layers, x), rtol=1e-6)
-    assert cnn.count_params(variables) == cnn.count_params(cnn.init_cnn(jax.random.key(0), (8, 8, 1), (4, 8), 16))
+    assert cnn.count_params(variables) == cnn.count_params(
+        cnn.init_cnn(jax.random.key(0), (8, 8, 1), (4, 8), 16)
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -186,27 +208,80 @@ def test_linen_params_are_the_tree_init_cnn_declares():
 @pytest.mark.parametrize(
     ("build", "error", "message"),
     [
-        (lambda: cnn.conv2d(jnp.ones((2, 3, 8, 8)), jnp.ones((3, 3, 3, 4))), ValueError, "x: .*channels-first"),
-        (lambda: cnn.conv2d(jnp.ones((8, 8, 3)), jnp.ones((3, 3, 3, 4))), ValueError, r"x: expected shape \[batch"),
-        (lambda: cnn.conv2d(jnp.ones((1, 4, 4, 1)), jnp.ones((5, 5, 1, 2))), ValueError, "kernel: a 5x5 kernel"),
-        (lambda: cnn.conv2d(jnp.ones((1, 4, 4, 1)), jnp.ones((3, 3, 1))), ValueError, "kernel: expected shape"),
-        (lambda: cnn.conv2d(jnp.ones((1, 4, 4, 1)), jnp.ones((3, 3, 1, 2)), jnp.ones(3)), ValueError, "bias"),
-        (lambda: cnn.conv2d(jnp.ones((1, 4, 4, 1)), jnp.ones((3, 3, 1, 2)), padding="FULL"), ValueError, "padding"),
-        (lambda: cnn.conv2d(jnp.ones((1, 4, 4, 1)), jnp.ones((3, 3, 1, 2)), stride=0), ValueError, "stride"),
-        (lambda: cnn.max_pool(jnp.ones((1, 2, 2, 1)), 3), ValueError, "window: a 3x3 pooling window"),
-        (lambda: cnn.avg_pool(jnp.ones((1, 4, 4, 1)), 2, padding="CIRCULAR"), ValueError, "padding"),
+        (
+            lambda: cnn.conv2d(jnp.ones((2, 3, 8, 8)), jnp.ones((3, 3, 3, 4))),
+            ValueError,
+            "x: .*channels-first",
+        ),
+        (
+            lambda: cnn.conv2d(jnp.ones((8, 8, 3)), jnp.ones((3, 3, 3, 4))),
+            ValueError,
+            r"x: expected shape \[batch",
+        ),
+        (
+            lambda: cnn.conv2d(jnp.ones((1, 4, 4, 1)), jnp.ones((5, 5, 1, 2))),
+            ValueError,
+            "kernel: a 5x5 kernel",
+        ),
+        (
+            lambda: cnn.conv2d(jnp.ones((1, 4, 4, 1)), jnp.ones((3, 3, 1))),
+            ValueError,
+            "kernel: expected shape",
+        ),
+        (
+            lambda: cnn.conv2d(jnp.ones((1, 4, 4, 1)), jnp.ones((3, 3, 1, 2)), jnp.ones(3)),
+            ValueError,
+            "bias",
+        ),
+        (
+            lambda: cnn.conv2d(jnp.ones((1, 4, 4, 1)), jnp.ones((3, 3, 1, 2)), padding="FULL"),
+            ValueError,
+            "padding",
+        ),
+        (
+            lambda: cnn.conv2d(jnp.ones((1, 4, 4, 1)), jnp.ones((3, 3, 1, 2)), stride=0),
+            ValueError,
+            "stride",
+        ),
+        (
+            lambda: cnn.max_pool(jnp.ones((1, 2, 2, 1)), 3),
+            ValueError,
+            "window: a 3x3 pooling window",
+        ),
+        (
+            lambda: cnn.avg_pool(jnp.ones((1, 4, 4, 1)), 2, padding="CIRCULAR"),
+            ValueError,
+            "padding",
+        ),
         (lambda: cnn.max_pool(jnp.ones((4, 4, 1)), 2), ValueError, "x: expected shape"),
         (
             lambda: cnn.LinenCNN().init(jax.random.key(0), jnp.ones((2, 1, 8, 8))),
             ValueError,
-            r"x: expected NHWC .* with 1 channels, got shape \(2, 1, 8, 8\); it looks channels-first",
+            r"x: expected NHWC .* with 1 channels, got shape \(2, 1, 8, 8\); it looks "
+            r"channels-first",
         ),
-        (lambda: cnn.NnxCNN(kernel_size=9, rngs=nnx.Rngs(0)), ValueError, "kernel_size: a 9x9 kernel"),
-        (lambda: cnn.LinenCNN(kernel_size=9).init(jax.random.key(0), jnp.ones((1, 8, 8, 1))), ValueError, "kernel_"),
-        (lambda: cnn.NnxCNN(channels=(4, 4, 4, 4), rngs=nnx.Rngs(0)), ValueError, "channels: 4 conv"),
+        (
+            lambda: cnn.NnxCNN(kernel_size=9, rngs=nnx.Rngs(0)),
+            ValueError,
+            "kernel_size: a 9x9 kernel",
+        ),
+        (
+            lambda: cnn.LinenCNN(kernel_size=9).init(jax.random.key(0), jnp.ones((1, 8, 8, 1))),
+            ValueError,
+            "kernel_",
+        ),
+        (
+            lambda: cnn.NnxCNN(channels=(4, 4, 4, 4), rngs=nnx.Rngs(0)),
+            ValueError,
+            "channels: 4 conv",
+        ),
         (lambda: cnn.NnxCNN(channels=(), rngs=nnx.Rngs(0)), ValueError, "channels"),
         (lambda: cnn.NnxCNN(hidden=0, rngs=nnx.Rngs(0)), ValueError, "hidden"),
-        (lambda: cnn.NnxCNN(rngs=nnx.Rngs(0))(jnp.ones((2, 16, 16, 1))), ValueError, r"x: expected shape \[batch, 8"),
+        (
+            lambda: cnn.NnxCNN(rngs=nnx.Rngs(0))(jnp.ones((2, 16, 16, 1))),
+            ValueError,
+            r"x: expected shape \[batch, 8",
+        ),
         (lambda: cnn_experiment.experiment(seed=-1), ValueError, "seed"),
     ],
 )

@@ -34,7 +34,9 @@ def test_backprop_equals_jax_grad(sizes, activation, seed):
     params = dnn.init_mlp(jax.random.key(seed), sizes)
     x, y = _batch(seed, d=sizes[0], classes=sizes[-1])
     loss, by_hand = dnn.backprop(params, x, y, activation)
-    loss_ref, by_jax = jax.value_and_grad(lambda p: dnn.cross_entropy(dnn.mlp(p, x, activation), y))(params)
+    loss_ref, by_jax = jax.value_and_grad(
+        lambda p: dnn.cross_entropy(dnn.mlp(p, x, activation), y)
+    )(params)
     chex.assert_trees_all_close(loss, loss_ref, rtol=1e-6)
     chex.assert_trees_all_equal_structs(by_hand, by_jax)
     chex.assert_trees_all_close(by_hand, by_jax, rtol=1e-5, atol=1e-6)
@@ -64,7 +66,9 @@ def test_linen_and_nnx_twins_agree(sizes):
 def test_linen_params_are_the_tree_init_mlp_declares():
     x, _ = _batch(0, n=6, d=2)
     variables = dnn.LinenMLP(features=[8, 3]).init(jax.random.key(0), x)
-    chex.assert_trees_all_equal_structs(variables["params"]["layers"], dnn.init_mlp(jax.random.key(0), [2, 8, 3]))
+    chex.assert_trees_all_equal_structs(
+        variables["params"]["layers"], dnn.init_mlp(jax.random.key(0), [2, 8, 3])
+    )
     chex.assert_trees_all_close(
         dnn.LinenMLP(features=[8, 3]).apply(variables, x), dnn.mlp(variables["params"]["layers"], x)
     )
@@ -85,15 +89,25 @@ def test_dense_matches_flax_dense():
     [
         (lambda: dnn.NnxMLP([2], rngs=nnx.Rngs(0)), ValueError, "sizes: expected"),
         (lambda: dnn.NnxMLP([2, -4, 2], rngs=nnx.Rngs(0)), ValueError, r"sizes\[1\]"),
-        (lambda: dnn.NnxMLP([2, 4, 2], activation="relu", rngs=nnx.Rngs(0)), ValueError, "activation: expected one of"),
+        (
+            lambda: dnn.NnxMLP([2, 4, 2], activation="relu", rngs=nnx.Rngs(0)),
+            ValueError,
+            "activation: expected one of",
+        ),
         (
             lambda: dnn.NnxMLP([2, 4, 2], rngs=nnx.Rngs(0))(jnp.ones((3, 5))),
             ValueError,
             r"x: expected shape \[batch, d_in\]",
         ),
-        (lambda: dnn.LinenMLP([4, 2]).init(jax.random.key(0), jnp.ones(3)), ValueError, "x: expected shape"),
         (
-            lambda: dnn.LinenMLP([4, 2], activation="swish").init(jax.random.key(0), jnp.ones((1, 3))),
+            lambda: dnn.LinenMLP([4, 2]).init(jax.random.key(0), jnp.ones(3)),
+            ValueError,
+            "x: expected shape",
+        ),
+        (
+            lambda: dnn.LinenMLP([4, 2], activation="swish").init(
+                jax.random.key(0), jnp.ones((1, 3))
+            ),
             ValueError,
             "activation",
         ),

@@ -95,12 +95,15 @@ def test_up_path_uses_each_skip_at_its_own_level():
     base = unet.up_path(up, h, skips)
     moved = unet.up_path(up, h, [skips[0].at[0, 5, 5].add(3.0), skips[1]])
     assert float(jnp.max(jnp.abs(moved - base))) > 0
-    with pytest.raises(ValueError, match=r"skips\[-1\]: expected \[batch, height, width\] = \[1, 6, 6\]"):
+    with pytest.raises(
+        ValueError, match=r"skips\[-1\]: expected \[batch, height, width\] = \[1, 6, 6\]"
+    ):
         unet.up_path(up, h, skips[::-1])  # the finest skip where the deepest belongs
 
 
 def _init_unet_by_hand(key, in_channels, out_channels, base, depth, skips):
-    """``init_unet`` as one loop drawing keys in order — the order the experiment's numbers depend on."""
+    """``init_unet`` as one loop drawing keys in order — the order the experiment's numbers depend
+    on."""
     keys = iter(jax.random.split(key, 6 * depth + 3))
     conv = lambda c_in, c_out: cnn.init_conv(next(keys), 3, c_in, c_out, gain=2.0)  # noqa: E731
     pair = lambda c_in, c_out: [conv(c_in, c_out), conv(c_out, c_out)]  # noqa: E731
@@ -119,7 +122,10 @@ def _init_unet_by_hand(key, in_channels, out_channels, base, depth, skips):
 
 def _unet_by_hand(params, x, skips):
     """The forward pass as one function, without the blocks."""
-    block = lambda convs, h: relu(cnn.conv2d(relu(cnn.conv2d(h, **convs[0])), **convs[1]))  # noqa: E731
+
+    def block(convs, h):
+        return relu(cnn.conv2d(relu(cnn.conv2d(h, **convs[0])), **convs[1]))
+
     features, h = [], x
     for convs in params["down"]:
         h = block(convs, h)
@@ -135,7 +141,9 @@ def _unet_by_hand(params, x, skips):
 
 
 @pytest.mark.parametrize("skips", [True, False])
-@pytest.mark.parametrize(("depth", "size", "impl"), [(1, 6, "threefry2x32"), (2, 16, "rbg"), (3, 24, "threefry2x32")])
+@pytest.mark.parametrize(
+    ("depth", "size", "impl"), [(1, 6, "threefry2x32"), (2, 16, "rbg"), (3, 24, "threefry2x32")]
+)
 def test_unet_built_from_the_blocks_equals_the_one_piece_network(depth, size, impl, skips):
     key = jax.random.key(3, impl=impl)  # the experiment uses "rbg" keys
     params = unet.init_unet(key, 3, 2, base=4, depth=depth, skips=skips)
@@ -155,7 +163,9 @@ def test_up_conv_paints_one_block_per_input_pixel():
         for j in range(2):
             for a in range(2):
                 for c in range(2):
-                    chex.assert_trees_all_close(y[0, 2 * i + a, 2 * j + c], x[0, i, j] @ w[a, c] + b, rtol=1e-5)
+                    chex.assert_trees_all_close(
+                        y[0, 2 * i + a, 2 * j + c], x[0, i, j] @ w[a, c] + b, rtol=1e-5
+                    )
 
 
 def test_up_conv_matches_flax_conv_transpose():
@@ -163,16 +173,23 @@ def test_up_conv_matches_flax_conv_transpose():
     ours with ``w`` equals theirs with ``w[::-1, ::-1]``."""
     x, w, b = _normal(0, (2, 4, 4, 3)), _normal(1, (2, 2, 3, 6)), _normal(2, (6,))
     ref = nn.ConvTranspose(6, (2, 2), strides=(2, 2), padding="VALID")
-    theirs = lambda x, w, b: ref.apply({"params": {"kernel": w[::-1, ::-1], "bias": b}}, x)  # noqa: E731
+
+    def theirs(x, w, b):
+        return ref.apply({"params": {"kernel": w[::-1, ::-1], "bias": b}}, x)
+
     chex.assert_trees_all_close(unet.up_conv(x, w, b), theirs(x, w, b), rtol=1e-5, atol=1e-6)
-    grad = lambda f: jax.grad(lambda *a: jnp.sum(f(*a) ** 2), argnums=(0, 1, 2))(x, w, b)  # noqa: E731
+
+    def grad(f):
+        return jax.grad(lambda *a: jnp.sum(f(*a) ** 2), argnums=(0, 1, 2))(x, w, b)
+
     chex.assert_trees_all_close(grad(unet.up_conv), grad(theirs), rtol=1e-5, atol=1e-5)
 
 
 def test_binary_cross_entropy_matches_optax():
     import optax
 
-    logits, targets = 4 * _normal(0, (3, 5, 5, 1)), (jax.random.uniform(jax.random.key(1), (3, 5, 5, 1)) > 0.5)
+    logits = 4 * _normal(0, (3, 5, 5, 1))
+    targets = jax.random.uniform(jax.random.key(1), (3, 5, 5, 1)) > 0.5
     targets = targets.astype(jnp.float32)
     ref = optax.sigmoid_binary_cross_entropy(logits, targets).mean()
     chex.assert_trees_all_close(unet.binary_cross_entropy(logits, targets), ref, rtol=1e-6)
@@ -217,11 +234,16 @@ def test_linen_params_are_the_tree_init_unet_declares():
 @pytest.mark.parametrize(
     ("build", "error", "message"),
     [
-        (lambda: unet.NnxUNet(rngs=nnx.Rngs(0))(jnp.ones((2, 3, 16, 16))), ValueError, "x: .*channels-first"),
+        (
+            lambda: unet.NnxUNet(rngs=nnx.Rngs(0))(jnp.ones((2, 3, 16, 16))),
+            ValueError,
+            "x: .*channels-first",
+        ),
         (
             lambda: unet.LinenUNet().init(jax.random.key(0), jnp.ones((2, 3, 16, 16))),
             ValueError,
-            r"x: expected NHWC .* with 3 channels, got shape \(2, 3, 16, 16\); it looks channels-first",
+            r"x: expected NHWC .* with 3 channels, got shape \(2, 3, 16, 16\); it looks "
+            r"channels-first",
         ),
         (
             lambda: unet.NnxUNet(rngs=nnx.Rngs(0))(jnp.ones((1, 15, 15, 3))),
@@ -245,9 +267,15 @@ def test_linen_params_are_the_tree_init_unet_declares():
         ),
         (lambda: unet.NnxUNet(depth=0, rngs=nnx.Rngs(0)), ValueError, "depth"),
         (lambda: unet.NnxUNet(base=-2, rngs=nnx.Rngs(0)), ValueError, "base"),
-        (lambda: unet.LinenUNet(in_channels=0).init(jax.random.key(0), jnp.ones((1, 8, 8, 3))), ValueError, "in_"),
         (
-            lambda: unet.unet(unet.init_unet(jax.random.key(0), base=4, skips=False), jnp.ones((1, 16, 16, 3))),
+            lambda: unet.LinenUNet(in_channels=0).init(jax.random.key(0), jnp.ones((1, 8, 8, 3))),
+            ValueError,
+            "in_",
+        ),
+        (
+            lambda: unet.unet(
+                unet.init_unet(jax.random.key(0), base=4, skips=False), jnp.ones((1, 16, 16, 3))
+            ),
             ValueError,
             r"skips\[-1\]: .* were the parameters made with skips=False",
         ),
@@ -260,7 +288,11 @@ def test_linen_params_are_the_tree_init_unet_declares():
             ValueError,
             r"skips: expected one tensor per level \(2\), got 1",
         ),
-        (lambda: unet.init_conv_block(jax.random.key(0), 3, 4), ValueError, r"keys: expected 2 PRNG keys"),
+        (
+            lambda: unet.init_conv_block(jax.random.key(0), 3, 4),
+            ValueError,
+            r"keys: expected 2 PRNG keys",
+        ),
         (
             lambda: unet.init_down_path(jax.random.split(jax.random.key(0), 3), 3, (4, 8)),
             ValueError,

@@ -10,7 +10,9 @@ def test_deep_net_shapes_for_every_switch_setting():
     params = ablation.init_deep_net(jax.random.key(0), depth=3, width=8)
     x = jax.random.uniform(jax.random.key(1), (5, 64))
     for v in ablation.VARIANTS:
-        logits = ablation.deep_net(params, x, jnp.asarray([v.relu, v.residual, v.norm], jnp.float32))
+        logits = ablation.deep_net(
+            params, x, jnp.asarray([v.relu, v.residual, v.norm], jnp.float32)
+        )
         chex.assert_shape(logits, (5, 10))
         chex.assert_tree_all_finite(logits)
 
@@ -22,7 +24,10 @@ def test_switches_select_the_trick():
     z = h @ params["blocks"]["kernel"][0] + params["blocks"]["bias"][0].reshape(1, -1)
     plain_sigmoid = jax.nn.sigmoid(z)
     residual_relu = h + jax.nn.relu(z)
-    out = lambda hidden: hidden @ params["out"]["kernel"] + params["out"]["bias"].reshape(1, -1)  # noqa: E731
+
+    def out(hidden):
+        return hidden @ params["out"]["kernel"] + params["out"]["bias"].reshape(1, -1)
+
     chex.assert_trees_all_close(
         ablation.deep_net(params, x, jnp.asarray([0.0, 0.0, 0.0])), out(plain_sigmoid), rtol=1e-5
     )
@@ -41,7 +46,9 @@ def test_the_norm_switch_uses_topic_2_6s_layer_norm():
     z = layer_norm(h, params["gain"][0], params["shift"][0])
     z = jax.nn.relu(z @ params["blocks"]["kernel"][0] + params["blocks"]["bias"][0].reshape(1, -1))
     expected = z @ params["out"]["kernel"] + params["out"]["bias"].reshape(1, -1)
-    chex.assert_trees_all_close(ablation.deep_net(params, x, jnp.asarray([1.0, 0.0, 1.0])), expected, rtol=1e-5)
+    chex.assert_trees_all_close(
+        ablation.deep_net(params, x, jnp.asarray([1.0, 0.0, 1.0])), expected, rtol=1e-5
+    )
 
 
 def test_bad_arguments():

@@ -15,9 +15,13 @@ TINY = b"the cat sat on the mat; the cat sat on the hat."
 
 
 def test_compressors_are_counted_in_bits_of_their_real_output():
-    assert compression.compressed_bits("gzip", TINY) == 8 * len(gzip.compress(TINY, compresslevel=9, mtime=0))
+    assert compression.compressed_bits("gzip", TINY) == 8 * len(
+        gzip.compress(TINY, compresslevel=9, mtime=0)
+    )
     assert compression.compressed_bits("bzip2", TINY) == 8 * len(bz2.compress(TINY, 9))
-    assert compression.compressed_bits("xz", TINY) == 8 * len(lzma.compress(TINY, preset=9 | lzma.PRESET_EXTREME))
+    assert compression.compressed_bits("xz", TINY) == 8 * len(
+        lzma.compress(TINY, preset=9 | lzma.PRESET_EXTREME)
+    )
 
 
 def test_a_primed_compressor_pays_only_for_what_the_data_adds():
@@ -26,7 +30,9 @@ def test_a_primed_compressor_pays_only_for_what_the_data_adds():
         expected = 8 * (len(compress(prime + TINY)) - len(compress(prime)))
         assert compression.compressed_bits(name, TINY, prime=prime) == expected
     # text it has already seen costs bzip2 far less than text it has not
-    assert compression.compressed_bits("bzip2", TINY, prime=TINY * 5) < compression.compressed_bits("bzip2", TINY)
+    assert compression.compressed_bits("bzip2", TINY, prime=TINY * 5) < compression.compressed_bits(
+        "bzip2", TINY
+    )
 
 
 def test_bits_per_char_and_the_split():
@@ -62,7 +68,9 @@ def test_ngram_probabilities_sum_to_one_and_code_repetition_cheaply():
     alphabet = sorted(set(text) | {"z"})
     counts = compression.ngram_counts(text, 3)
     for history in ("", "a", "abr", "zzz"):
-        total = sum(compression.ngram_probability(counts, history, c, len(alphabet)) for c in alphabet)
+        total = sum(
+            compression.ngram_probability(counts, history, c, len(alphabet)) for c in alphabet
+        )
         assert math.isclose(total, 1.0, rel_tol=1e-12)
     assert compression.ngram_bits(counts, "abracadabra", len(alphabet)) < 8 * len("abracadabra")
 
@@ -78,7 +86,9 @@ def test_lstm_stream_bits_is_the_models_cross_entropy_plus_the_first_character()
 
 def test_the_models_code_length_is_finite_and_below_eight_bits():
     text = load_corpus()[:20_000]
-    report = compression.experiment(steps=40, d_hidden=16, context=16, batch_size=16, order=2, text=text)
+    report = compression.experiment(
+        steps=40, d_hidden=16, context=16, batch_size=16, order=2, text=text
+    )
     m = report.metrics
     for key in ("bpc_lstm", "bpc_ngram", "bpc_gzip", "bpc_bzip2", "bpc_xz", "bpc_bzip2_primed"):
         assert math.isfinite(m[key]) and 0.0 < m[key] < 8.0, key

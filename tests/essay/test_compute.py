@@ -63,7 +63,14 @@ def test_experiment_rejects_bad_arguments(kwargs, message):
 def test_experiment_reports_sane_numbers():
     report = compute.experiment(sizes=(32, 128), repeats=1)
     m = report.metrics
-    assert {"gflops_n32", "gflops_n128", "peak_gflops", "bandwidth_gbs", "ridge_flop_per_byte", "crossover_n"} <= set(m)
+    assert {
+        "gflops_n32",
+        "gflops_n128",
+        "peak_gflops",
+        "bandwidth_gbs",
+        "ridge_flop_per_byte",
+        "crossover_n",
+    } <= set(m)
     assert {"years_GPT-3", "years_Llama_3_405B"} <= set(m)
     assert all(math.isfinite(v) and v > 0 for v in m.values())
     assert m["peak_gflops"] == max(m["gflops_n32"], m["gflops_n128"])

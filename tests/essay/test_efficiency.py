@@ -1,4 +1,5 @@
-"""Chapter 2.6's experiment: the variants agree, the measurements are sane (no timing thresholds)."""
+"""Chapter 2.6's experiment: the variants agree, the measurements are sane (no timing
+thresholds)."""
 
 import math
 
@@ -20,12 +21,15 @@ def test_the_three_attentions_agree():
     reference = jax.nn.dot_product_attention(q, k, v)
     chex.assert_shape(efficiency.naive_attention(q, k, v), (2, 64, 3, 8))
     chex.assert_trees_all_close(efficiency.naive_attention(q, k, v), reference, atol=1e-5)
-    chex.assert_trees_all_close(efficiency.blocked_attention(q, k, v, block=16), reference, atol=1e-5)
+    chex.assert_trees_all_close(
+        efficiency.blocked_attention(q, k, v, block=16), reference, atol=1e-5
+    )
 
 
 def test_blocked_attention_survives_large_scores():
     q, k, v = _qkv(32, key=1)
-    q = q * 100.0  # scores in the thousands: a naive exp would overflow, the running maximum does not
+    # scores in the thousands: a naive exp would overflow, the running maximum does not
+    q = q * 100.0
     out = efficiency.blocked_attention(q, k, v, block=8)
     assert bool(jnp.all(jnp.isfinite(out)))
     chex.assert_trees_all_close(out, jax.nn.dot_product_attention(q, k, v), atol=1e-4)
@@ -47,7 +51,14 @@ def test_loop_vmap_and_jit_agree():
 def test_attention_timings_structure():
     result = efficiency.attention_timings((128,), block=64, repeats=1)
     row = result[128]
-    assert {"naive", "blocked", "library", "naive_scores_mb", "blocked_scores_mb", "max_error"} == set(row)
+    assert {
+        "naive",
+        "blocked",
+        "library",
+        "naive_scores_mb",
+        "blocked_scores_mb",
+        "max_error",
+    } == set(row)
     assert row["naive_scores_mb"] == pytest.approx(efficiency.HEADS * 128 * 128 * 4 / 1e6)
     assert row["blocked_scores_mb"] < row["naive_scores_mb"]
     assert row["max_error"] < 1e-4
@@ -82,8 +93,9 @@ def test_experiment_reports_sane_numbers():
     report = efficiency.experiment(seq_lens=(128, 256), n=128, repeats=1)
     m = report.metrics
     expected = {"loop_ms", "vmap_ms", "jit_ms", "speedup_jit_over_loop", "attention_naive_ms_T256",
-                "attention_blocked_ms_T128", "attention_library_ms_T256", "scores_mb_T256", "float32_gflops",
-                "bfloat16_gflops", "speedup_bf16", "bf16_relative_error"}  # fmt: skip
+                "attention_blocked_ms_T128", "attention_library_ms_T256", "scores_mb_T256",
+                "float32_gflops", "bfloat16_gflops", "speedup_bf16",
+                "bf16_relative_error"}  # fmt: skip
     assert expected <= set(m)
     assert all(math.isfinite(v) and v >= 0 for v in m.values())
     assert m["attention_max_error"] < 1e-4 and m["dispatch_max_error"] < 1e-5

@@ -9,8 +9,10 @@ def test_training_flop_is_six_n_d():
     assert energy.training_flop(1000, 50) == 6 * 1000 * 50
 
 
-@pytest.mark.parametrize(("name", "kwargs"), [("n_weights", {"n_weights": 0, "examples": 1}),
-                                              ("examples", {"n_weights": 1, "examples": -3})])  # fmt: skip
+@pytest.mark.parametrize(("name", "kwargs"), [
+    ("n_weights", {"n_weights": 0, "examples": 1}),
+    ("examples", {"n_weights": 1, "examples": -3}),
+])  # fmt: skip
 def test_training_flop_rejects_bad_counts(name, kwargs):
     with pytest.raises(ValueError, match=name):
         energy.training_flop(**kwargs)
@@ -27,7 +29,10 @@ def test_read_rapl_reads_packages_only(tmp_path):
     _zone(tmp_path, "intel-rapl:0", 500)
     _zone(tmp_path, "intel-rapl:0:0", 100)  # a sub-zone of package 0: already counted in it
     _zone(tmp_path, "intel-rapl:1", 700)
-    assert energy.read_rapl(tmp_path) == {"intel-rapl:0": (500, 1_000_000), "intel-rapl:1": (700, 1_000_000)}
+    assert energy.read_rapl(tmp_path) == {
+        "intel-rapl:0": (500, 1_000_000),
+        "intel-rapl:1": (700, 1_000_000),
+    }
 
 
 def test_read_rapl_is_none_without_readable_counters(tmp_path):
@@ -50,7 +55,9 @@ def test_joules_between_rejects_mismatched_zones():
 
 def test_chip_joules_per_flop_is_power_over_peak():
     h100 = hardware.by_name(hardware.load())["H100 (SXM5)"]
-    assert energy.chip_joules_per_flop(h100) == pytest.approx(h100.power_w / (h100.fp16_tflops * 1e12))
+    assert energy.chip_joules_per_flop(h100) == pytest.approx(
+        h100.power_w / (h100.fp16_tflops * 1e12)
+    )
 
 
 def test_chip_for_matches_the_milestones_hardware_text():
@@ -72,9 +79,12 @@ def test_published_figures_name_milestones():
 
 def test_milestone_energy_scales_with_flop():
     runs = energy.milestone_energy(1e-11)
-    assert runs and all(r.flop > 0 and r.here_mwh == pytest.approx(r.flop * 1e-11 / 3.6e9) for r in runs)
+    assert runs and all(
+        r.flop > 0 and r.here_mwh == pytest.approx(r.flop * 1e-11 / 3.6e9) for r in runs
+    )
     gpt3 = next(r for r in runs if r.system == "GPT-3")
-    # On V100s at peak and rated power, GPT-3's 3.14e23 FLOP need ~209 MWh: below the published 1,287.
+    # On V100s at peak and rated power, GPT-3's 3.14e23 FLOP
+    # need ~209 MWh: below the published 1,287.
     assert gpt3.chip == "Tesla V100 (SXM2)" and 150 < gpt3.chip_mwh < gpt3.published_mwh
     half = {r.system: r.chip_mwh for r in energy.milestone_energy(1e-11, utilisation=0.5)}
     assert half["GPT-3"] == pytest.approx(2 * gpt3.chip_mwh)
@@ -92,7 +102,9 @@ def test_milestone_energy_rejects_bad_arguments(name, value):
     [("seed", -1), ("steps", 0), ("steps", 300), ("batch_size", 0), ("watts_per_core", -2.0)],
 )
 def test_experiment_rejects_bad_arguments_before_training(name, value, monkeypatch):
-    monkeypatch.setattr(energy, "train", lambda *a, **k: pytest.fail("trained before checking arguments"))
+    monkeypatch.setattr(
+        energy, "train", lambda *a, **k: pytest.fail("trained before checking arguments")
+    )
     with pytest.raises(ValueError, match=name):
         energy.experiment(**{name: value})
 
@@ -102,7 +114,15 @@ def test_experiment_reports_energy_with_or_without_counters(tmp_path):
     _zone(tmp_path, "intel-rapl:0", 0)  # a counter that never moves: the estimate must take over
     report = energy.experiment(seed=0, steps=250, rapl_root=tmp_path)
     m = report.metrics
-    for key in ("flop", "seconds", "cpu_seconds", "gflop_per_s", "joules", "joules_per_flop", "measured"):
+    for key in (
+        "flop",
+        "seconds",
+        "cpu_seconds",
+        "gflop_per_s",
+        "joules",
+        "joules_per_flop",
+        "measured",
+    ):
         assert math.isfinite(m[key]) and m[key] >= 0, key
     assert m["measured"] == 0.0 and "ESTIMATED" in str(report)
     assert m["joules"] == pytest.approx(energy.WATTS_PER_CORE * m["cpu_seconds"])

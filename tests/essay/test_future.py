@@ -18,7 +18,11 @@ def test_fit_recovers_an_exact_exponential_and_its_doubling_time():
 
 def test_the_interval_contains_the_estimate_and_the_band_widens_away_from_the_data():
     rng = np.random.default_rng(0)
-    points = [(y, 10 ** (0.3 * (y - 2019) + 22 + rng.normal(0, 0.3))) for y in range(2019, 2026) for _ in range(2)]
+    points = [
+        (y, 10 ** (0.3 * (y - 2019) + 22 + rng.normal(0, 0.3)))
+        for y in range(2019, 2026)
+        for _ in range(2)
+    ]
     trend = future.fit_trend(points, level=0.9)
     low, high = trend.doubling_interval
     assert low < trend.doubling_months < high
@@ -32,8 +36,12 @@ def test_crossing_year_solves_the_line_and_orders_the_band():
     trend = future.fit_trend([(y, 10.0 ** (y - 2019)) for y in range(2019, 2025)])  # ×10 a year
     assert future.crossing_year(trend, 1e8) == pytest.approx(2027.0, abs=1 / 24)
     assert future.crossing_year(trend, 1e300, horizon=2040) is None
-    noisy = future.fit_trend([(2019, 1.0), (2020, 20.0), (2021, 50.0), (2022, 2000.0), (2023, 3000.0)])
-    early, central, late = (future.crossing_year(noisy, 1e9, curve=c) for c in ("early", "central", "late"))
+    noisy = future.fit_trend(
+        [(2019, 1.0), (2020, 20.0), (2021, 50.0), (2022, 2000.0), (2023, 3000.0)]
+    )
+    early, central, late = (
+        future.crossing_year(noisy, 1e9, curve=c) for c in ("early", "central", "late")
+    )
     assert early <= central <= late
 
 
@@ -47,11 +55,14 @@ def test_window_fits_and_series_use_the_milestone_file():
 
 
 def test_run_power_is_llama3s_at_the_start_and_scales_with_compute():
-    watts = future.run_power_watts(future.LLAMA3_FLOP, 2024.0, flop_per_watt_doubling_months=24.0, run_days=90.0)
+    watts = future.run_power_watts(
+        future.LLAMA3_FLOP, 2024.0, flop_per_watt_doubling_months=24.0, run_days=90.0
+    )
     joules = future.LLAMA3_GPU_HOURS * 3600 * future.LLAMA3_GPU_WATTS
     assert float(watts) == pytest.approx(joules / (90 * 86_400))
     later = future.run_power_watts(future.LLAMA3_FLOP, 2026.0, flop_per_watt_doubling_months=24.0)
-    assert float(later) == pytest.approx(float(watts) / 2)  # chips twice as efficient two years later
+    # chips twice as efficient two years later
+    assert float(later) == pytest.approx(float(watts) / 2)
 
 
 @pytest.mark.parametrize(
@@ -62,7 +73,10 @@ def test_run_power_is_llama3s_at_the_start_and_scales_with_compute():
         (lambda: future.fit_trend([(2020, 1.0), (2021, 2.0), (2022, 3.0)], level=1.0), "level"),
         (lambda: future.series("energy"), "name"),
         (lambda: future.window_doubling_months([(2019, 1.0)], starts=(2019,)), "starts"),
-        (lambda: future.run_power_watts(1e25, 2025, flop_per_watt_doubling_months=0.0), "flop_per_watt"),
+        (
+            lambda: future.run_power_watts(1e25, 2025, flop_per_watt_doubling_months=0.0),
+            "flop_per_watt",
+        ),
         (lambda: future.analysis(horizon=2020), "horizon"),
     ],
 )

@@ -27,7 +27,10 @@ def test_types_and_kinds(rows):
         assert row.kind in h.KINDS
         for column in h.RANGES:
             value = getattr(row, column)
-            assert value is None or (isinstance(value, float) and math.isfinite(value)), (row.name, column)
+            assert value is None or (isinstance(value, float) and math.isfinite(value)), (
+                row.name,
+                column,
+            )
 
 
 def test_every_figure_has_a_source(rows):
@@ -54,7 +57,8 @@ def test_known_figures(rows):
     assert chips["GeForce GTX 580"].fp32_tflops == pytest.approx(1.581)
     a100 = chips["A100 (SXM4, 40 GB)"]
     assert (a100.fp16_tflops, a100.memory_bandwidth_gbs, a100.power_w) == (312.0, 1555.0, 400.0)
-    assert chips["H100 (SXM5)"].fp8_tflops == 1979.0  # dense: the datasheet's 3,958 assumes sparsity
+    # dense: the datasheet's 3,958 assumes sparsity
+    assert chips["H100 (SXM5)"].fp8_tflops == 1979.0
 
 
 def _write(tmp_path, rows):
@@ -135,7 +139,9 @@ def test_helpers(tmp_path):
     assert h.peak_tflops(row, "fp8") is None and h.ridge_point(row, "int8") is None
     with pytest.raises(ValueError, match="precision"):
         h.peak_tflops(row, "fp64")
-    (cpu,) = h.load(_write(tmp_path, [{**GOOD, "fp16_tflops": "", "power_w": "", "source_power": ""}]))
+    (cpu,) = h.load(
+        _write(tmp_path, [{**GOOD, "fp16_tflops": "", "power_w": "", "source_power": ""}])
+    )
     assert h.ml_peak_tflops(cpu) == 5.0 and h.flops_per_watt(cpu) is None
 
 

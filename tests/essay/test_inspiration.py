@@ -1,4 +1,5 @@
-"""The inspiration file behind chapter 4: one row per catalog topic, fixed categories, sourced; its figure."""
+"""The inspiration file behind chapter 4: one row per catalog topic, fixed categories, sourced; its
+figure."""
 
 import csv
 
@@ -22,7 +23,9 @@ def test_every_catalog_topic_exactly_once_in_catalog_order(rows):
 def test_categories_from_the_fixed_set_and_sources_present(rows):
     for row in rows:
         assert row.category in insp.CATEGORIES, row.topic
-        assert row.also == "" or (row.also in insp.CATEGORIES and row.also != row.category), row.topic
+        assert row.also == "" or (row.also in insp.CATEGORIES and row.also != row.category), (
+            row.topic
+        )
         assert row.paper and row.statement and row.where, row.topic
 
 
@@ -110,7 +113,12 @@ def test_a_missing_topic_is_rejected(tmp_path, rows):
 
 def test_none_stated_is_allowed(tmp_path, rows):
     raw = _raw(rows)
-    raw[0] = {**raw[0], "category": "none stated", "also": "", "statement": "no source of inspiration stated"}
+    raw[0] = {
+        **raw[0],
+        "category": "none stated",
+        "also": "",
+        "statement": "no source of inspiration stated",
+    }
     loaded = insp.load(_write(tmp_path, raw))
     assert insp.counts(loaded)["none stated"] == 1
 

@@ -1,4 +1,5 @@
-"""The investments file behind chapter 3: well-formed, sourced, no invented conversions; and its figure."""
+"""The investments file behind chapter 3: well-formed, sourced, no invented conversions; and its
+figure."""
 
 import csv
 import math
@@ -25,7 +26,9 @@ def test_types_kinds_and_dates(rows):
         assert row.kind in inv.KINDS, row
         assert row.who and row.what, row
         assert 1950 <= row.when.year <= 2026
-        assert row.amount_usd is None or (isinstance(row.amount_usd, float) and math.isfinite(row.amount_usd))
+        assert row.amount_usd is None or (
+            isinstance(row.amount_usd, float) and math.isfinite(row.amount_usd)
+        )
         assert row.amount_usd is None or row.amount_usd > 0
 
 
@@ -54,7 +57,8 @@ def test_known_rows(rows):
     microsoft = [r.amount_usd for r in rows if r.who == "Microsoft" and r.kind == "investment"]
     assert microsoft == [1e9, 1e10]
     deepseek = next(r for r in rows if "DeepSeek-V3" in r.what)
-    assert deepseek.amount_usd == pytest.approx(2.788e6 * 2)  # GPU-hours x the report's $2 rental price
+    # GPU-hours x the report's $2 rental price
+    assert deepseek.amount_usd == pytest.approx(2.788e6 * 2)
 
 
 def test_non_dollar_amounts_are_not_converted(rows):
@@ -144,7 +148,9 @@ def test_era_summary_covers_every_row(rows):
     assert [s.narrative for s in summary] == [e[0] for e in inv.ERAS]
     assert sum(s.events for s in summary) == len(rows)
     last = summary[-1]
-    assert last.largest is not None and last.largest.amount_usd == max(r.amount_usd or 0 for r in rows)
+    assert last.largest is not None and last.largest.amount_usd == max(
+        r.amount_usd or 0 for r in rows
+    )
 
 
 def test_figure_draws(rows):

@@ -7,10 +7,14 @@ def test_decompose_splits_doublings_between_chips_and_spending():
     d = leverage.decompose(1.0, 0.25)
     assert d["chip_share"] == pytest.approx(0.25)
     assert d["spending_per_year"] == pytest.approx(0.75)
-    assert d["compute_factor_per_year"] == pytest.approx(d["chip_factor_per_year"] * d["spending_factor_per_year"])
+    assert d["compute_factor_per_year"] == pytest.approx(
+        d["chip_factor_per_year"] * d["spending_factor_per_year"]
+    )
 
 
-@pytest.mark.parametrize(("name", "args"), [("compute_per_year", (0.0, 0.1)), ("chip_per_year", (1.0, 500.0))])
+@pytest.mark.parametrize(
+    ("name", "args"), [("compute_per_year", (0.0, 0.1)), ("chip_per_year", (1.0, 500.0))]
+)
 def test_decompose_rejects_bad_rates(name, args):
     with pytest.raises(ValueError, match=name):
         leverage.decompose(*args)
@@ -31,7 +35,13 @@ def test_compute_points_start_at_first_year():
 
 def test_trends_grow_and_compute_outpaces_chips():
     fits = leverage.trends()
-    assert set(fits) == {"compute", "chips_per_run", "flop_per_dollar", "flop_per_watt", "peak_per_chip"}
+    assert set(fits) == {
+        "compute",
+        "chips_per_run",
+        "flop_per_dollar",
+        "flop_per_watt",
+        "peak_per_chip",
+    }
     assert all(fit.per_year > 0 for fit in fits.values())
     assert fits["compute"].per_year > fits["flop_per_dollar"].per_year
 

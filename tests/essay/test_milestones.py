@@ -24,9 +24,17 @@ def test_types(rows):
     for row in rows:
         assert isinstance(row.system, str) and row.system
         assert isinstance(row.year, int)
-        for column in ("parameters", "active_parameters", "training_compute_flop", "training_data_size"):
+        for column in (
+            "parameters",
+            "active_parameters",
+            "training_compute_flop",
+            "training_data_size",
+        ):
             value = getattr(row, column)
-            assert value is None or (isinstance(value, float) and math.isfinite(value)), (row.system, column)
+            assert value is None or (isinstance(value, float) and math.isfinite(value)), (
+                row.system,
+                column,
+            )
 
 
 def test_values_in_plausible_ranges(rows):
@@ -37,7 +45,9 @@ def test_values_in_plausible_ranges(rows):
         if row.training_compute_flop is not None:
             assert 1e9 <= row.training_compute_flop <= 1e27, row.system
         if row.active_parameters is not None:
-            assert row.parameters is not None and row.active_parameters <= row.parameters, row.system
+            assert row.parameters is not None and row.active_parameters <= row.parameters, (
+                row.system
+            )
 
 
 def test_units_come_from_the_allowed_set(rows):
@@ -111,7 +121,10 @@ GOOD = {
         ({"parameters": "many"}, "parameters"),
         ({"source_parameters": ""}, "source_parameters"),
         ({"training_data_size": "100"}, "training_data_unit"),
-        ({"training_data_size": "100", "training_data_unit": "bananas", "source_data": "x"}, "training_data_unit"),
+        (
+            {"training_data_size": "100", "training_data_unit": "bananas", "source_data": "x"},
+            "training_data_unit",
+        ),
         ({"training_compute_flop": "1e20"}, "source_compute"),
         ({"hardware": "GPUs"}, "source_hardware"),
         ({"active_parameters": "2000"}, "active_parameters"),
@@ -141,7 +154,9 @@ def test_doubling_time_of_an_exact_exponential():
     assert m.doubling_time_months(years, [1, 4, 16, 64]) == pytest.approx(6.0)
 
 
-@pytest.mark.parametrize(("years", "values"), [([2000], [1]), ([2000, 2000], [1, 2]), ([2000, 2001], [0, 1])])
+@pytest.mark.parametrize(
+    ("years", "values"), [([2000], [1]), ([2000, 2000], [1, 2]), ([2000, 2001], [0, 1])]
+)
 def test_doubling_time_rejects_bad_input(years, values):
     with pytest.raises(ValueError):
         m.doubling_time_months(years, values)

@@ -28,7 +28,9 @@ def test_a_masked_student_equals_the_same_network_built_at_its_width():
     padded = scaling.padded_student(key, 5, 16)
     mask = scaling.width_masks(jnp.asarray([5]), 16)[0]
     small = dnn.init_mlp(key, [scaling.D_IN, 5, 1])
-    chex.assert_trees_all_close(scaling.masked_mlp(padded, mask, x), dnn.mlp(small, x)[:, 0], rtol=1e-6)
+    chex.assert_trees_all_close(
+        scaling.masked_mlp(padded, mask, x), dnn.mlp(small, x)[:, 0], rtol=1e-6
+    )
     # and the switched-off units receive no gradient
     grads = jax.grad(lambda p: jnp.sum(scaling.masked_mlp(p, mask, x) ** 2))(padded)
     assert float(jnp.abs(grads[0]["kernel"][:, 5:]).max()) == 0.0

@@ -47,7 +47,9 @@ def test_training_side_by_side_equals_training_alone():
 
     opt = adam(1e-2)
     data = {"x": x, "y": y}
-    stacked = train(together, side_by_side.stack(inits), opt, data, key=0, steps=50, progress=False).params
+    stacked = train(
+        together, side_by_side.stack(inits), opt, data, key=0, steps=50, progress=False
+    ).params
     for i, init in enumerate(inits):
         single = train(alone, init, opt, data, key=0, steps=50, progress=False).params
         chex.assert_trees_all_close(side_by_side.unstack(stacked, i), single, rtol=1e-5, atol=1e-6)

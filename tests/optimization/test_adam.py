@@ -27,7 +27,10 @@ RTOL = 1e-6  # parameters after 200 steps agree with Optax's to this relative di
     ],
 )
 def test_sgd_equals_optax(kwargs):
-    assert relative_difference(run_steps(adam.sgd(**kwargs), 0), run_steps(optax.sgd(**kwargs), 0)) <= RTOL
+    assert (
+        relative_difference(run_steps(adam.sgd(**kwargs), 0), run_steps(optax.sgd(**kwargs), 0))
+        <= RTOL
+    )
 
 
 @pytest.mark.parametrize(
@@ -75,7 +78,10 @@ def run_steps(opt, seed: int, steps: int = 200):
 
 def weights_only(params):
     """A mask: decay matrices and kernels, not biases, scalars or embeddings."""
-    return {k: jax.tree.map(lambda x: x.ndim > 1, v) if k != "embed" else False for k, v in params.items()}
+    return {
+        k: jax.tree.map(lambda x: x.ndim > 1, v) if k != "embed" else False
+        for k, v in params.items()
+    }
 
 
 MASK_TREE = {
@@ -84,17 +90,42 @@ MASK_TREE = {
     "conv": True,
     "temperature": False,
 }
-OURS_COSINE = schedules.warmup_cosine_decay_schedule(0.0, 0.05, 20, 200, 0.001)  # our schedule in ours,
+# our schedule in ours,
+OURS_COSINE = schedules.warmup_cosine_decay_schedule(0.0, 0.05, 20, 200, 0.001)
 OPTAX_COSINE = optax.warmup_cosine_decay_schedule(0.0, 0.05, 20, 200, 0.001)  # Optax's in Optax's
 
 # (name, our factory, optax's factory, kwargs for ours, kwargs for optax's)
 CASES = [
     ("adam-default", adam.adam, optax.adam, {"learning_rate": 1e-3}, None),
-    ("adam-fast", adam.adam, optax.adam, {"learning_rate": 0.05, "b1": 0.5, "b2": 0.9, "eps": 1e-6}, None),
-    ("adam-no-momentum", adam.adam, optax.adam, {"learning_rate": 0.01, "b1": 0.0, "b2": 0.99}, None),
-    ("adam-cosine", adam.adam, optax.adam, {"learning_rate": OURS_COSINE}, {"learning_rate": OPTAX_COSINE}),
+    (
+        "adam-fast",
+        adam.adam,
+        optax.adam,
+        {"learning_rate": 0.05, "b1": 0.5, "b2": 0.9, "eps": 1e-6},
+        None,
+    ),
+    (
+        "adam-no-momentum",
+        adam.adam,
+        optax.adam,
+        {"learning_rate": 0.01, "b1": 0.0, "b2": 0.99},
+        None,
+    ),
+    (
+        "adam-cosine",
+        adam.adam,
+        optax.adam,
+        {"learning_rate": OURS_COSINE},
+        {"learning_rate": OPTAX_COSINE},
+    ),
     ("adamw-default", adam.adamw, optax.adamw, {"learning_rate": 1e-3}, None),
-    ("adamw-mask-tree", adam.adamw, optax.adamw, {"learning_rate": 0.02, "weight_decay": 0.1, "mask": MASK_TREE}, None),
+    (
+        "adamw-mask-tree",
+        adam.adamw,
+        optax.adamw,
+        {"learning_rate": 0.02, "weight_decay": 0.1, "mask": MASK_TREE},
+        None,
+    ),
     (
         "adamw-mask-fn-cosine",
         adam.adamw,
@@ -110,22 +141,52 @@ CASES = [
         None,
     ),
     ("adagrad-default", adam.adagrad, optax.adagrad, {"learning_rate": 0.1}, None),
-    ("adagrad-zero-start", adam.adagrad, optax.adagrad, {"learning_rate": 0.3, "initial_accumulator_value": 0.0}, None),
-    ("adagrad-cosine", adam.adagrad, optax.adagrad, {"learning_rate": OURS_COSINE}, {"learning_rate": OPTAX_COSINE}),
+    (
+        "adagrad-zero-start",
+        adam.adagrad,
+        optax.adagrad,
+        {"learning_rate": 0.3, "initial_accumulator_value": 0.0},
+        None,
+    ),
+    (
+        "adagrad-cosine",
+        adam.adagrad,
+        optax.adagrad,
+        {"learning_rate": OURS_COSINE},
+        {"learning_rate": OPTAX_COSINE},
+    ),
     ("rmsprop-default", adam.rmsprop, optax.rmsprop, {"learning_rate": 0.01}, None),
-    ("rmsprop-centered", adam.rmsprop, optax.rmsprop, {"learning_rate": 0.01, "centered": True, "eps": 1e-4}, None),
+    (
+        "rmsprop-centered",
+        adam.rmsprop,
+        optax.rmsprop,
+        {"learning_rate": 0.01, "centered": True, "eps": 1e-4},
+        None,
+    ),
     (
         "rmsprop-momentum",
         adam.rmsprop,
         optax.rmsprop,
-        {"learning_rate": 0.005, "decay": 0.95, "momentum": 0.9, "nesterov": True, "initial_scale": 1.0},
+        {
+            "learning_rate": 0.005,
+            "decay": 0.95,
+            "momentum": 0.9,
+            "nesterov": True,
+            "initial_scale": 1.0,
+        },
         None,
     ),
     (
         "rmsprop-corrected",
         adam.rmsprop,
         optax.rmsprop,
-        {"learning_rate": 0.01, "bias_correction": True, "eps_in_sqrt": False, "centered": True, "eps": 1e-3},
+        {
+            "learning_rate": 0.01,
+            "bias_correction": True,
+            "eps_in_sqrt": False,
+            "centered": True,
+            "eps": 1e-3,
+        },
         None,
     ),
     (
@@ -138,7 +199,9 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("name", "ours", "theirs", "kwargs", "their_kwargs"), CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("name", "ours", "theirs", "kwargs", "their_kwargs"), CASES, ids=[c[0] for c in CASES]
+)
 @pytest.mark.parametrize("seed", [0, 1])
 def test_optimizer_equals_optax(name, ours, theirs, kwargs, their_kwargs, seed):
     mine = run_steps(ours(**kwargs), seed)
@@ -148,12 +211,21 @@ def test_optimizer_equals_optax(name, ours, theirs, kwargs, their_kwargs, seed):
 
 
 def test_optimizers_compose_with_optax_transformations():
-    ours = optax.chain(optax.clip_by_global_norm(1.0), adam.adam(0.01), optax.add_noise(0.0, 0.55, 0))
-    theirs = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(0.01), optax.add_noise(0.0, 0.55, 0))
+    ours = optax.chain(
+        optax.clip_by_global_norm(1.0), adam.adam(0.01), optax.add_noise(0.0, 0.55, 0)
+    )
+    theirs = optax.chain(
+        optax.clip_by_global_norm(1.0), optax.adam(0.01), optax.add_noise(0.0, 0.55, 0)
+    )
     assert relative_difference(run_steps(ours, 3), run_steps(theirs, 3)) <= RTOL
     # Our building blocks inside Optax's scaffolding, and Optax's inside ours.
-    mixed = optax.chain(adam.scale_by_adam(), optax.add_decayed_weights(1e-2), adam.scale_by_learning_rate(0.02))
-    assert relative_difference(run_steps(mixed, 4), run_steps(optax.adamw(0.02, weight_decay=1e-2), 4)) <= RTOL
+    mixed = optax.chain(
+        adam.scale_by_adam(), optax.add_decayed_weights(1e-2), adam.scale_by_learning_rate(0.02)
+    )
+    assert (
+        relative_difference(run_steps(mixed, 4), run_steps(optax.adamw(0.02, weight_decay=1e-2), 4))
+        <= RTOL
+    )
     accumulated = optax.MultiSteps(adam.rmsprop(0.01), every_k_schedule=3)
     reference = optax.MultiSteps(optax.rmsprop(0.01), every_k_schedule=3)
     assert relative_difference(run_steps(accumulated, 5, 60), run_steps(reference, 5, 60)) <= RTOL
@@ -205,10 +277,13 @@ def test_states_are_named_tuples_shaped_like_params():
 
 
 def test_adam_first_step_has_the_size_of_the_learning_rate():
-    """With bias correction, step 1 is ``-lr * sign(g)``; without, it is ``(1-b1)/sqrt(1-b2)`` times that."""
+    """With bias correction, step 1 is ``-lr * sign(g)``; without, it is ``(1-b1)/sqrt(1-b2)`` times
+    that."""
     g = {"w": jnp.array([1e-4, -3.0, 250.0])}
     corrected, _ = adam.scale_by_adam(eps=1e-12).update(g, adam.scale_by_adam().init(g))
-    raw, _ = adam.scale_by_adam(eps=1e-12, bias_correction=False).update(g, adam.scale_by_adam().init(g))
+    raw, _ = adam.scale_by_adam(eps=1e-12, bias_correction=False).update(
+        g, adam.scale_by_adam().init(g)
+    )
     np.testing.assert_allclose(corrected["w"], jnp.sign(g["w"]), rtol=1e-5)
     np.testing.assert_allclose(raw["w"], jnp.sign(g["w"]) * 0.1 / np.sqrt(0.001), rtol=1e-5)
 
@@ -218,7 +293,9 @@ def test_adam_step_is_invariant_to_diagonal_rescaling(seed):
     """Multiplying each gradient coordinate by a positive constant leaves Adam's steps unchanged."""
     params = random_tree(seed)
     rng = np.random.default_rng(seed)
-    scale = jax.tree.map(lambda p: jnp.asarray(np.exp(rng.uniform(-7, 7, p.shape)), jnp.float32), params)
+    scale = jax.tree.map(
+        lambda p: jnp.asarray(np.exp(rng.uniform(-7, 7, p.shape)), jnp.float32), params
+    )
     opt = adam.scale_by_adam(eps=1e-12)
     s1, s2 = opt.init(params), opt.init(params)
     for i in range(20):
@@ -241,7 +318,9 @@ def test_linen_and_nnx_steps_agree():
     optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
     opt_state = tx.init(variables)
     for _ in range(5):
-        variables, opt_state, loss_linen = adam_experiment.linen_step(linen, tx, variables, opt_state, x, y)
+        variables, opt_state, loss_linen = adam_experiment.linen_step(
+            linen, tx, variables, opt_state, x, y
+        )
         loss_nnx = adam_experiment.nnx_step(model, optimizer, x, y)
         chex.assert_trees_all_close(loss_linen, loss_nnx, rtol=1e-6)
     chex.assert_trees_all_close(twins.pure(model), variables["params"], rtol=1e-5, atol=1e-6)
@@ -266,7 +345,8 @@ def test_linen_and_nnx_steps_agree():
         (lambda: adam.adam(1e-3, eps_root=-1e-8), "eps_root"),
         (lambda: adam.rmsprop(1e-3, eps=-1.0), "eps"),
         (lambda: adam.adagrad(1e-3, eps=-1.0), "eps"),
-        (lambda: adam.adam(1e-3, eps=0.0).init({"w": jnp.ones(2)}), "eps"),  # 0/0 at a zero gradient
+        # 0/0 at a zero gradient
+        (lambda: adam.adam(1e-3, eps=0.0).init({"w": jnp.ones(2)}), "eps"),
         (lambda: adam.adam(1e-3).init({"w": jnp.ones(2, jnp.float16)}), "eps"),
         (lambda: adam.rmsprop(1e-3).init({"w": jnp.ones(2, jnp.float16)}), "eps"),
         (lambda: adam.rmsprop(1e-3, decay=1.0), "decay"),
@@ -308,9 +388,10 @@ def test_claim_adam_in_a_badly_conditioned_valley(seed):
     assert m["adam_over_sgd_loss"] < 0.05  # at each one's best rate (0.003-0.006 seen)
     assert m["adam_rescaled_path_change"] < 1e-5  # the same path under diag(100, 0.01) (1e-7 seen)
     assert m["sgd_rescaled_path_change"] > 0.5  # SGD's path changes completely
-    # Bias correction: without it the first steps are longer, which helps at small rates and hurts at
-    # large ones. Seeds 0-9: ratio 0.43-0.49 at rate 0.01, 2.11-2.88 at rate 0.56 (docs/claims.md).
-    # At Adam's own best rate the sign depends on the start (worse on 6 of 10 seeds): not asserted.
+    # Bias correction: without it the first steps are longer, which helps at
+    # small rates and hurts at large ones. Seeds 0-9: ratio 0.43-0.49 at rate
+    # 0.01, 2.11-2.88 at rate 0.56 (docs/claims.md). At Adam's own best rate
+    # the sign depends on the start (worse on 6 of 10 seeds): not asserted.
     assert m["early_loss_ratio_at_low_rate"] < 0.65
     assert m["early_loss_ratio_at_high_rate"] > 1.6
     assert m["uncorrected_max_step_multiplier"] > 5  # (1 - b1^t) / sqrt(1 - b2^t) peaks near 6.6
@@ -318,11 +399,17 @@ def test_claim_adam_in_a_badly_conditioned_valley(seed):
 
 @pytest.mark.parametrize(
     "opt",
-    [adam.adam(0.01), adam.adamw(0.01, mask=weights_only), adam.rmsprop(0.01, centered=True), adam.adagrad(0.1)],
+    [
+        adam.adam(0.01),
+        adam.adamw(0.01, mask=weights_only),
+        adam.rmsprop(0.01, centered=True),
+        adam.adagrad(0.1),
+    ],
     ids=["adam", "adamw", "rmsprop", "adagrad"],
 )
 def test_state_buffers_are_distinct_so_they_can_be_donated(opt):
-    """A training loop may donate params and state to ``jit``; no two state leaves may share a buffer."""
+    """A training loop may donate params and state to ``jit``; no two state leaves may share a
+    buffer."""
     step = jax.jit(lambda p, s, g: opt.update(g, s, p)[1], donate_argnums=(1,))
     params = random_tree(0)
     state = step(params, opt.init(params), random_tree(1))
@@ -330,7 +417,8 @@ def test_state_buffers_are_distinct_so_they_can_be_donated(opt):
 
 
 def test_adam_agrees_with_optax_op_by_op_too():
-    """Without ``jit`` (eager), the bias correction must stay accurate: within 1e-6 after 100 steps."""
+    """Without ``jit`` (eager), the bias correction must stay accurate: within 1e-6 after 100
+    steps."""
 
     def run(opt):
         params = {"w": jnp.linspace(-1.0, 1.0, 6).reshape(2, 3), "b": jnp.zeros(3)}

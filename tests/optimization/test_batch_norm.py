@@ -26,7 +26,9 @@ def _params(d, seed=1):
 def test_batch_norm_shapes_and_dtypes(shape):
     d = shape[-1]
     scale, bias = _params(d)
-    y, (mean, var) = bn.batch_norm(_x(shape), scale, bias, jnp.zeros(d), jnp.ones(d), use_running_average=False)
+    y, (mean, var) = bn.batch_norm(
+        _x(shape), scale, bias, jnp.zeros(d), jnp.ones(d), use_running_average=False
+    )
     chex.assert_shape(y, shape)
     chex.assert_shape([mean, var], (d,))
     chex.assert_type([y, mean, var], jnp.float32)
@@ -35,13 +37,16 @@ def test_batch_norm_shapes_and_dtypes(shape):
 def test_batch_norm_standardises_each_feature_over_the_batch():
     x = _x((256, 4))
     d = x.shape[-1]
-    y, _ = bn.batch_norm(x, jnp.ones(d), jnp.zeros(d), jnp.zeros(d), jnp.ones(d), use_running_average=False)
+    y, _ = bn.batch_norm(
+        x, jnp.ones(d), jnp.zeros(d), jnp.zeros(d), jnp.ones(d), use_running_average=False
+    )
     chex.assert_trees_all_close(y.mean(axis=0), jnp.zeros(d), atol=1e-5)
     chex.assert_trees_all_close(y.std(axis=0), jnp.ones(d), atol=1e-4)
 
 
 def _run_both(x_batches, axis=-1, eval_x=None):
-    """Apply ours and flax.linen.BatchNorm in training mode to each batch; return outputs and variables."""
+    """Apply ours and flax.linen.BatchNorm in training mode to each batch; return outputs and
+    variables."""
     ours, theirs = bn.LinenBatchNorm(axis=axis), nn.BatchNorm(axis=axis, use_fast_variance=False)
     v = ours.init(jax.random.key(0), x_batches[0], use_running_average=False)
     w = theirs.init(jax.random.key(0), x_batches[0], use_running_average=False)
@@ -56,7 +61,10 @@ def _run_both(x_batches, axis=-1, eval_x=None):
         outs.append((y1, y2))
     if eval_x is not None:
         outs.append(
-            (ours.apply(v, eval_x, use_running_average=True), theirs.apply(w, eval_x, use_running_average=True))
+            (
+                ours.apply(v, eval_x, use_running_average=True),
+                theirs.apply(w, eval_x, use_running_average=True),
+            )
         )
     return outs, v, w
 
@@ -67,7 +75,8 @@ def test_batch_norm_matches_flax_linen_batchnorm_in_train_and_eval_mode(shape, a
     outs, v, w = _run_both(batches, axis=axis, eval_x=_x(shape, seed=9))
     for ours, theirs in outs:
         chex.assert_trees_all_close(ours, theirs, rtol=1e-5, atol=1e-5)
-    chex.assert_trees_all_close(v["batch_stats"], w["batch_stats"], rtol=1e-5, atol=1e-6)  # running averages
+    # running averages
+    chex.assert_trees_all_close(v["batch_stats"], w["batch_stats"], rtol=1e-5, atol=1e-6)
 
 
 def test_linen_init_leaves_the_running_statistics_untouched():
@@ -85,7 +94,9 @@ def test_linen_and_nnx_twins_agree_on_outputs_and_gradients(use_running_average)
         bn.NnxBatchNorm(6, momentum=0.9, use_running_average=use_running_average),
         (x,),
         loss=lambda y: jnp.mean((y - target) ** 2),
-        linen_apply=lambda v, x: linen.apply(v, x, use_running_average=use_running_average, mutable=["batch_stats"])[0],
+        linen_apply=lambda v, x: linen.apply(
+            v, x, use_running_average=use_running_average, mutable=["batch_stats"]
+        )[0],
         init_kwargs={"use_running_average": False},
         rtol=1e-5,
     )
@@ -99,14 +110,19 @@ def test_linen_and_nnx_twins_keep_the_same_running_statistics():
     twins.load_linen(model, variables)  # params and batch_stats, key for key
     for step in range(5):
         x = _x(seed=step) * (step + 1)
-        y_linen, updates = linen.apply(variables, x, use_running_average=False, mutable=["batch_stats"])
+        y_linen, updates = linen.apply(
+            variables, x, use_running_average=False, mutable=["batch_stats"]
+        )
         chex.assert_trees_all_close(y_linen, model(x), rtol=1e-6, atol=1e-6)
         variables = {**variables, **updates}
-        chex.assert_trees_all_close(twins.variables(model), variables, rtol=1e-6)  # running statistics too
+        # running statistics too
+        chex.assert_trees_all_close(twins.variables(model), variables, rtol=1e-6)
     # evaluation mode: both normalise with the running averages they collected
     x = _x(seed=11)
     model.eval()
-    chex.assert_trees_all_close(linen.apply(variables, x, use_running_average=True), model(x), rtol=1e-6)
+    chex.assert_trees_all_close(
+        linen.apply(variables, x, use_running_average=True), model(x), rtol=1e-6
+    )
 
 
 def test_nnx_batchnorm_matches_flax_nnx_batchnorm_state():
@@ -114,21 +130,33 @@ def test_nnx_batchnorm_matches_flax_nnx_batchnorm_state():
     for step in range(4):
         x = _x(seed=step) + step
         chex.assert_trees_all_close(ours(x), theirs(x), rtol=1e-5, atol=1e-5)
-    chex.assert_trees_all_close((ours.mean[...], ours.var[...]), (theirs.mean[...], theirs.var[...]), rtol=1e-5)
+    chex.assert_trees_all_close(
+        (ours.mean[...], ours.var[...]), (theirs.mean[...], theirs.var[...]), rtol=1e-5
+    )
 
 
 def test_batch_norm_of_a_constant_input_is_finite_and_honours_eps():
     d = 4
     x = jnp.full((8, d), 3.0)
     scale, bias = _params(d)
-    y, (mean, var) = bn.batch_norm(x, scale, bias, jnp.zeros(d), jnp.ones(d), use_running_average=False)
+    y, (mean, var) = bn.batch_norm(
+        x, scale, bias, jnp.zeros(d), jnp.ones(d), use_running_average=False
+    )
     chex.assert_tree_all_finite(y)
     chex.assert_trees_all_close(y, jnp.broadcast_to(bias, x.shape))  # x - mu = 0: only beta is left
-    grads = jax.grad(lambda v: jnp.sum(bn.batch_norm(v, scale, bias, mean, var, use_running_average=False)[0]))(x)
+    grads = jax.grad(
+        lambda v: jnp.sum(bn.batch_norm(v, scale, bias, mean, var, use_running_average=False)[0])
+    )(x)
     chex.assert_tree_all_finite(grads)
     # eval mode with a zero running variance: the output is (x - mean) / sqrt(eps) exactly
     y, _ = bn.batch_norm(
-        x, jnp.ones(d), jnp.zeros(d), jnp.full(d, 2.0), jnp.zeros(d), use_running_average=True, epsilon=0.25
+        x,
+        jnp.ones(d),
+        jnp.zeros(d),
+        jnp.full(d, 2.0),
+        jnp.zeros(d),
+        use_running_average=True,
+        epsilon=0.25,
     )
     chex.assert_trees_all_close(y, jnp.full(x.shape, (3.0 - 2.0) / 0.5))
 
@@ -151,26 +179,61 @@ def test_batch_norm_with_batch_size_one_in_eval_mode():
 def test_batch_norm_rejects_a_missing_axis():
     d = 6
     with pytest.raises(ValueError, match="axis"):
-        bn.batch_norm(_x(), jnp.ones(d), jnp.zeros(d), jnp.zeros(d), jnp.ones(d), use_running_average=False, axis=2)
+        bn.batch_norm(
+            _x(),
+            jnp.ones(d),
+            jnp.zeros(d),
+            jnp.zeros(d),
+            jnp.ones(d),
+            use_running_average=False,
+            axis=2,
+        )
     with pytest.raises(ValueError, match="axis"):
         bn.LinenBatchNorm(axis=-3).init(jax.random.key(0), _x(), use_running_average=False)
     with pytest.raises(TypeError, match="axis"):
-        bn.batch_norm(_x(), jnp.ones(d), jnp.zeros(d), jnp.zeros(d), jnp.ones(d), use_running_average=False, axis=1.0)
+        bn.batch_norm(
+            _x(),
+            jnp.ones(d),
+            jnp.zeros(d),
+            jnp.zeros(d),
+            jnp.ones(d),
+            use_running_average=False,
+            axis=1.0,
+        )
 
 
 def test_batch_norm_rejects_a_feature_size_that_does_not_match_the_parameters():
     with pytest.raises(ValueError, match=r"x: expected 5 features along axis 1 to match scale"):
-        bn.batch_norm(_x(), jnp.ones(5), jnp.zeros(5), jnp.zeros(5), jnp.ones(5), use_running_average=False)
+        bn.batch_norm(
+            _x(), jnp.ones(5), jnp.zeros(5), jnp.zeros(5), jnp.ones(5), use_running_average=False
+        )
     with pytest.raises(ValueError, match="running_var"):
-        bn.batch_norm(_x(), jnp.ones(6), jnp.zeros(6), jnp.zeros(6), jnp.ones((6, 1)), use_running_average=False)
+        bn.batch_norm(
+            _x(),
+            jnp.ones(6),
+            jnp.zeros(6),
+            jnp.zeros(6),
+            jnp.ones((6, 1)),
+            use_running_average=False,
+        )
     with pytest.raises(ValueError, match="x: expected 4 features"):
         bn.NnxBatchNorm(4)(_x())
 
 
-@pytest.mark.parametrize(("kwargs", "name"), [({"momentum": 1.0}, "momentum"), ({"epsilon": 0.0}, "epsilon")])
+@pytest.mark.parametrize(
+    ("kwargs", "name"), [({"momentum": 1.0}, "momentum"), ({"epsilon": 0.0}, "epsilon")]
+)
 def test_batch_norm_rejects_bad_settings(kwargs, name):
     with pytest.raises(ValueError, match=name):
-        bn.batch_norm(_x(), jnp.ones(6), jnp.zeros(6), jnp.zeros(6), jnp.ones(6), use_running_average=False, **kwargs)
+        bn.batch_norm(
+            _x(),
+            jnp.ones(6),
+            jnp.zeros(6),
+            jnp.zeros(6),
+            jnp.ones(6),
+            use_running_average=False,
+            **kwargs,
+        )
     with pytest.raises(ValueError, match="num_features"):
         bn.NnxBatchNorm(0)
 
@@ -199,20 +262,25 @@ def test_claim_bn_trains_at_rates_where_the_plain_net_fails(seed):
         assert m[f"plain_final_loss_rate_{lr}"] > 1.0
         assert m[f"bn_final_loss_rate_{lr}"] < batch_norm_experiment.TRAINED
     assert m["bn_steps_to_train"] < 0.5 * m["plain_steps_to_train"]
-    # train vs eval mode: a batch of one normalises every unit to beta; large batches agree with eval
+    # train vs eval mode: a batch of one normalises every
+    # unit to beta; large batches agree with eval
     assert m["bn_eval_test_accuracy"] > 0.95
     assert m["bn_train_mode_test_accuracy_batch_1"] < 0.2
     assert abs(m["bn_train_mode_test_accuracy_batch_448"] - m["bn_eval_test_accuracy"]) < 0.02
 
 
 # ---------------------------------------------------------------------------------------
-# Drop-in for Flax (issue #11): statistics in float32, complex inputs, Flax's keywords and variables.
+# Drop-in for Flax (issue #11): statistics in float32,
+# complex inputs, Flax's keywords and variables.
 # ---------------------------------------------------------------------------------------
 def test_float16_input_of_scale_300_does_not_overflow_the_variance():
-    """In float16 the variance 9e4 overflows (max 65504): outputs were zeroed and running_var infinite."""
+    """In float16 the variance 9e4 overflows (max 65504): outputs were zeroed and running_var
+    infinite."""
     x = (300.0 * jax.random.normal(jax.random.key(0), (64, 4))).astype(jnp.float16)
     d = 4
-    y, (mean, var) = bn.batch_norm(x, jnp.ones(d), jnp.zeros(d), jnp.zeros(d), jnp.ones(d), use_running_average=False)
+    y, (mean, var) = bn.batch_norm(
+        x, jnp.ones(d), jnp.zeros(d), jnp.zeros(d), jnp.ones(d), use_running_average=False
+    )
     chex.assert_tree_all_finite((y, mean, var))
     chex.assert_type([mean, var], jnp.float32)  # running statistics stay float32, as Flax's
     chex.assert_trees_all_close(jnp.std(y.astype(jnp.float32), axis=0), jnp.ones(d), atol=1e-2)
@@ -226,7 +294,9 @@ def test_complex_batch_statistics_use_the_squared_magnitude():
     x = _x((32, 6)) + 1j * _x((32, 6), seed=5)
     mean, var = bn.batch_stats(x)
     chex.assert_type(var, jnp.float32)
-    np.testing.assert_allclose(var, np.mean(np.abs(np.asarray(x) - np.asarray(mean)) ** 2, axis=0), rtol=1e-5)
+    np.testing.assert_allclose(
+        var, np.mean(np.abs(np.asarray(x) - np.asarray(mean)) ** 2, axis=0), rtol=1e-5
+    )
 
 
 @pytest.mark.parametrize(
@@ -239,23 +309,36 @@ def test_complex_batch_statistics_use_the_squared_magnitude():
         {"axis": (1, 3)},
         {"dtype": jnp.bfloat16, "param_dtype": jnp.bfloat16},
     ],
-    ids=["default", "no-bias", "no-scale-epsilon", "channels-first", "two-feature-axes", "bfloat16"],
+    ids=[
+        "default",
+        "no-bias",
+        "no-scale-epsilon",
+        "channels-first",
+        "two-feature-axes",
+        "bfloat16",
+    ],
 )
 def test_flax_batchnorm_variables_load_into_ours(kwargs):
-    """Init ``flax.linen.BatchNorm`` (Flax's defaults), load its variables into ours: same outputs."""
+    """Init ``flax.linen.BatchNorm`` (Flax's defaults), load its variables into ours: same
+    outputs."""
     x = _x((4, 3, 5, 6))
     theirs, ours = nn.BatchNorm(**kwargs), bn.LinenBatchNorm(**kwargs)
     variables = theirs.init(jax.random.key(0), x, use_running_average=False)
     variables = jax.tree.map(lambda v: v + 0.1, variables)  # not the identity
-    chex.assert_trees_all_equal_shapes_and_dtypes(ours.init(jax.random.key(0), x, use_running_average=False), variables)
+    chex.assert_trees_all_equal_shapes_and_dtypes(
+        ours.init(jax.random.key(0), x, use_running_average=False), variables
+    )
     tol = 2e-2 if kwargs.get("dtype") == jnp.bfloat16 else 1e-4
     y1, s1 = ours.apply(variables, x, use_running_average=False, mutable=["batch_stats"])
     y2, s2 = theirs.apply(variables, x, use_running_average=False, mutable=["batch_stats"])
     chex.assert_type(y1, y2.dtype)
     chex.assert_trees_all_close((y1, s1), (y2, s2), rtol=tol, atol=tol)
     evaluated = ours.apply(variables, x, use_running_average=True)
-    chex.assert_trees_all_close(evaluated, theirs.apply(variables, x, use_running_average=True), rtol=tol, atol=tol)
-    if not isinstance(kwargs.get("axis", -1), tuple):  # NNX takes one feature axis, as nnx.BatchNorm
+    chex.assert_trees_all_close(
+        evaluated, theirs.apply(variables, x, use_running_average=True), rtol=tol, atol=tol
+    )
+    # NNX takes one feature axis, as nnx.BatchNorm
+    if not isinstance(kwargs.get("axis", -1), tuple):
         size = x.shape[kwargs.get("axis", -1)]
         model = bn.NnxBatchNorm(size, use_running_average=True, **kwargs)
         twins.load_linen(model, variables)

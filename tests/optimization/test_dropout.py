@@ -76,7 +76,8 @@ def test_dropout_matches_flax_linen_dropout(rate):
 
 def test_nnx_dropout_matches_flax_nnx_dropout_over_several_calls():
     x = _x()
-    ours, theirs = dr.NnxDropout(0.4, rngs=nnx.Rngs(dropout=7)), nnx.Dropout(0.4, rngs=nnx.Rngs(dropout=7))
+    ours = dr.NnxDropout(0.4, rngs=nnx.Rngs(dropout=7))
+    theirs = nnx.Dropout(0.4, rngs=nnx.Rngs(dropout=7))
     for _ in range(3):  # each call draws a fresh key from the module's own stream
         chex.assert_trees_all_equal(ours(x), theirs(x))
 
@@ -99,7 +100,8 @@ def test_linen_and_nnx_twins_give_the_same_mask_and_gradient_for_the_same_key():
     chex.assert_trees_all_equal(y_linen, dr.dropout(key, x, 0.5))
     g_linen = jax.grad(lambda v: jnp.sum(linen.apply({}, v, deterministic=False, key=key) ** 2))(x)
     mask = y_linen != 0
-    chex.assert_trees_all_close(g_linen, jnp.where(mask, 2 * x / 0.25, 0.0), rtol=1e-6)  # d/dx (r x / p)^2
+    # d/dx (r x / p)^2
+    chex.assert_trees_all_close(g_linen, jnp.where(mask, 2 * x / 0.25, 0.0), rtol=1e-6)
 
 
 def test_nnx_dropout_follows_eval_and_train():
@@ -151,6 +153,7 @@ def test_claim_dropout_narrows_the_train_test_gap(seed):
     assert m["dropout_accuracy_gap"] < m["plain_accuracy_gap"] - 0.03
     assert m["dropout_loss_gap"] < 0.5 * m["plain_loss_gap"]
     assert m["dropout_test_accuracy"] > m["plain_test_accuracy"]
-    # weight scaling (one deterministic pass) is as good as averaging 100 thinned nets, within 2 points
+    # weight scaling (one deterministic pass) is as good as
+    # averaging 100 thinned nets, within 2 points
     assert abs(m["mc_average_test_accuracy"] - m["dropout_test_accuracy"]) < 0.02
     assert abs(m["keep_fraction"] - 0.5) < 0.005 and abs(m["mean_activation"] - 1.0) < 0.01

@@ -38,7 +38,8 @@ def start(dtype) -> dict:
 
 
 def run(opt, dtype):
-    """``STEPS`` updates in one compiled scan; returns the parameters and each step's first update element."""
+    """``STEPS`` updates in one compiled scan; returns the parameters and each step's first update
+    element."""
 
     params = start(dtype)
     state = opt.init(params)
@@ -81,8 +82,12 @@ OPTIMIZERS = {
         optax.adam(0.01, eps=1e-4, eps_root=1e-4, nesterov=True),
     ),
     "adamw-masked-schedule": (
-        adam.adamw(optax.linear_schedule(0.02, 0.0, STEPS), eps=1e-4, weight_decay=0.1, mask=weights_only),
-        optax.adamw(optax.linear_schedule(0.02, 0.0, STEPS), eps=1e-4, weight_decay=0.1, mask=weights_only),
+        adam.adamw(
+            optax.linear_schedule(0.02, 0.0, STEPS), eps=1e-4, weight_decay=0.1, mask=weights_only
+        ),
+        optax.adamw(
+            optax.linear_schedule(0.02, 0.0, STEPS), eps=1e-4, weight_decay=0.1, mask=weights_only
+        ),
     ),
     "clip-then-sgd": (
         optax.chain(schedules.clip_by_global_norm(0.5), adam.sgd(0.1)),
@@ -109,13 +114,19 @@ def test_optimizer_dtype_matrix(name, dtype):
         dt = jnp.dtype(dtype)
         mine, my_updates = run(ours, dt)
         reference, their_updates = run(theirs, dt)
-    for leaf, ref in zip(jax.tree.leaves((mine, my_updates)), jax.tree.leaves((reference, their_updates)), strict=True):
-        assert leaf.dtype == ref.dtype, (name, dtype)  # Optax's dtype, for the parameters and each update
+    for leaf, ref in zip(
+        jax.tree.leaves((mine, my_updates)),
+        jax.tree.leaves((reference, their_updates)),
+        strict=True,
+    ):
+        # Optax's dtype, for the parameters and each update
+        assert leaf.dtype == ref.dtype, (name, dtype)
     assert all(leaf.dtype == dt for leaf in jax.tree.leaves(mine))
     assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(mine))
     if name == "rmsprop-centered-corrected" and dtype in ("bfloat16", "float16"):
-        # In half precision E|g|^2 - |E g|^2 rounds below 0: ours clips it at 0 (as Flax's batch norm
-        # does), Optax takes rsqrt of a negative number plus eps (NaN in bfloat16, where eps is small).
+        # In half precision E|g|^2 - |E g|^2 rounds below 0: ours clips
+        # it at 0 (as Flax's batch norm does), Optax takes rsqrt of a
+        # negative number plus eps (NaN in bfloat16, where eps is small).
         if dtype == "bfloat16":
             assert not all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(reference))
         return
@@ -159,7 +170,10 @@ def test_batch_norm_dtype_matrix(dtype):
     with dtype_context(dtype):
         x = norm_input(jnp.dtype(dtype))
         ours, theirs = batch_norm.LinenBatchNorm(), nn.BatchNorm(use_fast_variance=False)
-        v = w = {"params": norm_params(6), "batch_stats": {"mean": jnp.zeros(6), "var": jnp.ones(6)}}
+        v = w = {
+            "params": norm_params(6),
+            "batch_stats": {"mean": jnp.zeros(6), "var": jnp.ones(6)},
+        }
         outs = []
         for step in range(2):
             xs = x * (step + 1)
@@ -167,12 +181,19 @@ def test_batch_norm_dtype_matrix(dtype):
             y2, s2 = theirs.apply(w, xs, use_running_average=False, mutable=["batch_stats"])
             v, w = {**v, **s1}, {**w, **s2}
             outs.append((y1, y2))
-        outs.append((ours.apply(v, x, use_running_average=True), theirs.apply(w, x, use_running_average=True)))
+        outs.append(
+            (
+                ours.apply(v, x, use_running_average=True),
+                theirs.apply(w, x, use_running_average=True),
+            )
+        )
     for y_ours, y_theirs in outs:
         assert y_ours.dtype == y_theirs.dtype
         assert bool(jnp.all(jnp.isfinite(y_ours)))
         assert_close(y_ours, y_theirs, RTOL[dtype])
-    for a, b in zip(jax.tree.leaves(v["batch_stats"]), jax.tree.leaves(w["batch_stats"]), strict=True):
+    for a, b in zip(
+        jax.tree.leaves(v["batch_stats"]), jax.tree.leaves(w["batch_stats"]), strict=True
+    ):
         assert a.dtype == b.dtype and bool(jnp.all(jnp.isfinite(a)))
     assert_close(v["batch_stats"], w["batch_stats"], RTOL[dtype])
 

@@ -25,7 +25,9 @@ def test_gelu_shapes_and_dtypes(shape, dtype, approximate):
 @pytest.mark.parametrize("approximate", [False, True])
 def test_gelu_matches_jax_nn_gelu(approximate):
     x = jnp.linspace(-12.0, 12.0, 100_001)
-    chex.assert_trees_all_close(g.gelu(x, approximate), jax.nn.gelu(x, approximate=approximate), rtol=1e-6, atol=1e-6)
+    chex.assert_trees_all_close(
+        g.gelu(x, approximate), jax.nn.gelu(x, approximate=approximate), rtol=1e-6, atol=1e-6
+    )
     grad = jax.vmap(jax.grad(lambda v: g.gelu(v, approximate)))
     grad_jax = jax.vmap(jax.grad(lambda v: jax.nn.gelu(v, approximate=approximate)))
     # atol: where 1 + tanh cancels (x near -5) both gradients are float32 noise of size ~1e-6
@@ -37,7 +39,8 @@ def test_gelu_exact_is_x_times_the_normal_cdf_even_in_the_left_tail():
     expected = x.astype(np.float64) * ndtr(x.astype(np.float64))  # float64 reference
     got = np.asarray(g.gelu_exact(jnp.asarray(x)), np.float64)
     big = np.abs(expected) > 1e-30  # float32's smallest normals
-    np.testing.assert_allclose(got[big], expected[big], rtol=2e-5, atol=0)  # relative, even at -7.6e-23
+    # relative, even at -7.6e-23
+    np.testing.assert_allclose(got[big], expected[big], rtol=2e-5, atol=0)
     np.testing.assert_allclose(got, expected, rtol=2e-5, atol=1e-37)
 
 

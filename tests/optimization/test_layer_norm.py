@@ -46,10 +46,16 @@ def test_layer_norm_matches_flax_linen_layernorm(shape, axis):
     chex.assert_trees_all_equal_structs(variables, theirs.init(jax.random.key(0), x))
     expected = theirs.apply(variables, x)
     chex.assert_trees_all_close(
-        ln.layer_norm(x, scale, bias, reduction_axes=axis, feature_axes=axis), expected, rtol=1e-5, atol=1e-5
+        ln.layer_norm(x, scale, bias, reduction_axes=axis, feature_axes=axis),
+        expected,
+        rtol=1e-5,
+        atol=1e-5,
     )
     chex.assert_trees_all_close(
-        ln.LinenLayerNorm(reduction_axes=axis, feature_axes=axis).apply(variables, x), expected, rtol=1e-5, atol=1e-5
+        ln.LinenLayerNorm(reduction_axes=axis, feature_axes=axis).apply(variables, x),
+        expected,
+        rtol=1e-5,
+        atol=1e-5,
     )
 
 
@@ -83,7 +89,9 @@ def test_layer_norm_is_invariant_to_rescaling_and_shifting_its_input(c):
     y = ln.layer_norm(x, scale, bias)
     # exactly: LN(c x; eps) = LN(x; eps / c^2), so eps is the only thing that sees the scale
     chex.assert_trees_all_close(
-        ln.layer_norm(c * x, scale, bias), ln.layer_norm(x, scale, bias, epsilon=1e-6 / c**2), atol=1e-5
+        ln.layer_norm(c * x, scale, bias),
+        ln.layer_norm(x, scale, bias, epsilon=1e-6 / c**2),
+        atol=1e-5,
     )
     if c >= 0.5:  # eps = 1e-6 is negligible next to a variance of about 9 c^2
         chex.assert_trees_all_close(ln.layer_norm(c * x, scale, bias), y, atol=1e-5)
@@ -104,14 +112,17 @@ def test_layer_norm_of_a_constant_input_is_finite_and_honours_eps():
 
 
 def test_layer_norm_rnn_is_invariant_to_rescaling_its_weights():
-    """Ba et al., Sec. 5: normalising the summed inputs removes the scale of W_xh and W_hh together."""
+    """Ba et al., Sec. 5: normalising the summed inputs removes the scale of W_xh and W_hh
+    together."""
     params = ln.init_rnn(jax.random.key(0), vocab=12, hidden=16, gain=1.0)
     tokens = jax.random.randint(jax.random.key(1), (4, 9), 0, 12)
     scaled = {**params, "w_x": 5.0 * params["w_x"], "w_h": 5.0 * params["w_h"]}
     hs = ln.rnn(params, tokens, use_ln=True)
     chex.assert_shape(hs, (4, 9, 16))
     chex.assert_trees_all_close(ln.rnn(scaled, tokens, use_ln=True), hs, atol=1e-5)
-    assert not np.allclose(ln.rnn(scaled, tokens, use_ln=False), ln.rnn(params, tokens, use_ln=False), atol=1e-2)
+    assert not np.allclose(
+        ln.rnn(scaled, tokens, use_ln=False), ln.rnn(params, tokens, use_ln=False), atol=1e-2
+    )
 
 
 def test_layer_norm_rejects_a_missing_axis():
@@ -141,24 +152,28 @@ def test_claim_layer_norm_is_batch_independent_scale_invariant_and_stabilises_an
     assert m["ln_batch1_vs_64"] < 1e-6
     assert m["bn_batch1_vs_64"] > 0.5  # batch norm in training mode depends on the batch
     assert m["ln_rescale_x10"] < 1e-5 and m["ln_rescale_x0.1"] < 1e-4
-    for gain in layer_norm_experiment.GAINS:  # with layer norm the RNN learns the task from every initial scale
+    # with layer norm the RNN learns the task from every initial scale
+    for gain in layer_norm_experiment.GAINS:
         assert m[f"ln_accuracy_gain_{gain:g}"] > 0.99
     assert m["plain_accuracy_gain_1"] > 0.99  # the plain RNN learns it too from a standard scale...
     assert m["plain_accuracy_gain_4"] < 0.6  # ...but not from a large one
 
 
 # ---------------------------------------------------------------------------------------
-# Drop-in for Flax (issue #11): statistics in float32, complex inputs, Flax's keywords and variables.
+# Drop-in for Flax (issue #11): statistics in float32,
+# complex inputs, Flax's keywords and variables.
 # ---------------------------------------------------------------------------------------
 def test_bfloat16_statistics_are_computed_in_float32():
-    """bfloat16 input 100 + N(0, 1): a bfloat16 mean is off by up to 0.5, i.e. half a standard deviation."""
+    """bfloat16 input 100 + N(0, 1): a bfloat16 mean is off by up to 0.5, i.e. half a standard
+    deviation."""
     x = (100.0 + jax.random.normal(jax.random.key(0), (8, 64))).astype(jnp.bfloat16)
     d = 64
     y = ln.layer_norm(x, jnp.ones(d, jnp.bfloat16), jnp.zeros(d, jnp.bfloat16))
     exact = np.asarray(x, np.float64)
     exact = (exact - exact.mean(-1, keepdims=True)) / np.sqrt(exact.var(-1, keepdims=True) + 1e-6)
     chex.assert_type(y, jnp.bfloat16)
-    assert float(np.max(np.abs(np.asarray(y, np.float64) - exact))) < 0.05  # bfloat16 rounding of y only
+    # bfloat16 rounding of y only
+    assert float(np.max(np.abs(np.asarray(y, np.float64) - exact))) < 0.05
 
 
 def test_complex_input_is_normalised_by_its_squared_magnitude():
@@ -170,7 +185,8 @@ def test_complex_input_is_normalised_by_its_squared_magnitude():
     chex.assert_type(y, jnp.complex64)
     chex.assert_trees_all_close(y, expected, rtol=1e-5, atol=1e-5)
     _, var = ln.layer_stats(x)
-    assert float(jnp.min(var)) > 0 and var.dtype == jnp.float32  # mean |x - mu|^2, real and positive
+    # mean |x - mu|^2, real and positive
+    assert float(jnp.min(var)) > 0 and var.dtype == jnp.float32
 
 
 @pytest.mark.parametrize(
@@ -183,20 +199,29 @@ def test_complex_input_is_normalised_by_its_squared_magnitude():
         {"reduction_axes": (1, 2, 3), "feature_axes": (2, 3)},
         {"dtype": jnp.bfloat16, "param_dtype": jnp.bfloat16},
     ],
-    ids=["default", "no-bias", "no-scale-epsilon", "instance-norm-like", "two-feature-axes", "bfloat16"],
+    ids=[
+        "default",
+        "no-bias",
+        "no-scale-epsilon",
+        "instance-norm-like",
+        "two-feature-axes",
+        "bfloat16",
+    ],
 )
 def test_flax_layernorm_variables_load_into_ours(kwargs):
     """Init ``flax.linen.LayerNorm`` (Flax's default fast variance), apply ours to its variables."""
     x = _x((2, 3, 4, 5))
     theirs = nn.LayerNorm(**kwargs)
-    variables = jax.tree.map(lambda v: v + 0.1, theirs.init(jax.random.key(0), x))  # not the identity
+    # not the identity
+    variables = jax.tree.map(lambda v: v + 0.1, theirs.init(jax.random.key(0), x))
     ours = ln.LinenLayerNorm(**kwargs)
     chex.assert_trees_all_equal_shapes_and_dtypes(ours.init(jax.random.key(0), x), variables)
     y, expected = ours.apply(variables, x), theirs.apply(variables, x)
     chex.assert_type(y, expected.dtype)
     tol = 2e-2 if kwargs.get("dtype") == jnp.bfloat16 else 1e-5
     chex.assert_trees_all_close(y, expected, rtol=tol, atol=tol)
-    if not isinstance(kwargs.get("feature_axes", -1), tuple):  # NNX takes one feature axis, as nnx.LayerNorm
+    # NNX takes one feature axis, as nnx.LayerNorm
+    if not isinstance(kwargs.get("feature_axes", -1), tuple):
         model = ln.NnxLayerNorm(5, **kwargs)
         twins.load_linen(model, variables)
         chex.assert_trees_all_close(model(x), expected, rtol=tol, atol=tol)

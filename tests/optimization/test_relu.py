@@ -77,7 +77,9 @@ def test_deep_mlp_shapes_and_dtypes(depth, name):
     chex.assert_tree_all_finite(norms)
 
 
-@pytest.mark.parametrize(("init", "variance"), [("lecun", 1 / 256), ("he", 2 / 256), ("glorot", 2 / (256 + 128))])
+@pytest.mark.parametrize(
+    ("init", "variance"), [("lecun", 1 / 256), ("he", 2 / 256), ("glorot", 2 / (256 + 128))]
+)
 def test_init_schemes_have_their_variance(init, variance):
     layer = relu.init_scaled_layer(jax.random.key(0), 256, 128, init)
     assert float(jnp.var(layer["kernel"])) == pytest.approx(variance, rel=0.03)
@@ -89,7 +91,9 @@ def test_layer_gradient_norms_match_jax_grad():
     x, y = _batch(1)
     grads = jax.grad(lambda p: dnn.cross_entropy(relu.deep_mlp(p, x, "tanh"), y))(params)
     expected = jnp.array([jnp.sqrt(jnp.sum(g["kernel"] ** 2)) for g in grads])
-    chex.assert_trees_all_close(relu.layer_gradient_norms(params, x, y, "tanh"), expected, rtol=1e-6)
+    chex.assert_trees_all_close(
+        relu.layer_gradient_norms(params, x, y, "tanh"), expected, rtol=1e-6
+    )
 
 
 def test_sigmoid_gradient_shrinks_by_about_a_quarter_per_layer():
@@ -102,7 +106,9 @@ def test_sigmoid_gradient_shrinks_by_about_a_quarter_per_layer():
 
 
 # --- Linen / NNX twins -------------------------------------------------------------------
-@pytest.mark.parametrize(("name", "init"), [("relu", "he"), ("tanh", "glorot"), ("sigmoid", "lecun")])
+@pytest.mark.parametrize(
+    ("name", "init"), [("relu", "he"), ("tanh", "glorot"), ("sigmoid", "lecun")]
+)
 def test_linen_and_nnx_twins_agree(name, init):
     x, y = _batch(0, n=6, d=4)
     assert_twins_agree(
@@ -118,9 +124,12 @@ def test_linen_module_matches_the_pure_function_and_its_init():
     linen = relu.LinenDeepMLP(width=8, depth=4, n_out=3)
     variables = linen.init(jax.random.key(0), x)
     expected = relu.init_deep_mlp(jax.random.key(0), 4, 8, 4, 3, init_scheme="he")
-    chex.assert_trees_all_equal_structs(variables["params"]["layers"], expected)  # the tree init_deep_mlp declares
+    # the tree init_deep_mlp declares
+    chex.assert_trees_all_equal_structs(variables["params"]["layers"], expected)
     chex.assert_trees_all_close(
-        linen.apply(variables, x), relu.deep_mlp(variables["params"]["layers"], x, "relu"), rtol=1e-6
+        linen.apply(variables, x),
+        relu.deep_mlp(variables["params"]["layers"], x, "relu"),
+        rtol=1e-6,
     )
     # He init: hidden kernels are sqrt(2) times LeCun's
     model = relu.NnxDeepMLP(64, 256, 2, 3, rngs=nnx.Rngs(0))
@@ -133,7 +142,9 @@ def test_linen_module_matches_the_pure_function_and_its_init():
     [
         (lambda: relu.activation("swish"), ValueError, "activation: expected one of"),
         (
-            lambda: relu.deep_mlp([{"kernel": jnp.ones((2, 2)), "bias": jnp.zeros(2)}], jnp.ones((1, 2)), "elu"),
+            lambda: relu.deep_mlp(
+                [{"kernel": jnp.ones((2, 2)), "bias": jnp.zeros(2)}], jnp.ones((1, 2)), "elu"
+            ),
             ValueError,
             "activation",
         ),
@@ -142,27 +153,49 @@ def test_linen_module_matches_the_pure_function_and_its_init():
             ValueError,
             "depth: expected a positive",
         ),
-        (lambda: relu.init_deep_mlp(jax.random.key(0), 4, -8, 2, 3, init_scheme="he"), ValueError, "width"),
+        (
+            lambda: relu.init_deep_mlp(jax.random.key(0), 4, -8, 2, 3, init_scheme="he"),
+            ValueError,
+            "width",
+        ),
         (
             lambda: relu.init_deep_mlp(jax.random.key(0), 4, 8, 2, 3, init_scheme="xavier"),
             ValueError,
             "init_scheme: expected one of",
         ),
-        (lambda: relu.init_deep_mlp(jax.random.key(0), 4, 8, 2.5, 3, init_scheme="he"), TypeError, "depth"),
+        (
+            lambda: relu.init_deep_mlp(jax.random.key(0), 4, 8, 2.5, 3, init_scheme="he"),
+            TypeError,
+            "depth",
+        ),
         (lambda: relu.NnxDeepMLP(4, 8, 0, 3, rngs=nnx.Rngs(0)), ValueError, "depth"),
-        (lambda: relu.NnxDeepMLP(4, 8, 2, 3, activation="gelu", rngs=nnx.Rngs(0)), ValueError, "activation"),
+        (
+            lambda: relu.NnxDeepMLP(4, 8, 2, 3, activation="gelu", rngs=nnx.Rngs(0)),
+            ValueError,
+            "activation",
+        ),
         (
             lambda: relu.NnxDeepMLP(4, 8, 2, 3, rngs=nnx.Rngs(0))(jnp.ones((2, 5))),
             ValueError,
             r"x: expected shape \[batch, d_in\]",
         ),
-        (lambda: relu.LinenDeepMLP(8, 0, 3).init(jax.random.key(0), jnp.ones((1, 4))), ValueError, "depth"),
         (
-            lambda: relu.LinenDeepMLP(8, 2, 3, init_scheme="he!").init(jax.random.key(0), jnp.ones((1, 4))),
+            lambda: relu.LinenDeepMLP(8, 0, 3).init(jax.random.key(0), jnp.ones((1, 4))),
+            ValueError,
+            "depth",
+        ),
+        (
+            lambda: relu.LinenDeepMLP(8, 2, 3, init_scheme="he!").init(
+                jax.random.key(0), jnp.ones((1, 4))
+            ),
             ValueError,
             "init_scheme",
         ),
-        (lambda: relu.LinenDeepMLP(8, 2, 3).init(jax.random.key(0), jnp.ones(4)), ValueError, "x: expected shape"),
+        (
+            lambda: relu.LinenDeepMLP(8, 2, 3).init(jax.random.key(0), jnp.ones(4)),
+            ValueError,
+            "x: expected shape",
+        ),
         (
             lambda: relu.hidden_activations(
                 [{"kernel": jnp.ones((3, 2)), "bias": jnp.zeros(2)}] * 2, jnp.ones((1, 4)), "relu"

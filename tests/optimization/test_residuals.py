@@ -30,7 +30,9 @@ def test_residual_block_is_eq_1_written_out():
     params = residuals.init_block(jax.random.key(1), 8, branch_scale=1.0)
     x = _x()
     branch = dnn.dense(params["dense_1"], relu.relu(dnn.dense(params["dense_0"], x)))
-    chex.assert_trees_all_close(residuals.residual_block(params, x), relu.relu(branch + x), rtol=1e-6)
+    chex.assert_trees_all_close(
+        residuals.residual_block(params, x), relu.relu(branch + x), rtol=1e-6
+    )
     chex.assert_trees_all_close(residuals.plain_block(params, x), relu.relu(branch), rtol=1e-6)
 
 
@@ -76,21 +78,31 @@ def test_plain_blocks_are_he_initialised_and_residual_branches_start_at_zero():
 
 
 # --- Linen / NNX twins -------------------------------------------------------------------
-@pytest.mark.parametrize(("d_out", "activation"), [(None, "relu"), (12, "relu"), (None, "tanh"), (4, "leaky_relu")])
+@pytest.mark.parametrize(
+    ("d_out", "activation"), [(None, "relu"), (12, "relu"), (None, "tanh"), (4, "leaky_relu")]
+)
 def test_linen_and_nnx_twins_agree(d_out, activation):
     x = _x((5, 8))
     linen = residuals.LinenResidualBlock(features=d_out, activation=activation, branch_scale=1.0)
-    model = residuals.NnxResidualBlock(8, d_out, activation=activation, branch_scale=1.0, rngs=nnx.Rngs(1))
-    target = jnp.cos(jnp.arange(x.shape[0] * (d_out or 8), dtype=jnp.float32)).reshape(x.shape[0], -1)
+    model = residuals.NnxResidualBlock(
+        8, d_out, activation=activation, branch_scale=1.0, rngs=nnx.Rngs(1)
+    )
+    target = jnp.cos(jnp.arange(x.shape[0] * (d_out or 8), dtype=jnp.float32)).reshape(
+        x.shape[0], -1
+    )
 
     def loss(y):
         return jnp.mean((y - target) ** 2)
 
     variables, _, _ = assert_twins_agree(linen, model, (x,), loss=loss)
-    assert set(variables["params"]["block"]) == ({"dense_0", "dense_1"} | ({"shortcut"} if d_out else set()))
+    assert set(variables["params"]["block"]) == (
+        {"dense_0", "dense_1"} | ({"shortcut"} if d_out else set())
+    )
     # and the input gradient, which later topics back-propagate through the block
     chex.assert_trees_all_close(
-        jax.grad(lambda z: loss(linen.apply(variables, z)))(x), jax.grad(lambda z: loss(model(z)))(x), rtol=1e-5
+        jax.grad(lambda z: loss(linen.apply(variables, z)))(x),
+        jax.grad(lambda z: loss(model(z)))(x),
+        rtol=1e-5,
     )
 
 
@@ -99,15 +111,23 @@ def test_linen_module_matches_the_pure_function_and_its_init():
     linen = residuals.LinenResidualBlock(features=12, branch_scale=1.0)
     variables = linen.init(jax.random.key(0), x)
     block = variables["params"]["block"]
-    chex.assert_trees_all_equal_structs(block, residuals.init_block(jax.random.key(0), 8, 12, branch_scale=1.0))
-    chex.assert_trees_all_close(linen.apply(variables, x), residuals.residual_block(block, x), rtol=1e-6)
+    chex.assert_trees_all_equal_structs(
+        block, residuals.init_block(jax.random.key(0), 8, 12, branch_scale=1.0)
+    )
+    chex.assert_trees_all_close(
+        linen.apply(variables, x), residuals.residual_block(block, x), rtol=1e-6
+    )
 
 
 def test_default_modules_start_as_the_identity():
     h = relu.relu(_x())
     linen = residuals.LinenResidualBlock()
-    np.testing.assert_array_equal(np.asarray(linen.apply(linen.init(jax.random.key(0), h), h)), np.asarray(h))
-    np.testing.assert_array_equal(np.asarray(residuals.NnxResidualBlock(8, rngs=nnx.Rngs(0))(h)), np.asarray(h))
+    np.testing.assert_array_equal(
+        np.asarray(linen.apply(linen.init(jax.random.key(0), h), h)), np.asarray(h)
+    )
+    np.testing.assert_array_equal(
+        np.asarray(residuals.NnxResidualBlock(8, rngs=nnx.Rngs(0))(h)), np.asarray(h)
+    )
 
 
 # --- bad input ---------------------------------------------------------------------------
@@ -124,13 +144,21 @@ def _without_shortcut():
 @pytest.mark.parametrize(
     ("build", "error", "message"),
     [
-        (lambda: residuals.residual_block(_block(8), jnp.ones((2, 5))), ValueError, "x: expected last axis of size 8"),
+        (
+            lambda: residuals.residual_block(_block(8), jnp.ones((2, 5))),
+            ValueError,
+            "x: expected last axis of size 8",
+        ),
         (
             lambda: residuals.residual_block(_without_shortcut(), jnp.ones((2, 8))),
             ValueError,
             "params: the block maps 8 -> 4",
         ),
-        (lambda: residuals.residual_block({"dense_0": {}}, jnp.ones((2, 8))), ValueError, "params: expected a block"),
+        (
+            lambda: residuals.residual_block({"dense_0": {}}, jnp.ones((2, 8))),
+            ValueError,
+            "params: expected a block",
+        ),
         (
             lambda: residuals.residual_block(_block(8), jnp.ones(())),
             ValueError,
@@ -142,11 +170,27 @@ def _without_shortcut():
             ValueError,
             "activation",
         ),
-        (lambda: residuals.init_block(jax.random.key(0), 0), ValueError, "d_in: expected a positive"),
+        (
+            lambda: residuals.init_block(jax.random.key(0), 0),
+            ValueError,
+            "d_in: expected a positive",
+        ),
         (lambda: residuals.init_block(jax.random.key(0), 8, -2), ValueError, "d_out"),
-        (lambda: residuals.init_block(jax.random.key(0), 8, branch_scale=-1.0), ValueError, "branch_scale"),
-        (lambda: residuals.init_network(jax.random.key(0), 8, 16, 0, 3, residual=True), ValueError, "n_blocks"),
-        (lambda: residuals.NnxResidualBlock(8, activation="gelu", rngs=nnx.Rngs(0)), ValueError, "activation"),
+        (
+            lambda: residuals.init_block(jax.random.key(0), 8, branch_scale=-1.0),
+            ValueError,
+            "branch_scale",
+        ),
+        (
+            lambda: residuals.init_network(jax.random.key(0), 8, 16, 0, 3, residual=True),
+            ValueError,
+            "n_blocks",
+        ),
+        (
+            lambda: residuals.NnxResidualBlock(8, activation="gelu", rngs=nnx.Rngs(0)),
+            ValueError,
+            "activation",
+        ),
         (lambda: residuals.NnxResidualBlock(8, 0, rngs=nnx.Rngs(0)), ValueError, "d_out"),
         (
             lambda: residuals.NnxResidualBlock(8, rngs=nnx.Rngs(0))(jnp.ones((2, 6))),
@@ -154,12 +198,16 @@ def _without_shortcut():
             "x: expected last axis",
         ),
         (
-            lambda: residuals.LinenResidualBlock(features=-1).init(jax.random.key(0), jnp.ones((2, 8))),
+            lambda: residuals.LinenResidualBlock(features=-1).init(
+                jax.random.key(0), jnp.ones((2, 8))
+            ),
             ValueError,
             "features",
         ),
         (
-            lambda: residuals.LinenResidualBlock(activation="elu").init(jax.random.key(0), jnp.ones((2, 8))),
+            lambda: residuals.LinenResidualBlock(activation="elu").init(
+                jax.random.key(0), jnp.ones((2, 8))
+            ),
             ValueError,
             "activation",
         ),

@@ -10,10 +10,16 @@ from impl.optimization import adam, schedules
 
 @pytest.mark.parametrize(
     "args",
-    [(0.0, 1e-3, 100, 1000, 0.0), (1e-5, 0.1, 10, 50, 1e-3), (0.5, 0.5, 0, 300, 0.05), (0.0, 3.0, 1, 2, 0.0)],
+    [
+        (0.0, 1e-3, 100, 1000, 0.0),
+        (1e-5, 0.1, 10, 50, 1e-3),
+        (0.5, 0.5, 0, 300, 0.05),
+        (0.0, 3.0, 1, 2, 0.0),
+    ],
 )
 def test_warmup_cosine_decay_equals_optax(args):
-    ours, theirs = schedules.warmup_cosine_decay_schedule(*args), optax.warmup_cosine_decay_schedule(*args)
+    ours = schedules.warmup_cosine_decay_schedule(*args)
+    theirs = optax.warmup_cosine_decay_schedule(*args)
     counts = jnp.arange(0, args[3] + 20)
     a, b = jax.vmap(ours)(counts), jax.vmap(theirs)(counts)
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7 * args[1])
@@ -24,7 +30,8 @@ def test_warmup_inverse_sqrt_is_the_transformers_rate():
     d_model, warmup = 512, 4000
     rate = schedules.warmup_inverse_sqrt_schedule(d_model, warmup)
     step = np.arange(1, 20001, dtype=np.float64)
-    paper = d_model**-0.5 * np.minimum(step**-0.5, step * warmup**-1.5)  # Vaswani et al. 2017, eq. 3
+    # Vaswani et al. 2017, eq. 3
+    paper = d_model**-0.5 * np.minimum(step**-0.5, step * warmup**-1.5)
     np.testing.assert_allclose(jax.vmap(rate)(jnp.arange(20000)), paper, rtol=1e-5)
     values = np.asarray(jax.vmap(rate)(jnp.arange(20000)))
     assert int(np.argmax(values)) == warmup - 1  # count warmup-1 is step `warmup`: the peak
@@ -76,7 +83,9 @@ def test_clip_composes_with_adam_like_optax():
             return (optax.apply_updates(params, updates), state), None
 
         params = {"w": jnp.linspace(-2.0, 2.0, 6), "v": jnp.ones((2, 2))}
-        (params, _), _ = jax.jit(lambda c: jax.lax.scan(step, c, jnp.arange(50.0)))((params, opt.init(params)))
+        (params, _), _ = jax.jit(lambda c: jax.lax.scan(step, c, jnp.arange(50.0)))(
+            (params, opt.init(params))
+        )
         return params
 
     ours = optax.chain(schedules.clip_by_global_norm(1.0), adam.adam(0.05))

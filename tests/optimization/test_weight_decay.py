@@ -25,7 +25,10 @@ def random_tree(seed: int) -> dict:
 
     return {
         "encoder": {"kernel": normal(5, 4), "bias": normal(4)},
-        "decoder": [{"kernel": normal(4, 4), "bias": normal(4)}, {"kernel": normal(4, 3, 2), "bias": normal(2)}],
+        "decoder": [
+            {"kernel": normal(4, 4), "bias": normal(4)},
+            {"kernel": normal(4, 3, 2), "bias": normal(2)},
+        ],
         "scale": normal(),
     }
 
@@ -62,7 +65,9 @@ def test_add_decayed_weights_equals_optax(decay, mask, seed):
 
 
 def test_add_decayed_weights_composes_inside_optax_adamw_scaffolding():
-    ours = optax.chain(optax.scale_by_adam(), weight_decay.add_decayed_weights(0.1, MASK_TREE), optax.scale(-0.01))
+    ours = optax.chain(
+        optax.scale_by_adam(), weight_decay.add_decayed_weights(0.1, MASK_TREE), optax.scale(-0.01)
+    )
     theirs = optax.adamw(0.01, weight_decay=0.1, mask=MASK_TREE)
     assert relative_difference(run_steps(ours), run_steps(theirs)) <= RTOL
 
@@ -72,7 +77,9 @@ def test_l2_penalty_gradient_is_add_l2_to_gradient(mask):
     """The coupled form two ways: a penalty on the loss, or ``lambda * w`` added to the gradient."""
     params, lam = random_tree(3), 0.7
     data_grads = jax.tree.map(jnp.cos, params)
-    via_loss = jax.tree.map(jnp.add, data_grads, jax.grad(weight_decay.l2_penalty)(params, lam, mask))
+    via_loss = jax.tree.map(
+        jnp.add, data_grads, jax.grad(weight_decay.l2_penalty)(params, lam, mask)
+    )
     transform = weight_decay.add_l2_to_gradient(lam, mask)
     via_transform, _ = transform.update(data_grads, transform.init(params), params)
     chex.assert_trees_all_close(via_loss, via_transform, rtol=1e-6)
@@ -80,7 +87,8 @@ def test_l2_penalty_gradient_is_add_l2_to_gradient(mask):
 
 def test_l2_penalty_equals_optax_l2_loss():
     params = random_tree(4)
-    reference = 0.25 * sum(jnp.sum(optax.l2_loss(p)) for p in jax.tree.leaves(params))  # l2_loss = x^2 / 2
+    # l2_loss = x^2 / 2
+    reference = 0.25 * sum(jnp.sum(optax.l2_loss(p)) for p in jax.tree.leaves(params))
     chex.assert_trees_all_close(weight_decay.l2_penalty(params, 0.25), reference, rtol=1e-6)
     chex.assert_shape(weight_decay.l2_penalty(params, 0.25), ())
 
@@ -103,8 +111,12 @@ def test_pure_decay_adamw_shrinks_geometrically_adam_l2_ignores_lambda():
     path = weight_decay_experiment.pure_decay(adam.adamw(0.01, weight_decay=0.5), w0, 100)
     chex.assert_shape(path, (101, 3))
     np.testing.assert_allclose(path[-1], w0 * (1 - 0.01 * 0.5) ** 100, rtol=1e-5)
-    small = weight_decay_experiment.pure_decay(weight_decay_experiment.adam_with_l2(0.01, 0.1), w0, 100)
-    large = weight_decay_experiment.pure_decay(weight_decay_experiment.adam_with_l2(0.01, 10.0), w0, 100)
+    small = weight_decay_experiment.pure_decay(
+        weight_decay_experiment.adam_with_l2(0.01, 0.1), w0, 100
+    )
+    large = weight_decay_experiment.pure_decay(
+        weight_decay_experiment.adam_with_l2(0.01, 10.0), w0, 100
+    )
     np.testing.assert_allclose(small, large, rtol=1e-5, atol=1e-6)
 
 
@@ -133,9 +145,9 @@ def test_linen_and_nnx_losses_and_gradients_agree():
     loss_linen, grads_linen = jax.value_and_grad(
         lambda v: weight_decay_experiment.linen_loss(linen, v, x, y, weight_decay=0.3)
     )(variables)
-    loss_nnx, grads_nnx = nnx.value_and_grad(lambda m: weight_decay_experiment.nnx_loss(m, x, y, weight_decay=0.3))(
-        model
-    )
+    loss_nnx, grads_nnx = nnx.value_and_grad(
+        lambda m: weight_decay_experiment.nnx_loss(m, x, y, weight_decay=0.3)
+    )(model)
     chex.assert_trees_all_close(loss_linen, loss_nnx, rtol=1e-6)
     chex.assert_trees_all_close(twins.pure(grads_nnx), grads_linen["params"], rtol=1e-5, atol=1e-7)
 
@@ -157,7 +169,12 @@ def test_weight_decay_rejects_bad_settings(call, message):
 
 @pytest.mark.parametrize(
     "mask",
-    [{"encoder": True}, {**MASK_TREE, "head": True}, lambda params: {"encoder": True}, [True, False]],
+    [
+        {"encoder": True},
+        {**MASK_TREE, "head": True},
+        lambda params: {"encoder": True},
+        [True, False],
+    ],
     ids=["missing", "extra", "callable", "list"],
 )
 def test_add_decayed_weights_rejects_a_mask_that_does_not_fit_at_init(mask):
@@ -179,7 +196,8 @@ def test_claim_test_error_is_u_shaped_in_decay(seed):
     m = report.metrics
     assert m["best_lambda"] > 0
     assert m["best_over_no_decay"] < 0.75  # the best decay beats no decay clearly (0.37-0.51 seen)
-    assert m["test_error_largest_lambda"] > 1.2 * m["test_error_best"]  # and too much decay hurts again
+    # and too much decay hurts again
+    assert m["test_error_largest_lambda"] > 1.2 * m["test_error_best"]
     assert m["train_error_no_decay"] < 1e-3  # without decay the network fits the noise
     # L2 inside Adam ignores lambda under the penalty alone; AdamW does not.
     assert m["adam_l2_tenfold_decay_change"] < 1e-4
@@ -194,7 +212,8 @@ def test_masks_of_jax_and_numpy_booleans_are_accepted():
     assert relative_difference(run_steps(ours), run_steps(theirs)) <= RTOL
     python_mask = {"encoder": True, "decoder": False, "scale": True}
     chex.assert_trees_all_close(
-        weight_decay.l2_penalty(random_tree(0), 0.5, mask), weight_decay.l2_penalty(random_tree(0), 0.5, python_mask)
+        weight_decay.l2_penalty(random_tree(0), 0.5, mask),
+        weight_decay.l2_penalty(random_tree(0), 0.5, python_mask),
     )
 
 

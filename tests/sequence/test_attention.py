@@ -28,9 +28,13 @@ def _params(seed=0, d_embed=8, d_hidden=16, d_align=12):
 def test_masked_softmax_matches_jax_softmax_with_where():
     """jax.nn.softmax(where=...) is the library's masked softmax: same values, same gradients."""
     scores = 3.0 * jax.random.normal(jax.random.key(0), (4, 6))
-    mask = jnp.array([[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1], [1, 0, 0, 0, 0, 0], [0, 1, 0, 1, 1, 0]], bool)
+    mask = jnp.array(
+        [[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1], [1, 0, 0, 0, 0, 0], [0, 1, 0, 1, 1, 0]], bool
+    )
     theirs = lambda s: jax.nn.softmax(s, where=mask)  # noqa: E731
-    chex.assert_trees_all_close(at.masked_softmax(scores, mask), jnp.where(mask, theirs(scores), 0.0), atol=1e-7)
+    chex.assert_trees_all_close(
+        at.masked_softmax(scores, mask), jnp.where(mask, theirs(scores), 0.0), atol=1e-7
+    )
     weights = jax.random.normal(jax.random.key(1), (4, 6))  # a probe: d/ds sum(w * softmax(s))
     ours_grad = jax.grad(lambda s: jnp.sum(weights * at.masked_softmax(s, mask)))(scores)
     theirs_grad = jax.grad(lambda s: jnp.sum(jnp.where(mask, weights * theirs(s), 0.0)))(scores)
@@ -48,7 +52,8 @@ def test_masked_softmax_is_finite_for_huge_scores_on_padding():
 
 
 def _masked_softmax_before_the_fix(scores, mask):
-    """3.7's masked softmax as it was (NaN on a row with no true entry), to check the fix changes nothing else."""
+    """3.7's masked softmax as it was (NaN on a row with no true entry), to check the fix changes
+    nothing else."""
     top = jax.lax.stop_gradient(jnp.max(jnp.where(mask, scores, -jnp.inf), axis=-1, keepdims=True))
     weights = jnp.exp(jnp.where(mask, scores - top, -jnp.inf))
     return weights / jnp.sum(weights, axis=-1, keepdims=True)
@@ -77,9 +82,12 @@ def test_masked_softmax_empty_row_does_not_poison_the_other_rows_gradients():
 
 
 def test_masked_softmax_is_unchanged_on_rows_with_a_true_entry():
-    """The fix for empty rows leaves every other row's weights and gradients bit for bit as they were."""
+    """The fix for empty rows leaves every other row's weights and gradients bit for bit as they
+    were."""
     scores = 3.0 * jax.random.normal(jax.random.key(5), (4, 6))
-    mask = jnp.array([[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1], [1, 0, 0, 0, 0, 0], [0, 1, 0, 1, 1, 0]], bool)
+    mask = jnp.array(
+        [[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1], [1, 0, 0, 0, 0, 0], [0, 1, 0, 1, 1, 0]], bool
+    )
     for fn in (lambda f: f, jax.jit):
         chex.assert_trees_all_equal(
             fn(at.masked_softmax)(scores, mask), fn(_masked_softmax_before_the_fix)(scores, mask)
@@ -149,14 +157,19 @@ def test_annotations_are_bidirectional():
     changed_last = src.at[0, 4].set(10)
     base = at.annotate(params, src)[0][0]  # [T, 2H]
     first, last = at.annotate(params, changed_first)[0][0], at.annotate(params, changed_last)[0][0]
-    chex.assert_trees_all_close(first[1:5, h:], base[1:5, h:])  # backward halves after word 1: untouched
-    assert float(jnp.min(jnp.abs(first[:5, :h] - base[:5, :h]).max(-1))) > 1e-4  # forward halves all moved
-    chex.assert_trees_all_close(last[:4, :h], base[:4, :h])  # forward halves before word 5: untouched
-    assert float(jnp.min(jnp.abs(last[:5, h:] - base[:5, h:]).max(-1))) > 1e-4  # backward halves all moved
+    # backward halves after word 1: untouched
+    chex.assert_trees_all_close(first[1:5, h:], base[1:5, h:])
+    # forward halves all moved
+    assert float(jnp.min(jnp.abs(first[:5, :h] - base[:5, :h]).max(-1))) > 1e-4
+    # forward halves before word 5: untouched
+    chex.assert_trees_all_close(last[:4, :h], base[:4, :h])
+    # backward halves all moved
+    assert float(jnp.min(jnp.abs(last[:5, h:] - base[:5, h:]).max(-1))) > 1e-4
 
 
 def test_greedy_translate_equals_teacher_forcing_on_its_own_output():
-    """Feeding greedy output back in as the previous words reproduces its argmaxes and its weights."""
+    """Feeding greedy output back in as the previous words reproduces its argmaxes and its
+    weights."""
     params, src = _params(seed=3), _batch()["src"]
     tokens, alpha = at.greedy_translate(params, src, 6)
     tgt_in = jnp.concatenate([jnp.full((5, 1), BOS, jnp.int32), tokens[:, :-1]], axis=1)
@@ -183,14 +196,19 @@ def test_linen_and_nnx_agree_on_outputs_and_gradients():
         rtol=1e-5,
         atol=1e-7,
     )
-    grads = jax.grad(lambda p: loss(at.attention_model(p, data["src"], data["tgt_in"])))(variables["params"])
-    for path, g in jax.tree_util.tree_leaves_with_path(grads):  # every parameter learns, the alignment included
+    grads = jax.grad(lambda p: loss(at.attention_model(p, data["src"], data["tgt_in"])))(
+        variables["params"]
+    )
+    # every parameter learns, the alignment included
+    for path, g in jax.tree_util.tree_leaves_with_path(grads):
         assert float(jnp.abs(g).max()) > 0.0, jax.tree_util.keystr(path)
 
 
 def test_linen_params_are_the_tree_init_attention_model_declares():
     data = _batch()
-    variables = at.LinenAttentionModel(VOCAB, 8, 16, 12).init(jax.random.key(0), data["src"], data["tgt_in"])
+    variables = at.LinenAttentionModel(VOCAB, 8, 16, 12).init(
+        jax.random.key(0), data["src"], data["tgt_in"]
+    )
     chex.assert_trees_all_equal_shapes(variables["params"], _params())
 
 
@@ -206,12 +224,36 @@ def test_sequence_loss_is_3_5s_token_loss_of_the_logits():
 @pytest.mark.parametrize(
     ("call", "error", "message"),
     [
-        (lambda m: m(jnp.ones((2, 3), jnp.float32), jnp.ones((2, 3), jnp.int32)), TypeError, "src: expected integer"),
-        (lambda m: m(jnp.full((2, 3), VOCAB), jnp.ones((2, 3), jnp.int32)), ValueError, "src: expected token ids in"),
-        (lambda m: m(jnp.ones((2, 3), jnp.int32), jnp.full((2, 3), -1)), ValueError, "tgt_in: expected token ids"),
-        (lambda m: m(jnp.ones((2,), jnp.int32), jnp.ones((2, 3), jnp.int32)), ValueError, "src: expected shape"),
-        (lambda m: m(jnp.ones((2, 3), jnp.int32), jnp.ones((3, 3), jnp.int32)), ValueError, "tgt_in: expected batch"),
-        (lambda m: m(jnp.ones((2, 0), jnp.int32), jnp.ones((2, 3), jnp.int32)), ValueError, "src: expected at least"),
+        (
+            lambda m: m(jnp.ones((2, 3), jnp.float32), jnp.ones((2, 3), jnp.int32)),
+            TypeError,
+            "src: expected integer",
+        ),
+        (
+            lambda m: m(jnp.full((2, 3), VOCAB), jnp.ones((2, 3), jnp.int32)),
+            ValueError,
+            "src: expected token ids in",
+        ),
+        (
+            lambda m: m(jnp.ones((2, 3), jnp.int32), jnp.full((2, 3), -1)),
+            ValueError,
+            "tgt_in: expected token ids",
+        ),
+        (
+            lambda m: m(jnp.ones((2,), jnp.int32), jnp.ones((2, 3), jnp.int32)),
+            ValueError,
+            "src: expected shape",
+        ),
+        (
+            lambda m: m(jnp.ones((2, 3), jnp.int32), jnp.ones((3, 3), jnp.int32)),
+            ValueError,
+            "tgt_in: expected batch",
+        ),
+        (
+            lambda m: m(jnp.ones((2, 0), jnp.int32), jnp.ones((2, 3), jnp.int32)),
+            ValueError,
+            "src: expected at least",
+        ),
     ],
 )
 def test_bad_input_is_rejected(call, error, message):
@@ -223,7 +265,10 @@ def test_bad_input_is_rejected(call, error, message):
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda: at.NnxAttentionModel(3, rngs=nnx.Rngs(0)), "vocab: expected more than the 4 reserved"),
+        (
+            lambda: at.NnxAttentionModel(3, rngs=nnx.Rngs(0)),
+            "vocab: expected more than the 4 reserved",
+        ),
         (lambda: at.NnxAttentionModel(VOCAB, 8, 0, rngs=nnx.Rngs(0)), "d_hidden"),
         (lambda: at.NnxAttentionModel(VOCAB, 8, 8, -1, rngs=nnx.Rngs(0)), "d_align"),
         (lambda: at.init_attention_model(jax.random.key(0), VOCAB, 0, 8, 8), "d_embed"),
@@ -244,7 +289,8 @@ def test_bad_settings_are_rejected(call, message):
 
 
 # ---------------------------------------------------------------------------------------
-# The claim: accuracy holds on long sources where 3.5's single vector fails; the alignment is diagonal
+# The claim: accuracy holds on long sources where 3.5's
+# single vector fails; the alignment is diagonal
 # ---------------------------------------------------------------------------------------
 @pytest.mark.claim
 def test_claim_attention_holds_on_long_sources(seed):
@@ -253,11 +299,13 @@ def test_claim_attention_holds_on_long_sources(seed):
     assert m["attention_word_acc_long"] > 0.95  # 13-16 words: still translated (measured >= 0.99)
     assert min(m[f"attention_word_acc_len{n}"] for n in range(13, 17)) > 0.9
     assert m["attention_sentence_acc_long"] > 0.85  # whole long sentences right (measured >= 0.98)
-    # 3.5's encoder-decoder of the same size, same batches: fine on short sources, lost on long ones.
+    # 3.5's encoder-decoder of the same size, same batches:
+    # fine on short sources, lost on long ones.
     assert m["ed_word_acc_short"] > 0.85
     assert m["ed_word_acc_long"] < 0.45
     assert m["attention_word_acc_long"] - m["ed_word_acc_long"] > 0.5
     # The learned alignment follows the word order: the largest weight on the word being translated.
     assert m["alignment_diagonal"] > 0.7  # measured >= 0.86
-    assert m["alignment_weight_aligned"] > 0.4  # measured >= 0.53; most of the rest on the word before
+    # measured >= 0.53; most of the rest on the word before
+    assert m["alignment_weight_aligned"] > 0.4
     assert m["alignment_mass_near"] > 0.85

@@ -32,7 +32,8 @@ def test_gru_step_shapes_and_range():
 def test_gru_with_reset_after_matches_flax_gru_cell():
     """flax.linen.GRUCell applies the reset gate after the recurrent matrix; ours can too."""
     cell = nn.GRUCell(features=6)
-    x, h = jax.random.normal(jax.random.key(1), (4, 5)), jax.random.normal(jax.random.key(2), (4, 6))
+    x = jax.random.normal(jax.random.key(1), (4, 5))
+    h = jax.random.normal(jax.random.key(2), (4, 6))
     variables = cell.init(jax.random.key(0), h, x)
     p = variables["params"]
     assert not jnp.any(p["hn"]["bias"])  # flax's extra recurrent bias starts at zero; ours has none
@@ -42,26 +43,38 @@ def test_gru_with_reset_after_matches_flax_gru_cell():
         "w_n": p["in"]["kernel"], "u_n": p["hn"]["kernel"], "b_n": p["in"]["bias"],
     }  # fmt: skip
     theirs, _ = cell.apply(variables, h, x)
-    chex.assert_trees_all_close(ed.gru_step(ours, h, x, reset_after=True), theirs, rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(
+        ed.gru_step(ours, h, x, reset_after=True), theirs, rtol=1e-5, atol=1e-6
+    )
     # Cho et al.'s own form (eq. 8) resets before the matrix: a different function.
     assert float(jnp.max(jnp.abs(ed.gru_step(ours, h, x) - theirs))) > 1e-3
 
 
 def test_flax_gru_weights_load_with_the_recurrent_candidate_bias():
-    """With ``candidate_bias=True`` the tree has flax's ``hn/bias`` too: any GRUCell's weights load."""
+    """With ``candidate_bias=True`` the tree has flax's ``hn/bias`` too: any GRUCell's weights
+    load."""
     cell = nn.GRUCell(features=6)
-    x, h = jax.random.normal(jax.random.key(1), (4, 5)), jax.random.normal(jax.random.key(2), (4, 6))
+    x = jax.random.normal(jax.random.key(1), (4, 5))
+    h = jax.random.normal(jax.random.key(2), (4, 6))
     variables = cell.init(jax.random.key(0), h, x)
-    p = jax.tree.map(lambda a: a + 0.3 * jax.random.normal(jax.random.key(3), a.shape), variables["params"])
+    p = jax.tree.map(
+        lambda a: a + 0.3 * jax.random.normal(jax.random.key(3), a.shape), variables["params"]
+    )
     ours = {
         "w_r": p["ir"]["kernel"], "u_r": p["hr"]["kernel"], "b_r": p["ir"]["bias"],
         "w_z": p["iz"]["kernel"], "u_z": p["hz"]["kernel"], "b_z": p["iz"]["bias"],
-        "w_n": p["in"]["kernel"], "u_n": p["hn"]["kernel"], "b_n": p["in"]["bias"], "c_n": p["hn"]["bias"],
+        "w_n": p["in"]["kernel"], "u_n": p["hn"]["kernel"], "b_n": p["in"]["bias"],
+        "c_n": p["hn"]["bias"],
     }  # fmt: skip
-    chex.assert_trees_all_equal_shapes(ours, ed.init_gru(jax.random.key(0), 5, 6, candidate_bias=True))
+    chex.assert_trees_all_equal_shapes(
+        ours, ed.init_gru(jax.random.key(0), 5, 6, candidate_bias=True)
+    )
     theirs, _ = cell.apply({"params": p}, h, x)
-    chex.assert_trees_all_close(ed.gru_step(ours, h, x, reset_after=True), theirs, rtol=1e-5, atol=1e-6)
-    assert "c_n" not in ed.init_gru(jax.random.key(0), 5, 6)  # the topics' GRU: Cho et al.'s, no extra bias
+    chex.assert_trees_all_close(
+        ed.gru_step(ours, h, x, reset_after=True), theirs, rtol=1e-5, atol=1e-6
+    )
+    # the topics' GRU: Cho et al.'s, no extra bias
+    assert "c_n" not in ed.init_gru(jax.random.key(0), 5, 6)
 
 
 def test_gru_update_gate_closed_keeps_the_state():
@@ -129,8 +142,12 @@ def test_linen_and_nnx_agree_on_outputs_and_gradients():
 
 def test_linen_params_are_the_tree_init_encoder_decoder_declares():
     data = _batch()
-    variables = ed.LinenEncoderDecoder(VOCAB, 8, 16).init(jax.random.key(0), data["src"], data["tgt_in"])
-    chex.assert_trees_all_equal_shapes(variables["params"], ed.init_encoder_decoder(jax.random.key(0), VOCAB, 8, 16))
+    variables = ed.LinenEncoderDecoder(VOCAB, 8, 16).init(
+        jax.random.key(0), data["src"], data["tgt_in"]
+    )
+    chex.assert_trees_all_equal_shapes(
+        variables["params"], ed.init_encoder_decoder(jax.random.key(0), VOCAB, 8, 16)
+    )
 
 
 def test_sequence_loss_is_the_masked_mean_cross_entropy():
@@ -138,7 +155,9 @@ def test_sequence_loss_is_the_masked_mean_cross_entropy():
     data = _batch(n=7)
     logits = ed.encoder_decoder(params, data["src"], data["tgt_in"])
     logp = jax.nn.log_softmax(logits)
-    picked = np.take_along_axis(np.asarray(logp), np.asarray(data["tgt_out"])[..., None], axis=-1)[..., 0]
+    picked = np.take_along_axis(np.asarray(logp), np.asarray(data["tgt_out"])[..., None], axis=-1)[
+        ..., 0
+    ]
     mask = np.asarray(data["tgt_out"]) != 0  # PAD
     chex.assert_trees_all_close(ed.sequence_loss(params, data), -picked[mask].mean(), rtol=1e-5)
 
@@ -157,12 +176,36 @@ def test_nnx_embedding_lookup_matches_nnx_embed():
 @pytest.mark.parametrize(
     ("call", "error", "message"),
     [
-        (lambda m: m(jnp.ones((2, 3), jnp.float32), jnp.ones((2, 3), jnp.int32)), TypeError, "src: expected integer"),
-        (lambda m: m(jnp.full((2, 3), VOCAB), jnp.ones((2, 3), jnp.int32)), ValueError, r"src: expected token ids in"),
-        (lambda m: m(jnp.full((2, 3), -1), jnp.ones((2, 3), jnp.int32)), ValueError, "src: expected token ids in"),
-        (lambda m: m(jnp.ones((2, 3, 1), jnp.int32), jnp.ones((2, 3), jnp.int32)), ValueError, "src: expected shape"),
-        (lambda m: m(jnp.ones((2, 3), jnp.int32), jnp.ones((3, 3), jnp.int32)), ValueError, "tgt_in: expected batch"),
-        (lambda m: m(jnp.ones((2, 0), jnp.int32), jnp.ones((2, 3), jnp.int32)), ValueError, "src: expected at least"),
+        (
+            lambda m: m(jnp.ones((2, 3), jnp.float32), jnp.ones((2, 3), jnp.int32)),
+            TypeError,
+            "src: expected integer",
+        ),
+        (
+            lambda m: m(jnp.full((2, 3), VOCAB), jnp.ones((2, 3), jnp.int32)),
+            ValueError,
+            r"src: expected token ids in",
+        ),
+        (
+            lambda m: m(jnp.full((2, 3), -1), jnp.ones((2, 3), jnp.int32)),
+            ValueError,
+            "src: expected token ids in",
+        ),
+        (
+            lambda m: m(jnp.ones((2, 3, 1), jnp.int32), jnp.ones((2, 3), jnp.int32)),
+            ValueError,
+            "src: expected shape",
+        ),
+        (
+            lambda m: m(jnp.ones((2, 3), jnp.int32), jnp.ones((3, 3), jnp.int32)),
+            ValueError,
+            "tgt_in: expected batch",
+        ),
+        (
+            lambda m: m(jnp.ones((2, 0), jnp.int32), jnp.ones((2, 3), jnp.int32)),
+            ValueError,
+            "src: expected at least",
+        ),
     ],
 )
 def test_bad_input_is_rejected(call, error, message):
@@ -174,7 +217,10 @@ def test_bad_input_is_rejected(call, error, message):
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda: ed.NnxEncoderDecoder(3, rngs=nnx.Rngs(0)), "vocab: expected more than the 4 reserved"),
+        (
+            lambda: ed.NnxEncoderDecoder(3, rngs=nnx.Rngs(0)),
+            "vocab: expected more than the 4 reserved",
+        ),
         (lambda: ed.NnxEncoderDecoder(VOCAB, 0, rngs=nnx.Rngs(0)), "d_embed"),
         (lambda: ed.init_encoder_decoder(jax.random.key(0), VOCAB, 4, -2), "d_hidden"),
         (lambda: ed.init_gru(jax.random.key(0), 0, 4), "d_in"),
@@ -200,7 +246,8 @@ def test_claim_accuracy_falls_with_length(seed):
     m = ed_exp.experiment(seed=seed, progress=False).metrics
     for h in ("h32", "h96"):
         assert m[f"{h}_word_acc_short"] > 0.85  # short sentences are translated
-        assert m[f"{h}_word_acc_short"] - m[f"{h}_word_acc_long"] > 0.3  # ... long ones much less well
+        # ... long ones much less well
+        assert m[f"{h}_word_acc_short"] - m[f"{h}_word_acc_long"] > 0.3
         assert m[f"{h}_sentence_acc_long"] < 0.2
     # The bottleneck, not the task: a three-times larger vector carries longer sentences further.
     assert m["h96_word_acc_long"] - m["h32_word_acc_long"] > 0.1

@@ -20,7 +20,9 @@ def _inputs(seed=0, batch=3, time=7, d_in=5):
     return jax.random.normal(jax.random.key(seed), (batch, time, d_in))
 
 
-@pytest.mark.parametrize(("batch", "time", "d_in", "hidden"), [(1, 1, 1, 1), (3, 7, 5, 4), (2, 12, 7, 16)])
+@pytest.mark.parametrize(
+    ("batch", "time", "d_in", "hidden"), [(1, 1, 1, 1), (3, 7, 5, 4), (2, 12, 7, 16)]
+)
 def test_forget_lstm_shapes_and_dtypes(batch, time, d_in, hidden):
     params = fg.init_forget_lstm(jax.random.key(0), d_in, hidden)
     assert set(params) == {*lstm.GATES, "forget_gate"}
@@ -42,13 +44,17 @@ def test_shared_gates_are_drawn_as_in_the_1997_cell():
 
 def test_open_forget_gate_is_the_1997_cell():
     params = fg.init_forget_lstm(jax.random.key(1), 4, 6, forget_bias=100.0)
-    params["forget_gate"]["kernel"] = jnp.zeros_like(params["forget_gate"]["kernel"])  # f = sigmoid(100) = 1
+    # f = sigmoid(100) = 1
+    params["forget_gate"]["kernel"] = jnp.zeros_like(params["forget_gate"]["kernel"])
     xs = _inputs(1, batch=2, time=9, d_in=4)
-    chex.assert_trees_all_close(fg.forget_lstm(params, xs), lstm.lstm(params, xs), rtol=1e-6, atol=1e-7)
+    chex.assert_trees_all_close(
+        fg.forget_lstm(params, xs), lstm.lstm(params, xs), rtol=1e-6, atol=1e-7
+    )
 
 
 def test_shut_forget_gate_wipes_the_memory_every_step():
-    """f = 0: the state is only this step's input, so the initial carry's cell state is forgotten."""
+    """f = 0: the state is only this step's input, so the initial carry's cell state is
+    forgotten."""
     params = fg.init_forget_lstm(jax.random.key(2), 3, 5, forget_bias=-100.0)
     params["forget_gate"]["kernel"] = jnp.zeros_like(params["forget_gate"]["kernel"])
     xs = _inputs(2, batch=2, time=6, d_in=3)
@@ -63,7 +69,8 @@ def test_shut_forget_gate_wipes_the_memory_every_step():
 
 
 def _flax_variables(params, d_in):
-    """Our weights in flax's layout: input kernels ``i*`` (no bias), recurrent ``h*`` (with bias)."""
+    """Our weights in flax's layout: input kernels ``i*`` (no bias), recurrent ``h*`` (with
+    bias)."""
     out = {}
     for ours, k in (("in_gate", "i"), ("forget_gate", "f"), ("cell", "g"), ("out_gate", "o")):
         out["i" + k] = {"kernel": params[ours]["kernel"][:d_in]}
@@ -87,7 +94,9 @@ def test_forget_cell_equals_flax_linen_lstm_cells(cell_type):
             outs.append(h)
         return jnp.stack(outs, axis=1)
 
-    chex.assert_trees_all_close(fg.forget_lstm(params, xs, (c0, h0)), flax_run(variables, xs), rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(
+        fg.forget_lstm(params, xs, (c0, h0)), flax_run(variables, xs), rtol=1e-5, atol=1e-6
+    )
     # and the gradients with respect to the inputs
     g_ours = jax.grad(lambda x: jnp.sum(jnp.sin(fg.forget_lstm(params, x, (c0, h0)))))(xs)
     g_flax = jax.grad(lambda x: jnp.sum(jnp.sin(flax_run(variables, x))))(xs)
@@ -108,7 +117,9 @@ def test_forget_cell_equals_flax_nnx_lstm_cell():
     for t in range(xs.shape[1]):
         carry, h = cell(carry, xs[:, t])
         outs.append(h)
-    chex.assert_trees_all_close(fg.forget_lstm(params, xs), jnp.stack(outs, axis=1), rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(
+        fg.forget_lstm(params, xs), jnp.stack(outs, axis=1), rtol=1e-5, atol=1e-6
+    )
 
 
 @pytest.mark.parametrize(("d_in", "hidden"), [(1, 1), (3, 5), (7, 8)])
@@ -152,7 +163,9 @@ def test_continual_reber_streams_are_embedded_reber_strings_back_to_back():
         while (match := _EMBEDDED.match(text, position)) is not None:
             position = match.end()
             ends.append(position)
-        assert len(text) - position < 64, f"stream {row} stops parsing at {position}: {text[position : position + 40]}"
+        assert len(text) - position < 64, (
+            f"stream {row} stops parsing at {position}: {text[position : position + 40]}"
+        )
         assert len(ends) > 30  # about 12 tokens per string
         # The remembered symbol sits just before each string's final E, and nowhere else.
         marked = np.flatnonzero(np.asarray(stream.repeat[row]))
@@ -162,7 +175,8 @@ def test_continual_reber_streams_are_embedded_reber_strings_back_to_back():
 
 
 def test_continual_reber_is_deterministic_in_its_key():
-    a, b = fg_exp.continual_reber(jax.random.key(3), 2, 100), fg_exp.continual_reber(jax.random.key(3), 2, 100)
+    a = fg_exp.continual_reber(jax.random.key(3), 2, 100)
+    b = fg_exp.continual_reber(jax.random.key(3), 2, 100)
     chex.assert_trees_all_equal(a, b)
     c = fg_exp.continual_reber(jax.random.key(4), 2, 100)
     assert not np.array_equal(np.asarray(a.tokens), np.asarray(c.tokens))
@@ -171,13 +185,33 @@ def test_continual_reber_is_deterministic_in_its_key():
 @pytest.mark.parametrize(
     ("build", "error", "message"),
     [
-        (lambda: fg.init_forget_lstm(jax.random.key(0), 3, 4, forget_bias=float("nan")), ValueError, "forget_bias"),
+        (
+            lambda: fg.init_forget_lstm(jax.random.key(0), 3, 4, forget_bias=float("nan")),
+            ValueError,
+            "forget_bias",
+        ),
         (lambda: fg.init_forget_lstm(jax.random.key(0), 3, 0), ValueError, "d_hidden"),
-        (lambda: fg.forget_lstm(lstm.init_lstm(0, 3, 4), jnp.ones((2, 5, 3))), ValueError, "forget_gate"),
-        (lambda: fg.forget_lstm(fg.init_forget_lstm(0, 3, 4), jnp.ones((2, 5, 2))), ValueError, "d_in=3"),
+        (
+            lambda: fg.forget_lstm(lstm.init_lstm(0, 3, 4), jnp.ones((2, 5, 3))),
+            ValueError,
+            "forget_gate",
+        ),
+        (
+            lambda: fg.forget_lstm(fg.init_forget_lstm(0, 3, 4), jnp.ones((2, 5, 2))),
+            ValueError,
+            "d_in=3",
+        ),
         (lambda: fg.NnxForgetLSTM(3, 0, rngs=nnx.Rngs(0)), ValueError, "d_hidden"),
-        (lambda: fg.LinenForgetLSTM(0).init(jax.random.key(0), jnp.ones((2, 5, 3))), ValueError, "features"),
-        (lambda: fg.LinenForgetLSTM(4).init(jax.random.key(0), jnp.ones((5, 3))), ValueError, "xs: expected shape"),
+        (
+            lambda: fg.LinenForgetLSTM(0).init(jax.random.key(0), jnp.ones((2, 5, 3))),
+            ValueError,
+            "features",
+        ),
+        (
+            lambda: fg.LinenForgetLSTM(4).init(jax.random.key(0), jnp.ones((5, 3))),
+            ValueError,
+            "xs: expected shape",
+        ),
         (lambda: fg_exp.continual_reber(jax.random.key(0), 0, 10), ValueError, "n_streams"),
         (lambda: fg_exp.continual_reber(jax.random.key(0), 2, -1), ValueError, "length"),
         (lambda: fg_exp.continual_reber("seed", 2, 10), TypeError, "key"),

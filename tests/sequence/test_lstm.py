@@ -15,7 +15,9 @@ def _inputs(seed=0, batch=3, time=7, d_in=5):
     return jax.random.normal(jax.random.key(seed), (batch, time, d_in))
 
 
-@pytest.mark.parametrize(("batch", "time", "d_in", "hidden"), [(1, 1, 1, 1), (3, 7, 5, 4), (2, 12, 3, 16)])
+@pytest.mark.parametrize(
+    ("batch", "time", "d_in", "hidden"), [(1, 1, 1, 1), (3, 7, 5, 4), (2, 12, 3, 16)]
+)
 def test_lstm_shapes_and_dtypes(batch, time, d_in, hidden):
     params = lstm.init_lstm(jax.random.key(0), d_in, hidden)
     assert set(params) == set(lstm.GATES)
@@ -68,8 +70,10 @@ def test_closed_input_gate_keeps_the_cell_state_and_passes_error_back_unchanged(
 def _as_flax_cell(params, d_in):
     """Our 1997 weights as flax.linen.LSTMCell variables, with its forget gate held open (f = 1)."""
     hidden = params["in_gate"]["bias"].shape[0]
-    flax_params = {"hf": {"kernel": jnp.zeros((hidden, hidden)), "bias": jnp.full((hidden,), 100.0)},
-                   "if": {"kernel": jnp.zeros((d_in, hidden))}}  # fmt: skip
+    flax_params = {
+        "hf": {"kernel": jnp.zeros((hidden, hidden)), "bias": jnp.full((hidden,), 100.0)},
+        "if": {"kernel": jnp.zeros((d_in, hidden))},
+    }
     for ours, k in (("in_gate", "i"), ("cell", "g"), ("out_gate", "o")):
         kernel = params[ours]["kernel"]
         flax_params["i" + k] = {"kernel": kernel[:d_in]}
@@ -99,17 +103,25 @@ def _xs_and_twins(d_in=3, hidden=5):
 @pytest.mark.parametrize(("d_in", "hidden"), [(1, 1), (3, 5), (6, 8)])
 def test_linen_and_nnx_twins_agree(d_in, hidden):
     xs, linen, model = _xs_and_twins(d_in, hidden)
-    assert_twins_agree(linen, model, (xs,), loss=lambda hs: jnp.mean(jnp.sin(hs)), rtol=1e-5, atol=1e-7)
+    assert_twins_agree(
+        linen, model, (xs,), loss=lambda hs: jnp.mean(jnp.sin(hs)), rtol=1e-5, atol=1e-7
+    )
 
 
 def test_linen_module_matches_the_pure_function_and_its_init():
     xs, linen, _ = _xs_and_twins()
     variables = linen.init(jax.random.key(0), xs)
     chex.assert_trees_all_equal_shapes(variables["params"], lstm.init_lstm(jax.random.key(0), 3, 5))
-    chex.assert_trees_all_close(linen.apply(variables, xs), lstm.lstm(variables["params"], xs), rtol=1e-6)
-    chex.assert_trees_all_close(variables["params"]["in_gate"]["bias"], jnp.full((5,), lstm.IN_BIAS))
+    chex.assert_trees_all_close(
+        linen.apply(variables, xs), lstm.lstm(variables["params"], xs), rtol=1e-6
+    )
+    chex.assert_trees_all_close(
+        variables["params"]["in_gate"]["bias"], jnp.full((5,), lstm.IN_BIAS)
+    )
     carry = (jnp.ones((4, 5)), jnp.zeros((4, 5)))
-    chex.assert_trees_all_close(linen.apply(variables, xs, carry), lstm.lstm(variables["params"], xs, carry), rtol=1e-6)
+    chex.assert_trees_all_close(
+        linen.apply(variables, xs, carry), lstm.lstm(variables["params"], xs, carry), rtol=1e-6
+    )
 
 
 def test_nnx_split_and_merge_round_trip():
@@ -125,21 +137,51 @@ def test_nnx_split_and_merge_round_trip():
     [
         (lambda: lstm.init_lstm(jax.random.key(0), 0, 4), ValueError, "d_in"),
         (lambda: lstm.init_lstm(jax.random.key(0), 3, -1), ValueError, "d_hidden"),
-        (lambda: lstm.init_lstm(jax.random.key(0), 3, 4, in_bias=float("nan")), ValueError, "in_bias"),
-        (lambda: lstm.init_lstm("key", 3, 4), TypeError, "key"),
-        (lambda: lstm.lstm(lstm.init_lstm(0, 3, 4), jnp.ones((2, 3))), ValueError, r"xs: expected shape \[batch, time"),
-        (lambda: lstm.lstm(lstm.init_lstm(0, 3, 4), jnp.ones((2, 5, 2))), ValueError, "d_in=3"),
-        (lambda: lstm.lstm(lstm.init_lstm(0, 3, 4), jnp.ones((2, 0, 3))), ValueError, "at least one"),
-        (lambda: lstm.lstm(lstm.init_lstm(0, 3, 4), jnp.ones((2, 5, 3)), jnp.zeros((2, 4))), TypeError, "carry0"),
         (
-            lambda: lstm.lstm(lstm.init_lstm(0, 3, 4), jnp.ones((2, 5, 3)), (jnp.zeros((2, 4)), jnp.zeros((3, 4)))),
+            lambda: lstm.init_lstm(jax.random.key(0), 3, 4, in_bias=float("nan")),
+            ValueError,
+            "in_bias",
+        ),
+        (lambda: lstm.init_lstm("key", 3, 4), TypeError, "key"),
+        (
+            lambda: lstm.lstm(lstm.init_lstm(0, 3, 4), jnp.ones((2, 3))),
+            ValueError,
+            r"xs: expected shape \[batch, time",
+        ),
+        (lambda: lstm.lstm(lstm.init_lstm(0, 3, 4), jnp.ones((2, 5, 2))), ValueError, "d_in=3"),
+        (
+            lambda: lstm.lstm(lstm.init_lstm(0, 3, 4), jnp.ones((2, 0, 3))),
+            ValueError,
+            "at least one",
+        ),
+        (
+            lambda: lstm.lstm(lstm.init_lstm(0, 3, 4), jnp.ones((2, 5, 3)), jnp.zeros((2, 4))),
+            TypeError,
+            "carry0",
+        ),
+        (
+            lambda: lstm.lstm(
+                lstm.init_lstm(0, 3, 4), jnp.ones((2, 5, 3)), (jnp.zeros((2, 4)), jnp.zeros((3, 4)))
+            ),
             ValueError,
             r"carry0\[1\]",
         ),
         (lambda: lstm.NnxLSTM(3, 0, rngs=nnx.Rngs(0)), ValueError, "d_hidden"),
-        (lambda: lstm.NnxLSTM(3, 4, rngs=nnx.Rngs(0))(jnp.ones((2, 5, 4))), ValueError, "xs: expected shape"),
-        (lambda: lstm.LinenLSTM(4).init(jax.random.key(0), jnp.ones((5, 3))), ValueError, "xs: expected shape"),
-        (lambda: lstm.LinenLSTM(0).init(jax.random.key(0), jnp.ones((2, 5, 3))), ValueError, "features"),
+        (
+            lambda: lstm.NnxLSTM(3, 4, rngs=nnx.Rngs(0))(jnp.ones((2, 5, 4))),
+            ValueError,
+            "xs: expected shape",
+        ),
+        (
+            lambda: lstm.LinenLSTM(4).init(jax.random.key(0), jnp.ones((5, 3))),
+            ValueError,
+            "xs: expected shape",
+        ),
+        (
+            lambda: lstm.LinenLSTM(0).init(jax.random.key(0), jnp.ones((2, 5, 3))),
+            ValueError,
+            "features",
+        ),
         (lambda: lstm_experiment.experiment(seed=-1), ValueError, "seed"),
         (lambda: lstm_experiment.experiment(seed=0, steps=0), ValueError, "steps"),
     ],
@@ -162,7 +204,8 @@ def test_claim_lstm_bridges_100_steps_where_rnns_of_equal_size_fail(seed):
     # The RNN of the same width never solves it (at most half the symbols, on one seed of eight).
     assert m["rnn_16_solved_at"] > steps
     assert m["rnn_16_test_accuracy"] < 0.65
-    # The RNN with as many weights solves it on some seeds, but never in under twice the LSTM's steps.
+    # The RNN with as many weights solves it on some seeds,
+    # but never in under twice the LSTM's steps.
     assert m["rnn_32_solved_at"] > 2 * m["lstm_16_solved_at"]
     # Why: at initialisation the error reaching the first input is of the order of the last
     # step's for the LSTM (0.26-2.3), and below a five-hundredth of it through the RNNs.

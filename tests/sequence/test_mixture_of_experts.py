@@ -54,7 +54,8 @@ def test_init_experts_stacks_the_mlps_of_topic_1_1():
     experts = moe_lib.init_experts(jax.random.key(0), 4, [5, 7, 3])
     chex.assert_shape([experts[0]["kernel"], experts[0]["bias"]], [(4, 5, 7), (4, 7)])
     chex.assert_shape([experts[1]["kernel"], experts[1]["bias"]], [(4, 7, 3), (4, 3)])
-    assert not np.allclose(experts[0]["kernel"][0], experts[0]["kernel"][1])  # each expert its own draw
+    # each expert its own draw
+    assert not np.allclose(experts[0]["kernel"][0], experts[0]["kernel"][1])
 
 
 # ---------------------------------------------------------------------------------------
@@ -63,7 +64,9 @@ def test_init_experts_stacks_the_mlps_of_topic_1_1():
 @pytest.mark.parametrize(("n", "k"), [(2, 1), (6, 2), (8, 3), (16, 4), (5, 5)])
 @pytest.mark.parametrize("noisy", [False, True])
 def test_top_k_keeps_exactly_k_gates_summing_to_one(n, k, noisy):
-    routing = moe_lib.noisy_top_k_gating(_gate(0, 5, n), _x(), k, key=jax.random.key(2) if noisy else None)
+    routing = moe_lib.noisy_top_k_gating(
+        _gate(0, 5, n), _x(), k, key=jax.random.key(2) if noisy else None
+    )
     gates = np.asarray(routing.gates)
     np.testing.assert_array_equal((gates > 0).sum(axis=1), k)
     np.testing.assert_allclose(gates.sum(axis=1), 1.0, rtol=1e-6)
@@ -78,7 +81,10 @@ def test_gates_without_noise_are_the_softmax_of_the_top_k_logits(n, k):
     logits = x @ gate["w_gate"]  # [T, n]
     kth = jnp.sort(logits, axis=-1)[:, -k][:, None]  # [T, 1] the k-th largest logit
     keep_top_k = jnp.where(logits >= kth, logits, -jnp.inf)  # eq. 5, literally
-    chex.assert_trees_all_close(routing.gates, jax.nn.softmax(keep_top_k, axis=-1), rtol=1e-6, atol=1e-7)  # eq. 3
+    # eq. 3
+    chex.assert_trees_all_close(
+        routing.gates, jax.nn.softmax(keep_top_k, axis=-1), rtol=1e-6, atol=1e-7
+    )
     chex.assert_trees_all_close(routing.noisy, routing.clean)
 
 
@@ -120,9 +126,11 @@ def test_load_estimator_matches_monte_carlo_for_one_expert_redrawn(n, k):
     eps = jax.random.normal(jax.random.key(5), (draws, *x.shape[:1], n))  # [draws, T, n]
     for i in range(n):
         noisy = jnp.broadcast_to(routing.noisy, eps.shape)
-        redrawn = routing.clean[None, :, i] + eps[:, :, i] * routing.noise_std[None, :, i]  # [draws, T]
+        # [draws, T]
+        redrawn = routing.clean[None, :, i] + eps[:, :, i] * routing.noise_std[None, :, i]
         noisy = noisy.at[:, :, i].set(redrawn)
-        in_top_k = jnp.sum(noisy > noisy[:, :, i : i + 1], axis=-1) < k  # fewer than k others beat it
+        # fewer than k others beat it
+        in_top_k = jnp.sum(noisy > noisy[:, :, i : i + 1], axis=-1) < k
         np.testing.assert_allclose(p[:, i], jnp.mean(in_top_k, axis=0), atol=0.015)
 
 
@@ -131,8 +139,12 @@ def test_load_estimator_is_unbiased_for_the_expected_number_of_tokens(n, k):
     """Averaged over the noise, P(x, i) equals the chance that expert i is chosen at all."""
     gate, x = _gate(2, 5, n, scale=0.5), _x(t=6)
     keys = jax.random.split(jax.random.key(6), 20_000)
-    p = jax.vmap(lambda key: moe_lib.load_probability(moe_lib.noisy_top_k_gating(gate, x, k, key=key), k))(keys)
-    np.testing.assert_allclose(jnp.mean(p, axis=0), _in_top_k_frequency(gate, x, k, 20_000, seed=7), atol=0.015)
+    p = jax.vmap(
+        lambda key: moe_lib.load_probability(moe_lib.noisy_top_k_gating(gate, x, k, key=key), k)
+    )(keys)
+    np.testing.assert_allclose(
+        jnp.mean(p, axis=0), _in_top_k_frequency(gate, x, k, 20_000, seed=7), atol=0.015
+    )
 
 
 def test_load_with_k_equal_to_n_is_every_token():
@@ -142,7 +154,9 @@ def test_load_with_k_equal_to_n_is_every_token():
 
 def test_cv_squared_matches_numpy():
     v = np.asarray([3.0, 1.0, 4.0, 1.0, 5.0])
-    np.testing.assert_allclose(moe_lib.cv_squared(jnp.asarray(v)), (v.std() / v.mean()) ** 2, rtol=1e-5)
+    np.testing.assert_allclose(
+        moe_lib.cv_squared(jnp.asarray(v)), (v.std() / v.mean()) ** 2, rtol=1e-5
+    )
     assert float(moe_lib.cv_squared(jnp.ones(7))) == 0.0
 
 
@@ -153,7 +167,9 @@ def test_balancing_losses_follow_eqs_6_to_11():
     importance = np.asarray(routing.gates).sum(axis=0)  # eq. 6
     load = np.asarray(moe_lib.load_probability(routing, 2)).sum(axis=0)  # eq. 10
     np.testing.assert_allclose(out["importance"], importance, rtol=1e-5)
-    np.testing.assert_allclose(out["loss_importance"], 0.3 * (importance.std() / importance.mean()) ** 2, rtol=1e-4)
+    np.testing.assert_allclose(
+        out["loss_importance"], 0.3 * (importance.std() / importance.mean()) ** 2, rtol=1e-4
+    )
     np.testing.assert_allclose(out["loss_load"], 0.7 * (load.std() / load.mean()) ** 2, rtol=1e-4)
 
 
@@ -161,12 +177,21 @@ def test_load_loss_is_smooth_where_the_count_of_tokens_is_not():
     gate, x, key = _gate(0, 5, 6), _x(), jax.random.key(1)
 
     def load_loss(g):
-        return moe_lib.balancing_losses(moe_lib.noisy_top_k_gating(g, x, 2, key=key), 2, w_importance=0.0, w_load=1.0)
+        return moe_lib.balancing_losses(
+            moe_lib.noisy_top_k_gating(g, x, 2, key=key), 2, w_importance=0.0, w_load=1.0
+        )
 
     grads = jax.grad(lambda g: load_loss(g)["loss_load"])(gate)
     chex.assert_tree_all_finite(grads)
-    assert float(jnp.abs(grads["w_gate"]).max()) > 1e-4 and float(jnp.abs(grads["w_noise"]).max()) > 1e-4
-    count = lambda g: moe_lib.cv_squared(jnp.sum(moe_lib.noisy_top_k_gating(g, x, 2, key=key).gates > 0, axis=0))  # noqa: E731
+    assert (
+        float(jnp.abs(grads["w_gate"]).max()) > 1e-4
+        and float(jnp.abs(grads["w_noise"]).max()) > 1e-4
+    )
+
+    def count(g):
+        chosen = moe_lib.noisy_top_k_gating(g, x, 2, key=key).gates > 0
+        return moe_lib.cv_squared(jnp.sum(chosen, axis=0))
+
     assert float(jnp.abs(jax.grad(count)(gate)["w_gate"]).max()) == 0.0  # a count has no gradient
 
 
@@ -192,7 +217,9 @@ def test_sparse_dispatch_has_the_gradients_of_the_dense_sum():
         gates = moe_lib.noisy_top_k_gating(p["gate"], x, 2, key=key).gates
         return jnp.mean((moe_lib.moe_dense(p, x, gates) - target) ** 2)
 
-    chex.assert_trees_all_close(jax.grad(sparse)(params), jax.grad(dense)(params), rtol=1e-4, atol=1e-6)
+    chex.assert_trees_all_close(
+        jax.grad(sparse)(params), jax.grad(dense)(params), rtol=1e-4, atol=1e-6
+    )
 
 
 def test_dispatch_fills_buffers_first_choice_first_and_drops_the_overflow():
@@ -201,12 +228,14 @@ def test_dispatch_fills_buffers_first_choice_first_and_drops_the_overflow():
     # expert 0's queue: tokens 0, 1, 2 (first choices), then token 3 (second choice): 0 and 1 fit
     np.testing.assert_array_equal(kept, [[True, True], [True, True], [False, True], [True, False]])
     np.testing.assert_array_equal(token_of_slot.reshape(3, 2), [[0, 1], [0, 2], [3, 1]])
-    np.testing.assert_array_equal(slot[kept], [0, 2, 1, 5, 3, 4])  # row = expert * cap + place in its queue
+    # row = expert * cap + place in its queue
+    np.testing.assert_array_equal(slot[kept], [0, 2, 1, 5, 3, 4])
 
 
 def test_dropped_assignments_contribute_nothing():
     params, x, key = _params(n=4), _x(t=64), jax.random.key(0)
-    params["gate"]["w_gate"] = params["gate"]["w_gate"].at[:, 0].add(5.0)  # a gate that loves expert 0
+    # a gate that loves expert 0
+    params["gate"]["w_gate"] = params["gate"]["w_gate"].at[:, 0].add(5.0)
     y, aux = moe_lib.moe(params, x, k=2, key=key, capacity_factor=1.0)  # 32 rows per expert
     assert 0 < float(jnp.mean(aux["kept"])) < 1
     routing = moe_lib.noisy_top_k_gating(params["gate"], x, 2, key=key)
@@ -267,14 +296,23 @@ def test_linen_module_matches_the_pure_function():
     x, key = _x(), jax.random.key(5)
     linen = moe_lib.LinenMoE(n_experts=6, k=2, hidden=(7,), d_out=3)
     variables = linen.init(jax.random.key(0), x)
-    variables = {"params": {**variables["params"], "gate": _gate(9, 5, 6)}}  # a gate that is not zero
-    chex.assert_trees_all_equal_shapes(variables["params"], moe_lib.init_moe(jax.random.key(0), 5, 6, (7,), 3))
-    chex.assert_trees_all_close(linen.apply(variables, x, key=key), moe_lib.moe(variables["params"], x, k=2, key=key))
+    # a gate that is not zero
+    variables = {"params": {**variables["params"], "gate": _gate(9, 5, 6)}}
+    chex.assert_trees_all_equal_shapes(
+        variables["params"], moe_lib.init_moe(jax.random.key(0), 5, 6, (7,), 3)
+    )
+    chex.assert_trees_all_close(
+        linen.apply(variables, x, key=key), moe_lib.moe(variables["params"], x, k=2, key=key)
+    )
 
 
 def test_linen_init_has_a_zero_gate():
-    variables = moe_lib.LinenMoE(n_experts=4, k=2, hidden=(3,), d_out=2).init(jax.random.key(0), _x())
-    assert not np.any(variables["params"]["gate"]["w_gate"]) and not np.any(variables["params"]["gate"]["w_noise"])
+    variables = moe_lib.LinenMoE(n_experts=4, k=2, hidden=(3,), d_out=2).init(
+        jax.random.key(0), _x()
+    )
+    assert not np.any(variables["params"]["gate"]["w_gate"]) and not np.any(
+        variables["params"]["gate"]["w_noise"]
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -283,27 +321,93 @@ def test_linen_init_has_a_zero_gate():
 @pytest.mark.parametrize(
     ("build", "error", "message"),
     [
-        (lambda: moe_lib.moe(_params(n=4), _x(), k=5), ValueError, r"k: expected at most n_experts = 4"),
-        (lambda: moe_lib.moe(_params(n=4), _x(), k=0), ValueError, "k: expected a positive integer"),
-        (lambda: moe_lib.moe(_params(n=4), _x(), k=-1), ValueError, "k: expected a positive integer"),
-        (lambda: moe_lib.moe(_params(n=4), _x(), k=1.5), TypeError, "k: expected a positive integer"),
-        (lambda: moe_lib.moe(_params(n=4), _x()[0], k=2), ValueError, r"x: expected shape \[tokens, d_in=5\]"),
+        (
+            lambda: moe_lib.moe(_params(n=4), _x(), k=5),
+            ValueError,
+            r"k: expected at most n_experts = 4",
+        ),
+        (
+            lambda: moe_lib.moe(_params(n=4), _x(), k=0),
+            ValueError,
+            "k: expected a positive integer",
+        ),
+        (
+            lambda: moe_lib.moe(_params(n=4), _x(), k=-1),
+            ValueError,
+            "k: expected a positive integer",
+        ),
+        (
+            lambda: moe_lib.moe(_params(n=4), _x(), k=1.5),
+            TypeError,
+            "k: expected a positive integer",
+        ),
+        (
+            lambda: moe_lib.moe(_params(n=4), _x()[0], k=2),
+            ValueError,
+            r"x: expected shape \[tokens, d_in=5\]",
+        ),
         (lambda: moe_lib.moe(_params(n=4), _x()[None], k=2), ValueError, r"x: expected shape"),
-        (lambda: moe_lib.moe(_params(n=4), _x(d_in=6), k=2), ValueError, r"x: expected shape \[tokens, d_in=5\]"),
-        (lambda: moe_lib.moe(_params(n=4), _x(), k=2, capacity_factor=0.0), ValueError, "capacity_factor"),
-        (lambda: moe_lib.noisy_top_k_gating(_gate(0, 5, 4), _x(), 5), ValueError, "k: expected at most"),
-        (lambda: moe_lib.noisy_top_k_gating(_gate(0, 5, 4), _x(), 0), ValueError, "k: expected a positive"),
-        (lambda: moe_lib.noisy_top_k_gating(_gate(0, 5, 4), _x(d_in=3), 2), ValueError, "x: expected shape"),
-        (lambda: moe_lib.NnxMoE(5, 4, 5, (3,), 2, rngs=nnx.Rngs(0)), ValueError, "k: expected at most"),
-        (lambda: moe_lib.NnxMoE(5, 4, 0, (3,), 2, rngs=nnx.Rngs(0)), ValueError, "k: expected a positive"),
+        (
+            lambda: moe_lib.moe(_params(n=4), _x(d_in=6), k=2),
+            ValueError,
+            r"x: expected shape \[tokens, d_in=5\]",
+        ),
+        (
+            lambda: moe_lib.moe(_params(n=4), _x(), k=2, capacity_factor=0.0),
+            ValueError,
+            "capacity_factor",
+        ),
+        (
+            lambda: moe_lib.noisy_top_k_gating(_gate(0, 5, 4), _x(), 5),
+            ValueError,
+            "k: expected at most",
+        ),
+        (
+            lambda: moe_lib.noisy_top_k_gating(_gate(0, 5, 4), _x(), 0),
+            ValueError,
+            "k: expected a positive",
+        ),
+        (
+            lambda: moe_lib.noisy_top_k_gating(_gate(0, 5, 4), _x(d_in=3), 2),
+            ValueError,
+            "x: expected shape",
+        ),
+        (
+            lambda: moe_lib.NnxMoE(5, 4, 5, (3,), 2, rngs=nnx.Rngs(0)),
+            ValueError,
+            "k: expected at most",
+        ),
+        (
+            lambda: moe_lib.NnxMoE(5, 4, 0, (3,), 2, rngs=nnx.Rngs(0)),
+            ValueError,
+            "k: expected a positive",
+        ),
         (lambda: moe_lib.NnxMoE(5, 0, 1, (3,), 2, rngs=nnx.Rngs(0)), ValueError, "n_experts"),
         (lambda: moe_lib.NnxMoE(5, 4, 2, (3, -1), 2, rngs=nnx.Rngs(0)), ValueError, r"hidden\[1\]"),
-        (lambda: moe_lib.NnxMoE(5, 4, 2, (3,), 2, rngs=nnx.Rngs(0))(_x(d_in=4)), ValueError, "x: expected shape"),
-        (lambda: moe_lib.NnxMoE(5, 4, 2, (3,), 2, rngs=nnx.Rngs(0))(jnp.ones((2, 3, 5))), ValueError, "x: expected"),
-        (lambda: moe_lib.LinenMoE(4, 5, (3,), 2).init(jax.random.key(0), _x()), ValueError, "k: expected at most"),
-        (lambda: moe_lib.LinenMoE(4, 2, (3,), 2).init(jax.random.key(0), _x()[0]), ValueError, "x: expected shape"),
         (
-            lambda: moe_lib.LinenMoE(4, 2, (3,), 2, capacity_factor=-1.0).init(jax.random.key(0), _x()),
+            lambda: moe_lib.NnxMoE(5, 4, 2, (3,), 2, rngs=nnx.Rngs(0))(_x(d_in=4)),
+            ValueError,
+            "x: expected shape",
+        ),
+        (
+            lambda: moe_lib.NnxMoE(5, 4, 2, (3,), 2, rngs=nnx.Rngs(0))(jnp.ones((2, 3, 5))),
+            ValueError,
+            "x: expected",
+        ),
+        (
+            lambda: moe_lib.LinenMoE(4, 5, (3,), 2).init(jax.random.key(0), _x()),
+            ValueError,
+            "k: expected at most",
+        ),
+        (
+            lambda: moe_lib.LinenMoE(4, 2, (3,), 2).init(jax.random.key(0), _x()[0]),
+            ValueError,
+            "x: expected shape",
+        ),
+        (
+            lambda: moe_lib.LinenMoE(4, 2, (3,), 2, capacity_factor=-1.0).init(
+                jax.random.key(0), _x()
+            ),
             ValueError,
             "capacity_factor",
         ),
@@ -327,7 +431,8 @@ def _report(seed):
 @pytest.mark.claim
 def test_claim_without_the_balancing_loss_a_few_experts_take_most_tokens(seed):
     m = _report(seed).metrics
-    # Without the losses: uneven (measured 0.83-0.92 CV, 5-6 idle experts, busiest 4 of 16 take 52-58%).
+    # Without the losses: uneven (measured 0.83-0.92 CV, 5-6
+    # idle experts, busiest 4 of 16 take 52-58%).
     assert m["unbalanced_load_cv"] > 0.5
     assert m["unbalanced_idle_experts"] >= 2
     assert m["unbalanced_busiest_quarter_share"] > 0.4  # an even load gives 25%
@@ -348,5 +453,6 @@ def test_claim_capacity_grows_with_experts_at_constant_compute(seed):
     assert errors[-1] < 0.5 * errors[0]  # measured: 0.12-0.13 vs 0.42-0.46
     active = [m[f"experts_{n}_active_params"] for n in moe_exp.SIZES]
     params = [m[f"experts_{n}_params"] for n in moe_exp.SIZES]
-    assert params[-1] / params[0] == 8 and active[-1] / active[0] < 1.3  # 8x the parameters, ~ the same compute
+    # 8x the parameters, ~ the same compute
+    assert params[-1] / params[0] == 8 and active[-1] / active[0] < 1.3
     assert _report(seed).seconds < 120

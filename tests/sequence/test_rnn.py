@@ -23,10 +23,15 @@ def _inputs(seed=0, batch=4, time=6, d_in=5, hidden=7):
 # ---------------------------------------------------------------------------------------
 # Shapes, and the recurrence itself.
 # ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("batch", "time", "d_in", "hidden"), [(1, 1, 1, 1), (3, 5, 2, 8), (8, 17, 12, 32)])
+@pytest.mark.parametrize(
+    ("batch", "time", "d_in", "hidden"), [(1, 1, 1, 1), (3, 5, 2, 8), (8, 17, 12, 32)]
+)
 def test_rnn_shapes_and_dtypes(batch, time, d_in, hidden):
     params, xs, _ = _inputs(0, batch, time, d_in, hidden)
-    chex.assert_shape([params["w_xh"], params["w_hh"], params["b_h"]], [(d_in, hidden), (hidden, hidden), (hidden,)])
+    chex.assert_shape(
+        [params["w_xh"], params["w_hh"], params["b_h"]],
+        [(d_in, hidden), (hidden, hidden), (hidden,)],
+    )
     hs = rnn.rnn(params, xs)
     chex.assert_shape(hs, (batch, time, hidden))
     chex.assert_type(hs, jnp.float32)
@@ -41,12 +46,16 @@ def test_rnn_equals_a_python_loop_over_time():
     for t in range(xs.shape[1]):
         h = jnp.tanh(xs[:, t] @ params["w_xh"] + h @ params["w_hh"] + params["b_h"][None, :])
         expected.append(h)
-    chex.assert_trees_all_close(rnn.rnn(params, xs, h0), jnp.stack(expected, axis=1), rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(
+        rnn.rnn(params, xs, h0), jnp.stack(expected, axis=1), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_default_initial_state_is_zero():
     params, xs, h0 = _inputs(2)
-    chex.assert_trees_all_close(rnn.rnn(params, xs), rnn.rnn(params, xs, jnp.zeros_like(h0)), rtol=0, atol=0)
+    chex.assert_trees_all_close(
+        rnn.rnn(params, xs), rnn.rnn(params, xs, jnp.zeros_like(h0)), rtol=0, atol=0
+    )
 
 
 def test_scan_over_time_carries_a_pytree():
@@ -66,7 +75,8 @@ def test_scan_over_time_carries_a_pytree():
         (h, c), out = step(params, (h, c), xs[:, t])
         loop.append(out)
     chex.assert_trees_all_close(hs, jnp.stack(loop, axis=1), rtol=1e-5, atol=1e-6)
-    both = rnn.scan_over_time(lambda p, carry, x: (carry, {"x": x, "h": carry}), params, xs, h0)  # pytree outputs
+    # pytree outputs
+    both = rnn.scan_over_time(lambda p, carry, x: (carry, {"x": x, "h": carry}), params, xs, h0)
     chex.assert_shape([both["x"], both["h"]], [xs.shape, (xs.shape[0], xs.shape[1], h0.shape[1])])
 
 
@@ -83,7 +93,9 @@ def test_gain_sets_the_recurrent_scale():
 # Gradients: hand-written BPTT and RTRL against JAX's.
 # ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize(("batch", "time", "d_in", "hidden"), [(1, 1, 1, 1), (4, 6, 5, 7), (3, 12, 2, 16)])
+@pytest.mark.parametrize(
+    ("batch", "time", "d_in", "hidden"), [(1, 1, 1, 1), (4, 6, 5, 7), (3, 12, 2, 16)]
+)
 def test_backprop_through_time_equals_jax_vjp(seed, batch, time, d_in, hidden):
     params, xs, h0 = _inputs(seed, batch, time, d_in, hidden)
     hs, vjp = jax.vjp(rnn.rnn, params, xs, h0)
@@ -115,7 +127,9 @@ def test_rtrl_forward_in_time_equals_backprop_through_time(seed, time, hidden):
     forward = rnn.rtrl(params, xs, dhs, h0)
     chex.assert_trees_all_equal_structs(forward, params)
     chex.assert_trees_all_close(forward, vjp(dhs)[0], rtol=1e-4, atol=1e-5)
-    chex.assert_trees_all_close(forward, rnn.backprop_through_time(params, xs, hs, dhs, h0)[0], rtol=1e-4, atol=1e-5)
+    chex.assert_trees_all_close(
+        forward, rnn.backprop_through_time(params, xs, hs, dhs, h0)[0], rtol=1e-4, atol=1e-5
+    )
 
 
 def test_rtrl_gradient_arrives_in_real_time():
@@ -163,7 +177,9 @@ def test_linen_and_nnx_twins_agree():
         return jnp.mean((hs - target) ** 2)
 
     for inputs in ((xs,), (xs, h0)):  # the default initial state, and a given one
-        assert_twins_agree(rnn.LinenRNN(hidden=7), rnn.NnxRNN(5, 7, rngs=nnx.Rngs(1)), inputs, loss=loss, rtol=1e-5)
+        assert_twins_agree(
+            rnn.LinenRNN(hidden=7), rnn.NnxRNN(5, 7, rngs=nnx.Rngs(1)), inputs, loss=loss, rtol=1e-5
+        )
 
 
 def test_linen_params_are_the_tree_init_rnn_declares():
@@ -171,17 +187,26 @@ def test_linen_params_are_the_tree_init_rnn_declares():
     linen = rnn.LinenRNN(hidden=7)
     variables = linen.init(jax.random.key(0), xs)
     chex.assert_trees_all_equal_shapes(variables["params"], rnn.init_rnn(jax.random.key(0), 5, 7))
-    chex.assert_trees_all_close(linen.apply(variables, xs, h0), rnn.rnn(variables["params"], xs, h0), rtol=1e-6)
+    chex.assert_trees_all_close(
+        linen.apply(variables, xs, h0), rnn.rnn(variables["params"], xs, h0), rtol=1e-6
+    )
 
 
 def test_matches_flax_linen_simple_cell():
     params, xs, h0 = _inputs(7)
     params = {**params, "b_h": jnp.linspace(-0.3, 0.3, 7)}
-    flax_params = {"cell": {"i": {"kernel": params["w_xh"], "bias": params["b_h"]}, "h": {"kernel": params["w_hh"]}}}
+    flax_params = {
+        "cell": {
+            "i": {"kernel": params["w_xh"], "bias": params["b_h"]},
+            "h": {"kernel": params["w_hh"]},
+        }
+    }
     theirs = nn.RNN(nn.SimpleCell(features=7)).apply({"params": flax_params}, xs, initial_carry=h0)
     chex.assert_trees_all_close(rnn.rnn(params, xs, h0), theirs, rtol=1e-5, atol=1e-6)
     carry, out = nn.SimpleCell(features=7).apply({"params": flax_params["cell"]}, h0, xs[:, 0])
-    chex.assert_trees_all_close(rnn.rnn_step(params, h0, xs[:, 0]), carry, out, rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(
+        rnn.rnn_step(params, h0, xs[:, 0]), carry, out, rtol=1e-5, atol=1e-6
+    )
 
 
 def test_matches_flax_nnx_simple_cell():
@@ -274,8 +299,8 @@ def test_claim_short_memory_learnt_and_gradients_fade_exponentially(seed):
     m = rnn_experiment.experiment(seed=seed).metrics
     for d in rnn_experiment.DELAYS:  # measured 100% for seeds 0-4; chance is 25%
         assert m[f"accuracy_delay_{d}"] > 0.9, d
-    # At the default initialisation (gain 1) the input gradient decays like rho^(T - t):
-    # measured rho 0.85-0.92 with R^2 >= 0.97, and a 30-step-old input counts < 8% of a 1-step-old one.
+    # At the default initialisation (gain 1) the input gradient decays like rho^(T - t): measured
+    # rho 0.85-0.92 with R^2 >= 0.97, and a 30-step-old input counts < 8% of a 1-step-old one.
     assert m["rho_init_gain_1"] < 0.95
     assert m["r2_init_gain_1"] > 0.95
     assert m["shrink_30_vs_1_init_gain_1"] < 0.2

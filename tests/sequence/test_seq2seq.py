@@ -65,13 +65,17 @@ def test_shapes_and_dtypes():
     logits = s2s.seq2seq(params, data["src"], data["tgt_in"])
     chex.assert_shape(logits, (5, 8, VOCAB))
     chex.assert_type(logits, jnp.float32)
-    for out, logp in (s2s.greedy_decode(params, data["src"], 8), s2s.beam_search(params, data["src"], 8, 3)):
+    for out, logp in (
+        s2s.greedy_decode(params, data["src"], 8),
+        s2s.beam_search(params, data["src"], 8, 3),
+    ):
         chex.assert_shape([out, logp], [(5, 8), (5,)])
         chex.assert_type([out, logp], [jnp.int32, jnp.float32])
 
 
 def test_decoder_starts_from_the_encoder_states():
-    """The only path from source to target is the encoder's final states: change them, the logits change."""
+    """The only path from source to target is the encoder's final states: change them, the logits
+    change."""
     params = _params()
     data = _batch()
     other = _batch(seed=7)["src"]
@@ -116,7 +120,9 @@ def test_beam_score_is_the_model_log_prob_of_the_returned_sequence(width):
     params = _params(2)
     src = _batch(2, n=16)["src"]
     out, score = s2s.beam_search(params, src, 8, width)
-    chex.assert_trees_all_close(score, s2s.sequence_log_prob(params, src, out), rtol=1e-5, atol=1e-4)
+    chex.assert_trees_all_close(
+        score, s2s.sequence_log_prob(params, src, out), rtol=1e-5, atol=1e-4
+    )
     out = np.asarray(out)
     for row in out:  # finished hypotheses are padded after their EOS
         ends = np.flatnonzero(row == EOS)
@@ -145,7 +151,8 @@ def test_wide_beam_finds_the_most_probable_sequence_by_brute_force():
     of log p(y | x) over all vocab^T sequences (tokens after EOS do not count)."""
     vocab, length = FIRST_SYMBOL + 2, 3  # 6 ids, 6^3 = 216 sequences
     params = _params(4, vocab=vocab, d_embed=4, d_hidden=8)
-    params["readout"]["bias"] = params["readout"]["bias"].at[EOS].set(1.0)  # some sequences end early
+    # some sequences end early
+    params["readout"]["bias"] = params["readout"]["bias"].at[EOS].set(1.0)
     src = jnp.array([[4, 5, 4], [5, 5, PAD]], jnp.int32)
     every = jnp.array(list(itertools.product(range(vocab), repeat=length)), jnp.int32)  # [216, 3]
     best = []
@@ -155,7 +162,8 @@ def test_wide_beam_finds_the_most_probable_sequence_by_brute_force():
     _, score = s2s.beam_search(params, src, length, vocab ** (length - 1))
     np.testing.assert_allclose(np.asarray(score), best, rtol=1e-5, atol=1e-5)
     _, narrow = s2s.beam_search(params, src, length, 2)
-    assert np.all(np.asarray(narrow) <= np.asarray(score) + 1e-5)  # a narrow beam never beats the exact search
+    # a narrow beam never beats the exact search
+    assert np.all(np.asarray(narrow) <= np.asarray(score) + 1e-5)
 
 
 def test_beam_search_jits_and_matches_eager():
@@ -185,11 +193,19 @@ def test_linen_and_nnx_agree_on_outputs_decoding_and_gradients():
     src, tgt_in = data["src"], data["tgt_in"]
     linen, model = s2s.LinenSeq2Seq(VOCAB, 8, 16), s2s.NnxSeq2Seq(VOCAB, 8, 16, rngs=nnx.Rngs(0))
     variables, _, _ = assert_twins_agree(
-        linen, model, (src, tgt_in), loss=lambda logits: ed.token_loss(logits, data), rtol=1e-5, atol=1e-7
+        linen,
+        model,
+        (src, tgt_in),
+        loss=lambda logits: ed.token_loss(logits, data),
+        rtol=1e-5,
+        atol=1e-7,
     )
     # The same weights (now in both) decode the same way.
     chex.assert_trees_all_close(
-        linen.apply(variables, src, 8, 3, method="beam"), model.beam(src, 8, 3), rtol=1e-6, atol=1e-6
+        linen.apply(variables, src, 8, 3, method="beam"),
+        model.beam(src, 8, 3),
+        rtol=1e-6,
+        atol=1e-6,
     )
     chex.assert_trees_all_close(
         linen.apply(variables, src, 8, method="greedy"), model.greedy(src, 8), rtol=1e-6, atol=1e-6
@@ -210,16 +226,36 @@ def test_linen_params_are_the_tree_init_seq2seq_declares():
     [
         (lambda m: m.beam(jnp.ones((2, 3), jnp.int32), 5, 0), ValueError, "beam_width"),
         (lambda m: m.beam(jnp.ones((2, 3), jnp.int32), 5, -2), ValueError, "beam_width"),
-        (lambda m: m.beam(jnp.ones((2, 3), jnp.int32), 5, VOCAB + 1), ValueError, "beam_width: expected at most"),
+        (
+            lambda m: m.beam(jnp.ones((2, 3), jnp.int32), 5, VOCAB + 1),
+            ValueError,
+            "beam_width: expected at most",
+        ),
         (lambda m: m.beam(jnp.ones((2, 3), jnp.int32), 0, 2), ValueError, "length"),
-        (lambda m: m.beam(jnp.ones((2, 3), jnp.int32), 5, 2.0), (ValueError, TypeError), "beam_width"),
+        (
+            lambda m: m.beam(jnp.ones((2, 3), jnp.int32), 5, 2.0),
+            (ValueError, TypeError),
+            "beam_width",
+        ),
         (lambda m: m.beam(jnp.ones((3,), jnp.int32), 5, 2), ValueError, "src: expected shape"),
         (lambda m: m.greedy(jnp.ones((2, 3, 1), jnp.int32), 5), ValueError, "src: expected shape"),
         (lambda m: m.greedy(jnp.full((2, 3), VOCAB), 5), ValueError, "src: expected token ids in"),
         (lambda m: m.beam(jnp.full((2, 3), -1), 5, 2), ValueError, "src: expected token ids in"),
-        (lambda m: m(jnp.ones((2, 3), jnp.float32), jnp.ones((2, 3), jnp.int32)), TypeError, "src: expected integer"),
-        (lambda m: m(jnp.ones((2, 3), jnp.int32), jnp.full((2, 3), VOCAB)), ValueError, "tgt_in: expected token ids"),
-        (lambda m: m(jnp.ones((2, 3), jnp.int32), jnp.ones((3, 3), jnp.int32)), ValueError, "tgt_in: expected batch"),
+        (
+            lambda m: m(jnp.ones((2, 3), jnp.float32), jnp.ones((2, 3), jnp.int32)),
+            TypeError,
+            "src: expected integer",
+        ),
+        (
+            lambda m: m(jnp.ones((2, 3), jnp.int32), jnp.full((2, 3), VOCAB)),
+            ValueError,
+            "tgt_in: expected token ids",
+        ),
+        (
+            lambda m: m(jnp.ones((2, 3), jnp.int32), jnp.ones((3, 3), jnp.int32)),
+            ValueError,
+            "tgt_in: expected batch",
+        ),
     ],
 )
 def test_bad_input_is_rejected(call, error, message):
@@ -242,7 +278,9 @@ def test_bad_input_is_rejected(call, error, message):
             "n_layers",
         ),
         (
-            lambda: s2s.LinenSeq2Seq(VOCAB).init(jax.random.key(0), jnp.ones((2, 3), jnp.int32), 4, 0, method="beam"),
+            lambda: s2s.LinenSeq2Seq(VOCAB).init(
+                jax.random.key(0), jnp.ones((2, 3), jnp.int32), 4, 0, method="beam"
+            ),
             "beam_width",
         ),
         (lambda: s2s_exp.experiment(seed=-1), "seed"),
@@ -275,5 +313,8 @@ def test_claim_reversal_helps_and_beam_beats_greedy(seed):
         # ... and they are never less often right (the gain is small on this task) ...
         assert m[f"{model}_beam_sentence_acc"] > m[f"{model}_greedy_sentence_acc"] - 0.005
     # ... and, over the two models, more often right (0.3 to 2 points per model and seed).
-    gain = [m[f"{model}_beam_sentence_acc"] - m[f"{model}_greedy_sentence_acc"] for model in ("inorder", "reversed")]
+    gain = [
+        m[f"{model}_beam_sentence_acc"] - m[f"{model}_greedy_sentence_acc"]
+        for model in ("inorder", "reversed")
+    ]
     assert np.mean(gain) > 0.003

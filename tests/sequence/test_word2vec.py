@@ -99,7 +99,9 @@ def test_keep_probability_is_eq_5():
     t = 0.01
     f = np.asarray(counts) / 611
     expected = np.where(f > 0, np.minimum(1.0, np.sqrt(t / np.maximum(f, 1e-30))), 1.0)
-    np.testing.assert_allclose(np.asarray(word2vec.keep_probability(counts, t)), expected, rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(word2vec.keep_probability(counts, t)), expected, rtol=1e-6
+    )
     # The discard probability of eq. 5, 1 - sqrt(t / f), for the frequent words:
     np.testing.assert_allclose(
         1 - np.asarray(word2vec.keep_probability(counts, t))[:2], 1 - np.sqrt(t / f[:2]), rtol=1e-5
@@ -138,11 +140,14 @@ def test_window_pairs_match_loops(window):
     centres, contexts, valid = word2vec.window_pairs(sentences, kept, reach, window)
     valid = np.asarray(valid)
     ours = sorted(zip(np.asarray(centres)[valid].tolist(), np.asarray(contexts)[valid].tolist()))
-    assert ours == _pairs_by_loops(np.asarray(sentences), np.asarray(kept), np.asarray(reach), window)
+    assert ours == _pairs_by_loops(
+        np.asarray(sentences), np.asarray(kept), np.asarray(reach), window
+    )
 
 
 def test_dynamic_window_weights_near_words_more():
-    """With reach R uniform in 1..c, a word at distance d is a context with probability (c - d + 1) / c."""
+    """With reach R uniform in 1..c, a word at distance d is a context with probability
+    (c - d + 1) / c."""
     c = 4
     sentences = jnp.arange(20 * 30).reshape(20, 30)  # no subsampling: every word is kept
     _, _, valid = word2vec.context_pairs(_key, sentences, c)
@@ -185,9 +190,12 @@ def test_3cosadd_completes_a_planted_parallelogram_and_never_answers_a_question_
     # Words 0..3 are x1, y1, x2, y2 with y = x + offset; word 4 is a decoy near y2; 5..7 are noise.
     offset = jnp.array([0.0, 0.0, 3.0, 0.0])
     x1, x2 = jnp.array([1.0, 0.2, 0.0, 0.1]), jnp.array([0.2, 1.0, 0.0, -0.1])
-    noise = 0.1 * jax.random.normal(jax.random.key(0), (3, 4)) + jnp.array([0.0, 0.0, 0.0, 1.0]).reshape(1, 4)
+    noise = 0.1 * jax.random.normal(jax.random.key(0), (3, 4)) + jnp.array(
+        [0.0, 0.0, 0.0, 1.0]
+    ).reshape(1, 4)
     decoy = x2 + offset + jnp.array([1.0, -0.5, 0.0, 0.0])
-    vectors = jnp.concatenate([jnp.stack([x1, x1 + offset, x2, x2 + offset, decoy]), noise])  # [8, 4]
+    # [8, 4]
+    vectors = jnp.concatenate([jnp.stack([x1, x1 + offset, x2, x2 + offset, decoy]), noise])
     questions = jnp.array([[0, 1, 2, 3], [1, 0, 3, 2], [2, 3, 0, 1]])
     assert np.asarray(word2vec.solve_analogies(vectors, questions)).tolist() == [3, 2, 1]
     # Even when the best match is one of a, b, c (e.g. a == c), the answer never is.
@@ -203,7 +211,10 @@ def test_3cosadd_matches_brute_force_cosines():
     expected = []
     for a, b, c in np.asarray(questions):
         target = unit[b] - unit[a] + unit[c]
-        scores = [-np.inf if w in (a, b, c) else unit[w] @ target / np.linalg.norm(target) for w in range(30)]
+        scores = [
+            -np.inf if w in (a, b, c) else unit[w] @ target / np.linalg.norm(target)
+            for w in range(30)
+        ]
         expected.append(int(np.argmax(scores)))
     assert np.asarray(word2vec.solve_analogies(vectors, questions)).tolist() == expected
 
@@ -224,17 +235,31 @@ def test_nearest_neighbours_exclude_the_word_itself_and_are_sorted():
 def test_corpus_is_deterministic_and_plants_its_relations():
     a, b = generate_corpus(0, 500), generate_corpus(0, 500)
     chex.assert_trees_all_equal(a.sentences, b.sentences)
-    assert not np.array_equal(np.asarray(a.sentences), np.asarray(generate_corpus(1, 500).sentences))
+    assert not np.array_equal(
+        np.asarray(a.sentences), np.asarray(generate_corpus(1, 500).sentences)
+    )
     words, pairs, topics, roles = vocabulary()
     assert a.words == words and len(words) == 134
     chex.assert_shape(a.sentences, (500, 10))
     assert int(a.counts.sum()) == 5000
-    assert words[pairs[0, 0, 0]] == "france" and words[pairs[0, 0, 1]] == "paris" and words[topics[0, 0]] == "french"
-    assert words.index("the") == 0 and int(np.argmax(np.asarray(a.counts))) == 0  # 'the' is the most frequent
-    # Without noise every sentence holds exactly one pair word, with its topic and two role words of its side.
+    assert (
+        words[pairs[0, 0, 0]] == "france"
+        and words[pairs[0, 0, 1]] == "paris"
+        and words[topics[0, 0]] == "french"
+    )
+    # 'the' is the most frequent
+    assert words.index("the") == 0 and int(np.argmax(np.asarray(a.counts))) == 0
+    # Without noise every sentence holds exactly one pair
+    # word, with its topic and two role words of its side.
     clean = np.asarray(generate_corpus(2, 300, noise=0.0).sentences)
     for sentence in clean:
-        hits = [(f, p, s) for f in range(3) for p in range(12) for s in range(2) if pairs[f, p, s] in sentence]
+        hits = [
+            (f, p, s)
+            for f in range(3)
+            for p in range(12)
+            for s in range(2)
+            if pairs[f, p, s] in sentence
+        ]
         assert len(hits) == 1
         f, p, s = hits[0]
         assert topics[f, p] in sentence
@@ -273,7 +298,8 @@ def test_embed_matches_flax_linen_and_nnx_embed():
     layer.embedding[...] = table
     chex.assert_trees_all_equal(ours, linen)
     chex.assert_trees_all_equal(ours, layer(ids))
-    chex.assert_trees_all_equal(ours, jax.nn.one_hot(ids, V) @ table)  # a lookup is a one-hot product
+    # a lookup is a one-hot product
+    chex.assert_trees_all_equal(ours, jax.nn.one_hot(ids, V) @ table)
 
 
 # ---------------------------------------------------------------------------------------
@@ -281,8 +307,12 @@ def test_embed_matches_flax_linen_and_nnx_embed():
 # ---------------------------------------------------------------------------------------
 def test_linen_init_follows_the_released_tool():
     centres, contexts, negatives = _batch()
-    params = word2vec.LinenSkipGram(vocab_size=V, dim=D).init(jax.random.key(0), centres, contexts, negatives)
-    chex.assert_trees_all_equal_shapes(params["params"], word2vec.init_tables(jax.random.key(0), V, D))
+    params = word2vec.LinenSkipGram(vocab_size=V, dim=D).init(
+        jax.random.key(0), centres, contexts, negatives
+    )
+    chex.assert_trees_all_equal_shapes(
+        params["params"], word2vec.init_tables(jax.random.key(0), V, D)
+    )
     chex.assert_shape(params["params"]["w_in"], (V, D))
     chex.assert_trees_all_equal(params["params"]["w_out"], jnp.zeros((V, D)))
     model = word2vec.NnxSkipGram(V, D, rngs=nnx.Rngs(0))
@@ -291,7 +321,8 @@ def test_linen_init_follows_the_released_tool():
 
 def test_linen_and_nnx_twins_agree_on_loss_and_gradients():
     batch = _batch()
-    linen, model = word2vec.LinenSkipGram(vocab_size=V, dim=D), word2vec.NnxSkipGram(V, D, rngs=nnx.Rngs(1))
+    linen = word2vec.LinenSkipGram(vocab_size=V, dim=D)
+    model = word2vec.NnxSkipGram(V, D, rngs=nnx.Rngs(1))
     variables, _, _ = assert_twins_agree(linen, model, batch, loss=jnp.mean, rtol=1e-5, atol=1e-7)
     chex.assert_trees_all_equal(linen.apply(variables, method="vectors"), model.vectors())
     # Non-zero output vectors too (they start at zero), so that every gradient is non-trivial.
@@ -299,11 +330,16 @@ def test_linen_and_nnx_twins_agree_on_loss_and_gradients():
     variables = {"params": {"w_in": w_in, "w_out": w_out}}
     twins.load_linen(model, variables)
     chex.assert_trees_all_close(linen.apply(variables, *batch), model(*batch), rtol=1e-6)
-    chex.assert_trees_all_close(linen.apply(variables, *batch), word2vec.sgns_loss(*_tables(3), *batch), rtol=1e-6)
+    chex.assert_trees_all_close(
+        linen.apply(variables, *batch), word2vec.sgns_loss(*_tables(3), *batch), rtol=1e-6
+    )
     grads_linen = jax.grad(lambda v: jnp.mean(linen.apply(v, *batch)))(variables)["params"]
     grads_nnx = nnx.to_pure_dict(nnx.grad(lambda m: jnp.mean(m(*batch)))(model))
     chex.assert_trees_all_close(grads_linen, grads_nnx, rtol=1e-5, atol=1e-7)
-    assert float(jnp.abs(grads_linen["w_in"]).sum()) > 0 and float(jnp.abs(grads_linen["w_out"]).sum()) > 0
+    assert (
+        float(jnp.abs(grads_linen["w_in"]).sum()) > 0
+        and float(jnp.abs(grads_linen["w_out"]).sum()) > 0
+    )
     chex.assert_trees_all_equal(linen.apply(variables, method="vectors"), model.vectors())
 
 
@@ -323,29 +359,41 @@ _key = jax.random.key(0)
          r"centres: expected token ids in \[0, 11\)"),
         (lambda: _model()(_ids, jnp.array([0, -1, 2]), _negs), ValueError,
          "contexts: expected token ids"),
-        (lambda: word2vec.LinenSkipGram(V, D).init(jax.random.key(0), _ids, _ids, _negs + V), ValueError,
-         "negatives: expected token ids"),
+        (lambda: word2vec.LinenSkipGram(V, D).init(jax.random.key(0), _ids, _ids, _negs + V),
+         ValueError, "negatives: expected token ids"),
         (lambda: _model()(_ids, _ids[:2], _negs), ValueError, "contexts: expected shape"),
         (lambda: _model()(_ids, _ids, _ids), ValueError, "negatives: expected shape"),
         (lambda: _model()(_ids * 1.0, _ids, _negs), TypeError, "centres: expected an integer"),
         (lambda: word2vec.NnxSkipGram(0, D, rngs=nnx.Rngs(0)), ValueError, "vocab_size"),
-        (lambda: word2vec.LinenSkipGram(V, -2).init(jax.random.key(0), _ids, _ids, _negs), ValueError, "dim"),
-        (lambda: word2vec.embed(jnp.ones((V, D)), jnp.array([V])), ValueError, "ids: expected token ids"),
-        (lambda: word2vec.keep_probability(jnp.array([3, -1, 2]), 1e-3), ValueError, "counts: expected non-negative"),
-        (lambda: word2vec.noise_distribution(jnp.array([3, -1, 2])), ValueError, "counts: expected non-negative"),
-        (lambda: word2vec.noise_distribution(jnp.zeros(4, jnp.int32)), ValueError, "counts: expected at least one"),
-        (lambda: word2vec.keep_probability(jnp.ones((2, 3)), 1e-3), ValueError, "counts: expected shape"),
+        (lambda: word2vec.LinenSkipGram(V, -2).init(jax.random.key(0), _ids, _ids, _negs),
+         ValueError, "dim"),
+        (lambda: word2vec.embed(jnp.ones((V, D)), jnp.array([V])), ValueError,
+         "ids: expected token ids"),
+        (lambda: word2vec.keep_probability(jnp.array([3, -1, 2]), 1e-3), ValueError,
+         "counts: expected non-negative"),
+        (lambda: word2vec.noise_distribution(jnp.array([3, -1, 2])), ValueError,
+         "counts: expected non-negative"),
+        (lambda: word2vec.noise_distribution(jnp.zeros(4, jnp.int32)), ValueError,
+         "counts: expected at least one"),
+        (lambda: word2vec.keep_probability(jnp.ones((2, 3)), 1e-3), ValueError,
+         "counts: expected shape"),
         (lambda: word2vec.keep_probability(jnp.array([3, 1]), 0.0), ValueError, "threshold"),
         (lambda: word2vec.keep_probability(jnp.array([3, 1]), -1e-3), ValueError, "threshold"),
         (lambda: word2vec.noise_distribution(jnp.array([3, 1]), power=1.5), ValueError, "power"),
-        (lambda: word2vec.context_pairs(_key, jnp.ones((2, 5), jnp.int32), 0), ValueError, "window"),
-        (lambda: word2vec.context_pairs(_key, jnp.ones((2, 5), jnp.int32), -2), ValueError, "window"),
-        (lambda: word2vec.context_pairs(_key, jnp.ones((2, 5), jnp.int32), 2.5), TypeError, "window"),
-        (lambda: word2vec.context_pairs(_key, jnp.ones(5, jnp.int32), 2), ValueError, "sentences: expected shape"),
+        (lambda: word2vec.context_pairs(_key, jnp.ones((2, 5), jnp.int32), 0), ValueError,
+         "window"),
+        (lambda: word2vec.context_pairs(_key, jnp.ones((2, 5), jnp.int32), -2), ValueError,
+         "window"),
+        (lambda: word2vec.context_pairs(_key, jnp.ones((2, 5), jnp.int32), 2.5), TypeError,
+         "window"),
+        (lambda: word2vec.context_pairs(_key, jnp.ones(5, jnp.int32), 2), ValueError,
+         "sentences: expected shape"),
         (lambda: word2vec.context_pairs(_key, jnp.full((2, 5), 4), 2, jnp.ones(4)), ValueError,
          r"sentences: expected token ids in \[0, 4\)"),
-        (lambda: word2vec.subsample(jax.random.key(0), jnp.full((2, 5), -1), jnp.ones(4)), ValueError, "sentences"),
-        (lambda: word2vec.sample_negatives(_key, jnp.ones(4) / 4, 3, 0), ValueError, "k: expected a positive"),
+        (lambda: word2vec.subsample(jax.random.key(0), jnp.full((2, 5), -1), jnp.ones(4)),
+         ValueError, "sentences"),
+        (lambda: word2vec.sample_negatives(_key, jnp.ones(4) / 4, 3, 0), ValueError,
+         "k: expected a positive"),
         (lambda: generate_corpus(0, 0), ValueError, "n_sentences"),
         (lambda: generate_corpus(0, 10, length=4), ValueError, "length"),
         (lambda: generate_corpus(0, 10, noise=1.0), ValueError, "noise"),
@@ -364,7 +412,8 @@ def test_bad_input_is_rejected_before_compute(build, error, message):
 @pytest.mark.claim
 def test_claim_planted_analogies_are_solved_and_neighbours_are_semantic(seed):
     m = word2vec_experiment.experiment(seed=seed).metrics
-    # Analogies: far above chance (1/131), and far above the nearest word to c, which ignores a and b.
+    # Analogies: far above chance (1/131), and far above the
+    # nearest word to c, which ignores a and b.
     assert m["analogy_accuracy"] > 0.9
     assert m["analogy_accuracy"] > 100 * m["chance"]
     assert m["analogy_accuracy"] > m["nearest_to_c_accuracy"] + 0.15

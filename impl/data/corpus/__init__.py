@@ -42,7 +42,8 @@ _SOURCES = ("essays", "papers")
 
 _FENCE = re.compile(r"^\s*(`{3,}|~{3,})")
 _DISPLAY_MATH = re.compile(r"\$\$.*?\$\$", re.DOTALL)
-_INLINE_MATH = re.compile(r"(?<!\\)\$(?:[^$\n]|\n(?![ \t]*\n))+?(?<!\\)\$")  # may wrap, not across paragraphs
+# may wrap, not across paragraphs
+_INLINE_MATH = re.compile(r"(?<!\\)\$(?:[^$\n]|\n(?![ \t]*\n))+?(?<!\\)\$")
 _HTML_COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 _BLOCK_MARKER = re.compile(r"^(!!!|\?\?\?\+?|===)\s")  # admonition or content-tab header
 _LIST_ITEM = re.compile(r"^([-*+]|\d+[.)])\s+")
@@ -129,7 +130,11 @@ def markdown_to_text(markdown: str) -> str:
 
 
 def _sources(root: Path) -> list[Path]:
-    files = [p for folder in _SOURCES for p in sorted((root / folder).rglob("*.md"), key=lambda p: p.as_posix())]
+    files = [
+        p
+        for folder in _SOURCES
+        for p in sorted((root / folder).rglob("*.md"), key=lambda p: p.as_posix())
+    ]
     if not files:
         raise FileNotFoundError(f"root: no essays/**/*.md or papers/**/*.md under {root}")
     return files
@@ -161,8 +166,12 @@ def load_corpus() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m impl.data.corpus", description=__doc__.split("\n")[0])
-    parser.add_argument("--write", action="store_true", help="rebuild the snapshot from essays/ and papers/")
+    parser = argparse.ArgumentParser(
+        prog="python -m impl.data.corpus", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--write", action="store_true", help="rebuild the snapshot from essays/ and papers/"
+    )
     parser.add_argument("--output", help="where to write (default: the committed snapshot)")
     parser.add_argument("--root", help="the repository to read (default: this checkout)")
     args = parser.parse_args(argv)

@@ -1,4 +1,5 @@
-"""``python -m impl.data.corpus --write`` rebuilds the committed snapshot; see `impl.data.corpus`."""
+"""``python -m impl.data.corpus --write`` rebuilds the committed snapshot; see
+`impl.data.corpus`."""
 
 from impl.data.corpus import main
 
