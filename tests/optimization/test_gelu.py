@@ -71,6 +71,24 @@ def test_gelu_at_large_inputs_has_the_right_limits_and_no_overflow(approximate):
     chex.assert_trees_all_close(dy, (x > 0).astype(jnp.float32), atol=1e-6)
 
 
+def test_tanh_form_written_out_derivative_equals_autodiff_of_the_formula():
+    """`gelu_tanh` carries its derivative by hand (a custom JVP): it must be the derivative."""
+
+    def traced(x):  # the same formula, differentiated by JAX
+        c = jnp.clip(x, -10.0, 10.0)
+        inner = np.sqrt(2.0 / np.pi).astype(x.dtype) * (c + 0.044715 * c * c * c)
+        return 0.5 * x * (1.0 + jnp.tanh(inner))
+
+    x = jnp.linspace(-12.0, 12.0, 20_001)  # float32; both sides of the clip at |x| = 10
+    ours = jax.vmap(jax.grad(g.gelu_tanh))(x)
+    np.testing.assert_allclose(ours, jax.vmap(jax.grad(traced))(x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(g.gelu_tanh(x), traced(x))  # the forward is unchanged
+    forward_mode = jax.jacfwd(lambda v: g.gelu_tanh(v).sum())(x[::100])
+    np.testing.assert_allclose(forward_mode, ours[::100], rtol=1e-6)
+    second = jax.grad(jax.grad(g.gelu_tanh))(0.0)  # differentiable twice: GELU''(0) = sqrt(2/pi)
+    np.testing.assert_allclose(second, np.sqrt(2.0 / np.pi), rtol=1e-5)
+
+
 def test_gelu_at_zero_and_its_minimum():
     assert float(g.gelu(jnp.zeros(()))) == 0.0
     assert float(jax.grad(g.gelu)(jnp.zeros(()))) == pytest.approx(0.5)
