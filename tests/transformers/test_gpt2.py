@@ -347,6 +347,8 @@ def test_ngram_baselines_on_a_deterministic_stream():
 @pytest.mark.claim
 def test_claim_gpt2_learns_the_prose_and_judges_word_order_zero_shot(seed):
     m = gpt2_exp.experiment(seed=seed, progress=False).metrics
+    # seeds 0-9, worst: pre-LN 0.75 and post-LN 1.31 nats under the unigram, word order 73.4%,
+    # 16x2 behind 24x3 by 0.12 (docs/claims.md)
     # a stated held-out loss, far under the unigram baseline (not under the bigram at this budget)
     assert m["held_out_pre_ln"] < m["unigram_nats_per_token"] - 0.6
     assert m["bigram_nats_per_token"] < m["unigram_nats_per_token"]
