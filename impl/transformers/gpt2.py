@@ -43,19 +43,21 @@ import numpy as np
 from flax import nnx
 
 from impl import checks, twins
-from impl.optimization.layer_norm import init_layer_norm, layer_norm
+from impl.optimization.layer_norm import init_layer_norm
 from impl.transformers.transformer import (
     TransformerConfig,
     causal_mask,
     dot_product_attention,
     encoder_layer,
     feed_forward,
+    final_norm,
     init_stack,
     project_out,
     project_qkv,
     run_stack,
     sublayer,
 )
+from impl.transformers.transformer import check_tokens as transformer_check_tokens
 
 __all__ = [
     "CONFIGS",
@@ -198,9 +200,7 @@ def count_parameters(config: GPT2Config) -> int:
 # --8<-- [start:core]
 def _final_norm(config: GPT2Config, params: PyTree, x: jax.Array) -> jax.Array:
     """GPT-2 adds a layer norm after the last block (section 2.3); post-LN ends normalised."""
-    if not config.pre_ln:
-        return x
-    return layer_norm(x, params["ln_f"]["scale"], params["ln_f"]["bias"], epsilon=config.ln_eps)
+    return final_norm(params, "ln_f", x, config.transformer)
 
 
 def _cast(params: PyTree, dtype) -> PyTree:
@@ -563,21 +563,7 @@ def _check_config(config: Any) -> None:
 def check_tokens(config: GPT2Config, tokens: Any, name: str = "tokens") -> None:
     """``tokens`` must be ``int[B, T]``, ``T <= max_len``, ids in ``[0, V)`` (when concrete)."""
     _check_config(config)
-    checks.array_shape(name, tokens, ["batch", "seq"], dims="[batch, seq]")
-    if not jnp.issubdtype(tokens.dtype, jnp.integer):
-        raise TypeError(f"{name}: expected integer token ids, got dtype {tokens.dtype}")
-    if tokens.shape[1] > config.max_len:
-        raise ValueError(
-            f"{name}: sequence of {tokens.shape[1]} tokens exceeds the context "
-            f"max_len={config.max_len}"
-        )
-    if not isinstance(tokens, jax.core.Tracer) and tokens.size:
-        ids = np.asarray(tokens)  # numpy: concrete ids closed over by a jitted caller stay concrete
-        low, high = int(ids.min()), int(ids.max())
-        if low < 0 or high >= config.vocab_size:
-            raise ValueError(
-                f"{name}: expected ids in [0, {config.vocab_size}), got ids from {low} to {high}"
-            )
+    transformer_check_tokens(name, tokens, config.transformer)
 
 
 def _check_sampling(temperature: Any, top_k: Any, top_p: Any) -> None:

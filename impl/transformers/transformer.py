@@ -60,6 +60,7 @@ __all__ = [
     "attention_maps",
     "attention_weights",
     "causal_mask",
+    "check_tokens",
     "cross_attention",
     "decode",
     "decoder_layer",
@@ -68,6 +69,7 @@ __all__ = [
     "encode",
     "encoder_layer",
     "feed_forward",
+    "final_norm",
     "greedy_translate",
     "init_cross_attention",
     "init_decoder_layer",
@@ -443,11 +445,11 @@ def _inputs(params: PyTree, tokens: jax.Array, config: TransformerConfig) -> jax
 
 def encode(params: PyTree, src: jax.Array, config: TransformerConfig) -> jax.Array:
     """The encoder: ``src int[B, S]`` -> ``memory [B, S, D]`` (padding keys masked)."""
-    _check_length("src", src, config)
+    check_tokens("src", src, config, ids=False)
     x = run_stack(
         encoder_layer, params["encoder"], _inputs(params, src, config), padding_mask(src), config
     )
-    return _final_norm(params, "encoder_ln", x, config)
+    return final_norm(params, "encoder_ln", x, config)
 
 
 def decode(
@@ -456,11 +458,11 @@ def decode(
     """The decoder: ``tgt_in int[B, T]`` (``BOS`` + target shifted right) reading
     ``memory [B, S, D]`` -> logits ``[B, T, V]``, through the embedding matrix shared with the
     input (section 3.4)."""
-    _check_length("tgt_in", tgt_in, config)
+    check_tokens("tgt_in", tgt_in, config, ids=False)
     self_mask = causal_mask(tgt_in.shape[1]) & padding_mask(tgt_in)  # [B, 1, T, T]: no peeking
     x = _inputs(params, tgt_in, config)
     x = run_stack(decoder_layer, params["decoder"], x, memory, self_mask, padding_mask(src), config)
-    x = _final_norm(params, "decoder_ln", x, config)
+    x = final_norm(params, "decoder_ln", x, config)
     return jnp.einsum("BTD,VD->BTV", x, params["embed"])  # [B, T, V]
 
 
@@ -469,13 +471,13 @@ def attention_maps(
 ) -> dict[str, jax.Array]:
     """Every head's weights, teacher-forced: ``{"encoder": [L, B, H, S, S],
     "decoder_self": [L, B, H, T, T], "cross": [L, B, H, T, S]}``."""
-    _check_length("src", src, config)
-    _check_length("tgt_in", tgt_in, config)
+    check_tokens("src", src, config, ids=False)
+    check_tokens("tgt_in", tgt_in, config, ids=False)
     x = _inputs(params, src, config)
     x, enc = run_stack(
         encoder_layer, params["encoder"], x, padding_mask(src), config, return_weights=True
     )
-    memory = _final_norm(params, "encoder_ln", x, config)
+    memory = final_norm(params, "encoder_ln", x, config)
     self_mask = causal_mask(tgt_in.shape[1]) & padding_mask(tgt_in)
     x = _inputs(params, tgt_in, config)
     _, dec = run_stack(
@@ -745,7 +747,8 @@ class NnxTransformer(nnx.Module):
 # --8<-- [end:nnx]
 
 
-def _final_norm(params: PyTree, name: str, x: jax.Array, config: TransformerConfig) -> jax.Array:
+def final_norm(params: PyTree, name: str, x: jax.Array, config: TransformerConfig) -> jax.Array:
+    """The layer norm ``params[name]`` that closes a pre-LN stack; post-LN stacks end normalised."""
     if not config.pre_ln:
         return x
     return layer_norm(x, params[name]["scale"], params[name]["bias"], epsilon=config.ln_eps)
@@ -788,7 +791,12 @@ def _check_tokens(name: str, tokens: Any, vocab_size: int | None = None) -> None
     checks.array_shape(name, tokens, ["batch", "seq"], dims="[batch, seq]")
     if not jnp.issubdtype(tokens.dtype, jnp.integer):
         raise TypeError(f"{name}: expected integer token ids, got dtype {tokens.dtype}")
-    if vocab_size is not None and not isinstance(tokens, jax.core.Tracer) and tokens.size:
+    if vocab_size is not None:
+        _check_ids(name, tokens, vocab_size)
+
+
+def _check_ids(name: str, tokens: Any, vocab_size: int) -> None:
+    if not isinstance(tokens, jax.core.Tracer) and tokens.size:
         ids = np.asarray(tokens)  # concrete: read on the host, nothing is traced
         low, high = int(ids.min()), int(ids.max())
         if low < 0 or high >= vocab_size:
@@ -797,10 +805,14 @@ def _check_tokens(name: str, tokens: Any, vocab_size: int | None = None) -> None
             )
 
 
-def _check_length(name: str, tokens: Any, config: TransformerConfig) -> None:
+def check_tokens(name: str, tokens: Any, config: TransformerConfig, *, ids: bool = True) -> None:
+    """``tokens`` must be ``int[B, T]`` with ``T <= config.max_len`` and, with ``ids``, ids in
+    ``[0, vocab_size)`` (checked when concrete: inside ``jit`` they cannot be read)."""
     _check_config(config)
     _check_tokens(name, tokens)
     if tokens.shape[1] > config.max_len:
         raise ValueError(
             f"{name}: expected at most max_len={config.max_len} positions, got {tokens.shape[1]}"
         )
+    if ids:
+        _check_ids(name, tokens, config.vocab_size)
